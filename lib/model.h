@@ -1,0 +1,46 @@
+/* model.h: one model description for both architectures (FORMAT.md and EXPERIMENTS.md):
+ *   "resnet":     the paper's CIFAR ResNet, depth 6n+2, width W, basic blocks, projection
+ *                 shortcuts conv1x1+BN, no conv bias, GAP, linear head. BN momentum 0.1
+ *                 (PyTorch convention), eps 1e-5.
+ *   "bottleneck": the seed's Keras bottleneck "ResNet20", depth 9n+2, conv biases, BN
+ *                 momentum 0.01 (Keras 0.99), eps 1e-3, classifier BN.
+ * The architecture lives in the checkpoint's "arch" map; model_build turns a checkpoint
+ * into a graph of layers that drives forward, backward (only what the trainable flags
+ * need) and exposes parameters and gradients to the optimizer. */
+#ifndef BN_MODEL_H
+#define BN_MODEL_H
+#include <stdbool.h>
+#include "checkpoint.h"
+#include "ops.h"
+
+typedef struct model model;
+
+/* A fresh checkpoint for an architecture: tensors named like "stem.conv.w", "s1.b0.bn1.gamma",
+ * "fc.w" (see model.c), He-normal fan-in conv/linear weights, BN gamma by gamma_init
+ * ("ones", "uniform" = U[0,1], "uniform-sym" = U[-1,1]), beta 0, running mean 0 / var 1,
+ * biases 0. Every "param" tensor trainable. NULL with err on bad arguments (depth not 6n+2 /
+ * 9n+2, width < 1, ...). */
+checkpoint *model_init(const char *arch, int depth, int width, int classes,
+                       const char *gamma_init, uint64_t seed, char err[256]);
+
+/* Builds the graph for ck (which it keeps pointers into: parameters are updated in place
+ * in ck's tensors when the backend is host-side) for batches of up to max_batch images of
+ * 3x32x32 floats. NULL with err when the checkpoint does not describe a known model. */
+model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]);
+void model_free(model *m);
+
+/* Forward pass on n <= max_batch images x[n,3,32,32] (backend memory). train: BN uses
+ * batch statistics and updates running averages; otherwise running averages. */
+void model_forward(model *m, const float *x, int n, bool train);
+const float *model_logits(const model *m);      /* [n, classes] of the last forward */
+/* Loss of the last forward against labels (host); *correct = right top-1 predictions.
+ * When backward is true, also runs the backward pass: gradients of every trainable tensor
+ * (and nothing for frozen ones: no filter gradient work for a frozen conv). */
+double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward);
+
+/* The trainable tensors and their gradients (after model_loss_backward). */
+int model_nparams(const model *m);
+ck_tensor *model_param(const model *m, int i);
+float *model_grad(const model *m, int i);
+int model_classes(const model *m);
+#endif

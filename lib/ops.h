@@ -1,0 +1,97 @@
+/* ops.h: the one op interface. Every backend (the plain reference "ref", the fast CPU
+ * path "cpu", the CUDA path "cuda") fills an ops table with these functions; the model
+ * (model.c) drives forward, backward and update through a table chosen at run time.
+ *
+ * Conventions: float32, tensors NCHW and contiguous, pointers are device pointers of the
+ * backend (host memory for ref and cpu). Every function overwrites its outputs (never
+ * accumulates) unless its comment says otherwise.
+ *
+ * BatchNorm, the one definition used everywhere (train mode, per channel c over the N*H*W
+ * values x of that channel, m = N*H*W):
+ *   mean = sum(x)/m;  var = sum((x-mean)^2)/m            (biased: used to normalise)
+ *   invstd = 1/sqrt(var + eps)                           (eps inside the square root)
+ *   y = gamma * (x - mean) * invstd + beta
+ *   running_mean = (1-momentum)*running_mean + momentum*mean
+ *   running_var  = (1-momentum)*running_var  + momentum*var*m/(m-1)  (unbiased; m=1: var)
+ * momentum here is PyTorch's (0.1 = new batch weighs 0.1); Keras' momentum 0.99 is 0.01.
+ * Inference mode: y = gamma*(x-running_mean)/sqrt(running_var+eps) + beta. */
+#ifndef BN_OPS_H
+#define BN_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct conv_desc {
+    int n, cin, h, w;        /* input */
+    int cout, k, stride, pad;
+    int ho, wo;              /* output: (h + 2*pad - k)/stride + 1 (conv_desc_init fills) */
+} conv_desc;
+void conv_desc_init(conv_desc *d, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
+
+typedef struct bn_desc {
+    int n, c, hw;            /* x is [n, c, hw] */
+    float eps, momentum;
+} bn_desc;
+
+typedef struct ops ops;
+struct ops {
+    const char *name;
+    void *ctx;               /* backend state (plans, workspaces); NULL for ref */
+
+    /* y[n,cout,ho,wo] = conv(x[n,cin,h,w], w[cout,cin,k,k]) + b[cout] (b may be NULL) */
+    void (*conv_fwd)(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y);
+    /* dx[n,cin,h,w] from dy[n,cout,ho,wo] and w */
+    void (*conv_bwd_data)(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx);
+    /* dw[cout,cin,k,k] (and db[cout] when db != NULL) from x and dy */
+    void (*conv_bwd_filter)(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
+
+    /* train mode: y, and save_mean/save_invstd [c] for the backward pass; updates
+     * run_mean/run_var in place (skipped when they are NULL) */
+    void (*bn_fwd_train)(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                         float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var);
+    void (*bn_fwd_infer)(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                         const float *run_mean, const float *run_var, float *y);
+    /* train-mode backward: dx, dgamma[c], dbeta[c] (dx may be NULL when not needed) */
+    void (*bn_bwd)(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
+                   const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+    void (*relu_fwd)(ops *o, size_t n, const float *x, float *y);          /* y may equal x */
+    /* dx = dy * (y > 0), from the ReLU's output y; dx may equal dy */
+    void (*relu_bwd)(ops *o, size_t n, const float *y, const float *dy, float *dx);
+    void (*add)(ops *o, size_t n, const float *a, const float *b, float *y);   /* y may equal a or b */
+
+    /* global average pool: x[n,c,hw] -> y[n,c]; backward spreads dy/hw */
+    void (*gap_fwd)(ops *o, int n, int c, int hw, const float *x, float *y);
+    void (*gap_bwd)(ops *o, int n, int c, int hw, const float *dy, float *dx);
+
+    /* y[n,out] = x[n,in] . w[out,in]^T + b[out] (b may be NULL) */
+    void (*linear_fwd)(ops *o, int n, int in, int out, const float *x, const float *w, const float *b, float *y);
+    void (*linear_bwd_data)(ops *o, int n, int in, int out, const float *dy, const float *w, float *dx);
+    void (*linear_bwd_filter)(ops *o, int n, int in, int out, const float *x, const float *dy, float *dw, float *db);
+
+    /* mean softmax cross-entropy over the batch; dlogits = (softmax - onehot)/n (dlogits may
+     * be NULL); *loss = mean loss; *correct = number of rows whose argmax is the label
+     * (first maximum on ties). loss and correct are host pointers. */
+    void (*xent)(ops *o, int n, int classes, const float *logits, const uint8_t *labels,
+                 float *dlogits, double *loss, int *correct);
+};
+
+/* The plain reference backend (float) and its double-precision twin for gradient tests. */
+extern ops ops_ref;
+
+/* Double-precision reference ops, same semantics, for finite-difference tests. */
+void conv_fwd_f64(const conv_desc *d, const double *x, const double *w, const double *b, double *y);
+void conv_bwd_data_f64(const conv_desc *d, const double *dy, const double *w, double *dx);
+void conv_bwd_filter_f64(const conv_desc *d, const double *x, const double *dy, double *dw, double *db);
+void bn_fwd_train_f64(const bn_desc *d, const double *x, const double *gamma, const double *beta,
+                      double *y, double *save_mean, double *save_invstd, double *run_mean, double *run_var);
+void bn_bwd_f64(const bn_desc *d, const double *x, const double *dy, const double *gamma,
+                const double *save_mean, const double *save_invstd, double *dx, double *dgamma, double *dbeta);
+void linear_fwd_f64(int n, int in, int out, const double *x, const double *w, const double *b, double *y);
+void linear_bwd_data_f64(int n, int in, int out, const double *dy, const double *w, double *dx);
+void linear_bwd_filter_f64(int n, int in, int out, const double *x, const double *dy, double *dw, double *db);
+void xent_f64(int n, int classes, const double *logits, const uint8_t *labels, double *dlogits, double *loss);
+
+/* A backend by name: "ref", "cpu", "cuda" (NULL when not built or not usable; *why says
+ * why). "auto" picks cuda when usable, else cpu. */
+ops *ops_get(const char *name, const char **why);
+#endif
