@@ -34,3 +34,9 @@ expect_err() {
 # check NAME CONDITION-COMMAND...: passes when the command succeeds.
 check() { _n=$1; shift; if "$@" >/dev/null 2>&1; then t_ok "$_n"; else t_fail "$_n" "false: $*"; fi; }
 have_sample() { [ -r "$SAMPLE" ]; }
+# The Python that has Debian's python3-msgpack (a pyenv python3 on PATH may lack it).
+PY=python3
+for _c in /usr/bin/python3 python3; do
+  if "$_c" -c 'import msgpack' 2>/dev/null; then PY=$_c; break; fi
+done
+have_pymsgpack() { "$PY" -c 'import msgpack' 2>/dev/null; }
