@@ -1,0 +1,61 @@
+#!/bin/sh
+# make bench: training throughput of ResNet-20 at batch 128 (full and BN-only) on the CPU,
+# alternating with the PyTorch peer (../shared/peers/torch_resnet20.py) when Debian's
+# python3-torch is importable, over several rounds; prints images/s per round and the median
+# ratios. Synthetic images (throughput does not depend on pixel values).
+#   ROUNDS=3 STEPS=10 THREADS=2 DEVICE=cpu BATCH=128 sh tests/bench.sh
+set -eu
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}; STEPS=${STEPS:-10}; THREADS=${THREADS:-2}; DEVICE=${DEVICE:-cpu}; BATCH=${BATCH:-128}
+DEPTH=${DEPTH:-20}
+PEER=${PEER:-../shared/peers/torch_resnet20.py}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+B=bin
+n=$((BATCH * STEPS))
+$B/cifar-synth --count "$n" --seed 1 -o "$T/synth.ds"
+$B/net-init --arch resnet --depth "$DEPTH" --seed 1 -o "$T/all.ckpt" 2>/dev/null
+$B/net-freeze --train bn "$T/all.ckpt" -o "$T/bn.ckpt" 2>/dev/null
+
+PYT=""
+for c in /usr/bin/python3 python3; do
+  if "$c" -c 'import torch' 2>/dev/null; then PYT=$c; break; fi
+done
+[ -r "$PEER" ] || PYT=""
+
+# ours MODE: images/s of the second epoch (the first one warms caches and plans up)
+ours() {
+  $B/net-train "$T/$1.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
+    --augment none --normalize none --device "$DEVICE" --threads "$THREADS" \
+    --log "$T/log.tsv" -o "$T/out.ckpt" 2>/dev/null
+  awk -F'\t' 'NR==1{for(i=1;i<=NF;i++) if($i=="images_per_s") c=i} NR>1{v=$c} END{print v}' "$T/log.tsv"
+}
+peer() {
+  "$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" 2>/dev/null \
+    | awk -v m="$1" -F'\t' '$1==m {sub("img_per_s=","",$3); print $3}'
+}
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+
+echo "bench: ResNet-$DEPTH, batch $BATCH, $STEPS steps/epoch, $THREADS threads, device $DEVICE, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+[ -n "$PYT" ] || echo "bench: PyTorch peer not run (python3-torch not importable: scripts/deps.sh --bench installs it)"
+printf 'round\tmode\tours_img_s\ttorch_img_s\tratio\n'
+: > "$T/rounds"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+  for mode in all bn; do
+    o=$(ours "$mode")
+    p=nan; ratio=nan
+    if [ -n "$PYT" ]; then
+      pm=all; [ "$mode" = bn ] && pm=bnonly
+      p=$(peer "$pm"); ratio=$(awk -v a="$o" -v b="$p" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "nan"}')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$mode" "$o" "$p" "$ratio" | tee -a "$T/rounds"
+  done
+  r=$((r+1))
+done
+for mode in all bn; do
+  mo=$(awk -F'\t' -v m="$mode" '$2==m{print $3}' "$T/rounds" | median)
+  mr=$(awk -F'\t' -v m="$mode" '$2==m{print $5}' "$T/rounds" | grep -v nan | median)
+  echo "median $mode: ours $mo img/s; ratio vs PyTorch $mr"
+done
+a=$(awk -F'\t' '$2=="all"{print $3}' "$T/rounds" | median); b=$(awk -F'\t' '$2=="bn"{print $3}' "$T/rounds" | median)
+awk -v a="$a" -v b="$b" 'BEGIN{ if (a>0) printf "BN-only / full speed-up: %.2fx\n", b/a }'
