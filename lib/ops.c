@@ -1,0 +1,71 @@
+/* ops.c: conv_desc_init and ops_get, the choice of a backend by name.
+ *
+ * Backends: "ref" (ops_ref.c) always; "cpu" is the fast CPU table ops_cpu when one is
+ * linked in, else the reference ops; "cuda" comes from ops_cuda_get (kernels/cuda_device.cu)
+ * when built with CUDA; "auto" is cuda when usable, else cpu.
+ *
+ * ops_cpu is a weak reference, so this file links with or without a fast CPU backend.
+ * Caveat (checked with GNU ld): libbn.a is a static archive, and the linker never pulls an
+ * archive member in to satisfy a weak reference, so a lib/ops_cpu.c defining `ops ops_cpu`
+ * stays out of the programs unless something references it strongly. When that file
+ * lands, make the declaration below a plain `extern ops ops_cpu;` (one line; get_cpu then
+ * needs no fallback). Until then test_ops reports "cpu" as the reference ops (a skip). */
+#include <string.h>
+
+#include "ops.h"
+
+extern ops ops_cpu __attribute__((weak));
+#ifdef HAVE_CUDA
+ops *ops_cuda_get(const char **why);
+#endif
+
+void conv_desc_init(conv_desc *d, int n, int cin, int h, int w, int cout, int k, int stride, int pad) {
+    d->n = n;
+    d->cin = cin;
+    d->h = h;
+    d->w = w;
+    d->cout = cout;
+    d->k = k;
+    d->stride = stride;
+    d->pad = pad;
+    /* no output (0) when the padded input is smaller than the kernel or stride < 1;
+     * C division truncates towards zero, so test before dividing */
+    int ok = k > 0 && stride > 0;
+    d->ho = ok && h + 2 * pad >= k ? (h + 2 * pad - k) / stride + 1 : 0;
+    d->wo = ok && w + 2 * pad >= k ? (w + 2 * pad - k) / stride + 1 : 0;
+}
+
+static ops *get_cpu(const char **why) {
+    (void)why;
+    if (&ops_cpu) return &ops_cpu;
+    return &ops_ref;                    /* no fast CPU backend yet: the reference ops */
+}
+
+static ops *get_cuda(const char **why) {
+#ifdef HAVE_CUDA
+    return ops_cuda_get(why);
+#else
+    *why = "not built with CUDA";
+    return NULL;
+#endif
+}
+
+ops *ops_get(const char *name, const char **why) {
+    const char *unused;
+    if (!why) why = &unused;
+    *why = NULL;
+    if (!name) {
+        *why = "no backend named";
+        return NULL;
+    }
+    if (strcmp(name, "ref") == 0) return &ops_ref;
+    if (strcmp(name, "cpu") == 0) return get_cpu(why);
+    if (strcmp(name, "cuda") == 0) return get_cuda(why);
+    if (strcmp(name, "auto") == 0) {
+        const char *cuda_why = NULL;
+        ops *o = get_cuda(&cuda_why);
+        return o ? o : get_cpu(why);
+    }
+    *why = "unknown backend (expected ref, cpu, cuda or auto)";
+    return NULL;
+}
