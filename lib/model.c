@@ -1,0 +1,862 @@
+/* model.c: the two architectures as one list of layers (model.h, model_extra.h).
+ *
+ * A model is a list of layers over numbered values (value 0 is the input image batch).
+ * The same plan serves two purposes: model_init creates the tensors the plan names (with
+ * their initial values), and model_build binds a checkpoint's tensors to the plan and
+ * allocates the activations once for max_batch images.
+ *
+ * Activations: each value has a storage buffer. A ReLU runs in place over its input, and
+ * an add over its first input (a BN output that nothing else reads), so a conv -> BN ->
+ * ReLU costs two buffers: the conv output (the BN backward needs it) and the BN/ReLU
+ * output (the ReLU backward and the next conv's filter gradient need it).
+ *
+ * Backward: value v "needs a gradient" when some trainable tensor lies upstream of it
+ * (need[]), computed at build time from the trainable flags. A layer whose output needs
+ * no gradient is skipped; a conv computes its filter gradient only when its weight or
+ * bias is trainable and its input gradient only when its input needs one (never for the
+ * first conv). Gradients of values live in a small pool of reference-counted buffers: an
+ * add hands its output gradient to both inputs without copying, a ReLU works in place,
+ * and a value read by two layers (a block input: conv1 and the shortcut) accumulates.
+ *
+ * Init: every tensor draws from its own stream rng_seed(seed, fnv1a(name)), so a tensor's
+ * initial values depend only on the seed, its name and its shape. Conv and linear weights
+ * are He normal, fan-in (std sqrt(2/fan_in), fan_in = cin*k*k or in): plain normal for
+ * "resnet" (PyTorch kaiming_normal_), truncated at 2 std and rescaled by 1/0.8796 for
+ * "bottleneck" (Keras he_normal). Biases 0, beta 0, running mean 0, running var 1.
+ *
+ * Memory is allocated host-side (ops.h has no allocator): fine for the ref and cpu
+ * backends; a device backend needs an allocator in ops.h (see buf_alloc). */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_extra.h"
+#include "rng.h"
+
+enum { L_CONV, L_BN, L_RELU, L_ADD, L_GAP, L_LINEAR };
+static const char *kind_names[] = {"conv", "bn", "relu", "add", "gap", "linear"};
+
+typedef struct layer {
+    int type;
+    char name[64];
+    int in, in2, out;           /* values; in2 only for add */
+    int cout, k, stride, pad;   /* conv: cout, k, stride, pad; linear: cout = out features */
+    bool bias;                  /* conv / linear has a bias tensor */
+    /* bound tensors (model_build): data pointers stay valid when the checkpoint's tensor
+     * array grows or shrinks around them */
+    int ti[4];                  /* checkpoint indices: conv/linear w, b; bn gamma, beta, mean, var */
+    float *w, *b, *gamma, *beta, *mean, *var;
+    bool tw, tb, tgamma, tbeta; /* trainable */
+    float *gw, *gb, *ggamma, *gbeta;
+    float *save_mean, *save_invstd;
+} layer;
+
+typedef struct value {
+    int c, h, w;
+    int storage;                /* index into model.store; 0 = the input */
+    int writer;                 /* the last value written into this value's storage (in-place) */
+} value;
+
+typedef struct gbuf { float *p; int refs; } gbuf;
+
+typedef struct mparam {         /* a trainable tensor and its gradient */
+    char name[CK_NAMELEN];
+    float *data;                /* identifies the tensor in the checkpoint */
+    float *grad;
+    size_t numel;
+} mparam;
+
+struct model {
+    char arch[32];
+    int depth, width, classes;
+    float bn_eps, bn_momentum;
+    bool conv_bias;             /* bottleneck: every conv has a bias */
+    bool truncated_init;        /* bottleneck: Keras he_normal */
+
+    layer *L;
+    int nl, capl;
+    value *v;
+    int nv, capv;
+
+    /* model_build only */
+    checkpoint *ck;
+    ops *o;
+    int max_batch, n;
+    bool last_train;
+    float **store;              /* per storage: max_batch * c*h*w floats (store[0] = input) */
+    int nstore;
+    bool *need;                 /* per value */
+    gbuf *pool;
+    int npool, cappool;
+    int *gof;                   /* per value: pool index of its gradient, -1 none */
+    size_t max_elems;           /* largest value for max_batch images */
+    size_t act_elems;           /* all activation storage */
+    float *scratch;             /* gradients of frozen tensors that an op must write anyway */
+    size_t scratch_n;
+    mparam *P;
+    int np;
+};
+
+/* ---- memory --------------------------------------------------------------------------- */
+static float *buf_alloc(size_t n) {
+    void *p = NULL;
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    bytes = (bytes + 63) / 64 * 64;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* ---- the plan ---------------------------------------------------------------------------- */
+static layer *add_layer(model *m, int type, const char *name) {
+    if (m->nl == m->capl) {
+        m->capl = m->capl ? 2 * m->capl : 64;
+        m->L = realloc(m->L, (size_t)m->capl * sizeof *m->L);
+        if (!m->L) abort();
+    }
+    layer *l = &m->L[m->nl++];
+    memset(l, 0, sizeof *l);
+    l->type = type;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->in2 = -1;
+    for (int i = 0; i < 4; i++) l->ti[i] = -1;
+    return l;
+}
+
+/* A new value; storage -1 = a new buffer, else shares (overwrites) value `storage`'s. */
+static int add_value(model *m, int c, int h, int w, int share) {
+    if (m->nv == m->capv) {
+        m->capv = m->capv ? 2 * m->capv : 64;
+        m->v = realloc(m->v, (size_t)m->capv * sizeof *m->v);
+        if (!m->v) abort();
+    }
+    int id = m->nv++;
+    value *v = &m->v[id];
+    v->c = c, v->h = h, v->w = w;
+    v->writer = id;
+    if (share < 0) {
+        v->storage = m->nstore++;
+    } else {
+        v->storage = m->v[share].storage;
+        for (int i = 0; i < id; i++)
+            if (m->v[i].storage == v->storage) m->v[i].writer = id;
+    }
+    return id;
+}
+
+static int p_conv(model *m, const char *name, int in, int cout, int k, int stride, bool bias) {
+    const value *x = &m->v[in];
+    conv_desc d;
+    conv_desc_init(&d, 1, x->c, x->h, x->w, cout, k, stride, k / 2);
+    layer *l = add_layer(m, L_CONV, name);
+    l->in = in, l->cout = cout, l->k = k, l->stride = stride, l->pad = k / 2, l->bias = bias;
+    l->out = add_value(m, cout, d.ho, d.wo, -1);
+    return l->out;
+}
+static int p_bn(model *m, const char *name, int in) {
+    layer *l = add_layer(m, L_BN, name);
+    l->in = in;
+    l->out = add_value(m, m->v[in].c, m->v[in].h, m->v[in].w, -1);
+    return l->out;
+}
+static int p_relu(model *m, const char *name, int in) {
+    layer *l = add_layer(m, L_RELU, name);
+    l->in = in;
+    l->out = add_value(m, m->v[in].c, m->v[in].h, m->v[in].w, in);
+    return l->out;
+}
+static int p_add(model *m, const char *name, int a, int b) {
+    layer *l = add_layer(m, L_ADD, name);
+    l->in = a, l->in2 = b;
+    l->out = add_value(m, m->v[a].c, m->v[a].h, m->v[a].w, a);
+    return l->out;
+}
+static int p_gap(model *m, const char *name, int in) {
+    layer *l = add_layer(m, L_GAP, name);
+    l->in = in;
+    l->out = add_value(m, m->v[in].c, 1, 1, -1);
+    return l->out;
+}
+static int p_linear(model *m, const char *name, int in, int out) {
+    layer *l = add_layer(m, L_LINEAR, name);
+    l->in = in, l->cout = out, l->bias = true;
+    l->out = add_value(m, out, 1, 1, -1);
+    return l->out;
+}
+/* conv -> BN (-> ReLU) named PREFIX.convS / PREFIX.bnS / PREFIX.reluS */
+static int p_conv_bn(model *m, const char *prefix, const char *suffix, int in, int cout, int k, int stride,
+                     bool bias, bool relu) {
+    char a[64], b[64], c[64];
+    snprintf(a, sizeof a, "%s.conv%s", prefix, suffix);
+    snprintf(b, sizeof b, "%s.bn%s", prefix, suffix);
+    snprintf(c, sizeof c, "%s.relu%s", prefix, suffix);
+    int x = p_conv(m, a, in, cout, k, stride, bias);
+    x = p_bn(m, b, x);
+    return relu ? p_relu(m, c, x) : x;
+}
+
+/* The paper's ResNet: basic blocks, projection shortcut conv1x1 + BN where shape changes. */
+static void plan_resnet(model *m) {
+    int n = (m->depth - 2) / 6, W = m->width;
+    int x = add_value(m, 3, 32, 32, -1);
+    x = p_conv_bn(m, "stem", "", x, W, 3, 1, false, true);
+    for (int s = 0; s < 3; s++) {
+        int c = W << s;
+        for (int b = 0; b < n; b++) {
+            char pre[48], nm[64];
+            snprintf(pre, sizeof pre, "s%d.b%d", s + 1, b);
+            int stride = (s > 0 && b == 0) ? 2 : 1, sc = x;
+            int y = p_conv_bn(m, pre, "1", x, c, 3, stride, false, true);
+            y = p_conv_bn(m, pre, "2", y, c, 3, 1, false, false);
+            if (stride != 1 || m->v[x].c != c) {
+                snprintf(nm, sizeof nm, "%s.short", pre);
+                sc = p_conv_bn(m, nm, "", x, c, 1, stride, false, false);
+            }
+            snprintf(nm, sizeof nm, "%s.add", pre);
+            y = p_add(m, nm, y, sc);
+            snprintf(nm, sizeof nm, "%s.relu", pre);
+            x = p_relu(m, nm, y);
+        }
+    }
+    x = p_gap(m, "gap", x);
+    p_linear(m, "fc", x, m->classes);
+}
+
+/* The seed's Keras bottleneck ResNet v1: per group one projection block (shortcut
+ * conv1x1 with bias, no BN) and n-1 identity blocks; classifier BN -> ReLU -> pool. */
+static void plan_bottleneck(model *m) {
+    int n = (m->depth - 2) / 9, W = m->width;
+    int f[3] = {W, 4 * W, 8 * W}, mult[3] = {4, 2, 2};
+    int x = add_value(m, 3, 32, 32, -1);
+    x = p_conv_bn(m, "stem", "", x, W, 3, 1, true, true);
+    for (int s = 0; s < 3; s++) {
+        int cout = f[s] * mult[s];
+        for (int b = 0; b < n; b++) {
+            char pre[48], nm[64];
+            snprintf(pre, sizeof pre, "s%d.b%d", s + 1, b);
+            int stride = (s > 0 && b == 0) ? 2 : 1, sc = x;
+            int y = p_conv_bn(m, pre, "1", x, f[s], 1, 1, true, true);
+            y = p_conv_bn(m, pre, "2", y, f[s], 3, stride, true, true);
+            y = p_conv_bn(m, pre, "3", y, cout, 1, 1, true, false);
+            if (b == 0) {
+                snprintf(nm, sizeof nm, "%s.short.conv", pre);
+                sc = p_conv(m, nm, x, cout, 1, stride, true);
+            }
+            snprintf(nm, sizeof nm, "%s.add", pre);
+            y = p_add(m, nm, y, sc);
+            snprintf(nm, sizeof nm, "%s.relu", pre);
+            x = p_relu(m, nm, y);
+        }
+    }
+    x = p_bn(m, "head.bn", x);
+    x = p_relu(m, "head.relu", x);
+    x = p_gap(m, "gap", x);      /* AveragePooling2D(8) over the 8x8 map = global average */
+    p_linear(m, "fc", x, m->classes);
+}
+
+int model_check_arch(const char *arch, int depth, int width, int classes, char err[256]) {
+    if (!arch) arch = "(none)";
+    if (strcmp(arch, "resnet") == 0) {
+        if (depth < 8 || depth > 20000 || (depth - 2) % 6 != 0) {
+            snprintf(err, 256, "resnet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, 110, ...), not %d", depth);
+            return -1;
+        }
+    } else if (strcmp(arch, "bottleneck") == 0) {
+        if (depth < 11 || depth > 20000 || (depth - 2) % 9 != 0) {
+            snprintf(err, 256, "bottleneck depth must be 9n+2 with n >= 1 (11, 20, 29, 38, ...), not %d", depth);
+            return -1;
+        }
+    } else {
+        snprintf(err, 256, "unknown architecture '%s' (expected resnet or bottleneck)", arch);
+        return -1;
+    }
+    if (width < 1 || width > 1024) {
+        snprintf(err, 256, "width must be in 1..1024, not %d", width);
+        return -1;
+    }
+    if (classes < 2 || classes > 256) {
+        snprintf(err, 256, "classes must be in 2..256 (labels are bytes), not %d", classes);
+        return -1;
+    }
+    return 0;
+}
+
+static model *plan(const char *arch, int depth, int width, int classes, char err[256]) {
+    if (model_check_arch(arch, depth, width, classes, err)) return NULL;
+    model *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    snprintf(m->arch, sizeof m->arch, "%s", arch);
+    m->depth = depth, m->width = width, m->classes = classes;
+    if (strcmp(arch, "resnet") == 0) {
+        m->bn_eps = 1e-5f, m->bn_momentum = 0.1f;
+        plan_resnet(m);
+    } else {
+        m->bn_eps = 1e-3f, m->bn_momentum = 0.01f, m->conv_bias = true, m->truncated_init = true;
+        plan_bottleneck(m);
+    }
+    return m;
+}
+
+/* The tensors of layer l: name suffixes and shapes; returns how many (<= 4). */
+static int layer_tensors(const model *m, const layer *l, char names[4][CK_NAMELEN], int *ndim,
+                         int64_t shapes[4][4]) {
+    int cin = m->v[l->in].c;
+    if (l->type == L_CONV || l->type == L_LINEAR) {
+        snprintf(names[0], CK_NAMELEN, "%s.w", l->name);
+        snprintf(names[1], CK_NAMELEN, "%s.b", l->name);
+        if (l->type == L_CONV) {
+            ndim[0] = 4;
+            int64_t s[4] = {l->cout, cin, l->k, l->k};
+            memcpy(shapes[0], s, sizeof s);
+        } else {
+            ndim[0] = 2;
+            shapes[0][0] = l->cout, shapes[0][1] = cin;
+        }
+        ndim[1] = 1, shapes[1][0] = l->cout;
+        return l->bias ? 2 : 1;
+    }
+    if (l->type == L_BN) {
+        static const char *sfx[4] = {"gamma", "beta", "mean", "var"};
+        for (int i = 0; i < 4; i++) {
+            snprintf(names[i], CK_NAMELEN, "%s.%s", l->name, sfx[i]);
+            ndim[i] = 1, shapes[i][0] = cin;
+        }
+        return 4;
+    }
+    return 0;
+}
+
+static void plan_free(model *m) {
+    free(m->L);
+    free(m->v);
+    free(m);
+}
+
+/* ---- init -------------------------------------------------------------------------------- */
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+static void init_tensor(const model *m, ck_tensor *t, int which, const layer *l, const char *gamma_init,
+                        uint64_t seed) {
+    float *p = t->data;
+    rng r;
+    rng_seed(&r, seed, fnv1a(t->name));
+    if ((l->type == L_CONV || l->type == L_LINEAR) && which == 0) {
+        size_t fan_in = t->numel / (size_t)t->shape[0];
+        double std = sqrt(2.0 / (double)fan_in);
+        for (size_t i = 0; i < t->numel; i++) {
+            double z = rng_normal(&r);
+            if (m->truncated_init) {
+                while (fabs(z) > 2.0) z = rng_normal(&r);
+                z /= 0.87962566103423978;
+            }
+            p[i] = (float)(z * std);
+        }
+    } else if (l->type == L_BN && which == 0) {
+        for (size_t i = 0; i < t->numel; i++) {
+            if (strcmp(gamma_init, "ones") == 0) p[i] = 1.0f;
+            else if (strcmp(gamma_init, "uniform") == 0) p[i] = (float)rng_uniform(&r);
+            else p[i] = (float)(2.0 * rng_uniform(&r) - 1.0);
+        }
+    } else if (l->type == L_BN && which == 3) {
+        for (size_t i = 0; i < t->numel; i++) p[i] = 1.0f;
+    }
+    /* biases, beta, running mean: 0 (ck_add zeroes) */
+}
+
+checkpoint *model_init(const char *arch, int depth, int width, int classes, const char *gamma_init, uint64_t seed,
+                       char err[256]) {
+    model *m = plan(arch, depth, width, classes, err);
+    if (!m) return NULL;
+    if (!gamma_init) gamma_init = strcmp(arch, "resnet") == 0 ? "uniform" : "ones";
+    if (strcmp(gamma_init, "ones") && strcmp(gamma_init, "uniform") && strcmp(gamma_init, "uniform-sym")) {
+        snprintf(err, 256, "unknown gamma init '%s' (expected ones, uniform or uniform-sym)", gamma_init);
+        plan_free(m);
+        return NULL;
+    }
+    checkpoint *c = ck_new();
+    c->seed = seed;
+    kv_set_str(&c->arch, "name", arch);
+    kv_set_int(&c->arch, "depth", depth);
+    kv_set_int(&c->arch, "width", width);
+    kv_set_int(&c->arch, "classes", classes);
+    kv_set_int(&c->arch, "input_channels", 3);
+    kv_set_int(&c->arch, "input_size", 32);
+    bool keras = m->truncated_init;   /* exact decimal values, not float roundings */
+    kv_set_double(&c->arch, "bn_momentum", keras ? 0.01 : 0.1);
+    kv_set_double(&c->arch, "bn_eps", keras ? 1e-3 : 1e-5);
+    kv_set_str(&c->arch, "bn_momentum_convention", "pytorch");
+    kv_set_str(&c->arch, "gamma_init", gamma_init);
+    kv_set_str(&c->arch, "weight_init", m->truncated_init ? "he-normal-truncated" : "he-normal");
+    kv_set_int(&c->arch, "conv_bias", m->conv_bias);
+    for (int i = 0; i < m->nl; i++) {
+        char names[4][CK_NAMELEN];
+        int ndim[4];
+        int64_t shapes[4][4];
+        int nt = layer_tensors(m, &m->L[i], names, ndim, shapes);
+        for (int j = 0; j < nt; j++) {
+            bool param = !(m->L[i].type == L_BN && j >= 2);
+            ck_tensor *t = ck_add(c, names[j], DT_F32, ndim[j], shapes[j], param, param ? "param" : "buffer");
+            init_tensor(m, t, j, &m->L[i], gamma_init, seed);
+        }
+    }
+    plan_free(m);
+    return c;
+}
+
+/* ---- build ------------------------------------------------------------------------------- */
+static int ck_index(const checkpoint *c, const char *name) {
+    for (int i = 0; i < c->nt; i++)
+        if (strcmp(c->t[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int bind_layer(model *m, layer *l, char err[256]) {
+    char names[4][CK_NAMELEN];
+    int ndim[4];
+    int64_t shapes[4][4];
+    int nt = layer_tensors(m, l, names, ndim, shapes);
+    float **ptr[4];
+    bool *tr[4];
+    if (l->type == L_BN) {
+        ptr[0] = &l->gamma, ptr[1] = &l->beta, ptr[2] = &l->mean, ptr[3] = &l->var;
+        tr[0] = &l->tgamma, tr[1] = &l->tbeta, tr[2] = tr[3] = NULL;
+    } else {
+        ptr[0] = &l->w, ptr[1] = &l->b;
+        tr[0] = &l->tw, tr[1] = &l->tb;
+    }
+    for (int j = 0; j < nt; j++) {
+        int ix = ck_index(m->ck, names[j]);
+        if (ix < 0) {
+            snprintf(err, 256, "checkpoint lacks tensor %s of a %s-%d", names[j], m->arch, m->depth);
+            return -1;
+        }
+        ck_tensor *t = &m->ck->t[ix];
+        bool shape_ok = t->ndim == ndim[j];
+        for (int d = 0; shape_ok && d < ndim[j]; d++) shape_ok = t->shape[d] == shapes[j][d];
+        if (t->dtype != DT_F32 || !shape_ok) {
+            char want[64] = "", got[64] = "";
+            for (int d = 0; d < ndim[j]; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "",
+                         (long long)shapes[j][d]);
+            for (int d = 0; d < t->ndim && d < 4; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", (long long)t->shape[d]);
+            snprintf(err, 256, "tensor %s: expected f32 [%s], got %s [%s%s]", names[j], want, dtype_name(t->dtype),
+                     got, t->ndim > 4 ? ",..." : "");
+            return -1;
+        }
+        bool param = strcmp(t->role, "param") == 0;
+        if (param != !(l->type == L_BN && j >= 2)) {
+            snprintf(err, 256, "tensor %s has role '%s', expected '%s'", names[j], t->role,
+                     param ? "buffer" : "param");
+            return -1;
+        }
+        l->ti[j] = ix;
+        *ptr[j] = t->data;
+        if (tr[j]) *tr[j] = t->trainable;
+    }
+    return 0;
+}
+
+static float *grad_for(model *m, const float *data) {
+    for (int i = 0; i < m->np; i++)
+        if (m->P[i].data == data) return m->P[i].grad;
+    return NULL;
+}
+
+model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
+    const char *arch = kv_str(&ck->arch, "name", NULL);
+    int64_t depth = kv_int(&ck->arch, "depth", -1), width = kv_int(&ck->arch, "width", 16),
+            classes = kv_int(&ck->arch, "classes", 10);
+    if (!arch) {
+        snprintf(err, 256, "checkpoint has no architecture name (arch.name)");
+        return NULL;
+    }
+    if (depth < 0 || depth > 100000 || width > 100000 || classes > 100000 || width < 0 || classes < 0) {
+        snprintf(err, 256, "checkpoint architecture: depth, width or classes missing or out of range");
+        return NULL;
+    }
+    if (max_batch < 1) {
+        snprintf(err, 256, "batch size must be at least 1, not %d", max_batch);
+        return NULL;
+    }
+    model *m = plan(arch, (int)depth, (int)width, (int)classes, err);
+    if (!m) return NULL;
+    m->ck = ck, m->o = o, m->max_batch = max_batch;
+    /* the checkpoint's BN conventions win over the architecture's defaults */
+    double mom = kv_double(&ck->arch, "bn_momentum", m->bn_momentum), eps = kv_double(&ck->arch, "bn_eps", m->bn_eps);
+    if (!(mom >= 0 && mom <= 1) || !(eps > 0 && eps < 1)) {
+        snprintf(err, 256, "checkpoint BN conventions out of range: bn_momentum %g, bn_eps %g", mom, eps);
+        model_free(m);
+        return NULL;
+    }
+    m->bn_momentum = (float)mom, m->bn_eps = (float)eps;
+
+    for (int i = 0; i < m->nl; i++)
+        if (bind_layer(m, &m->L[i], err)) {
+            model_free(m);
+            return NULL;
+        }
+    /* every trainable param of the checkpoint must belong to the model */
+    int nparam = 0;
+    for (int i = 0; i < ck->nt; i++)
+        if (strcmp(ck->t[i].role, "param") == 0) nparam++;
+    int bound = 0;
+    for (int i = 0; i < m->nl; i++)
+        for (int j = 0; j < 4; j++)
+            if (m->L[i].ti[j] >= 0 && strcmp(ck->t[m->L[i].ti[j]].role, "param") == 0) bound++;
+    if (bound != nparam) {
+        snprintf(err, 256, "checkpoint has %d parameter tensors that a %s-%d does not use", nparam - bound, arch,
+                 (int)depth);
+        model_free(m);
+        return NULL;
+    }
+
+    /* trainable tensors and their gradients, in checkpoint order */
+    m->P = calloc((size_t)nparam + 1, sizeof *m->P);
+    if (!m->P) abort();
+    for (int i = 0; i < ck->nt; i++) {
+        ck_tensor *t = &ck->t[i];
+        if (strcmp(t->role, "param") || !t->trainable) continue;
+        mparam *p = &m->P[m->np++];
+        snprintf(p->name, sizeof p->name, "%s", t->name);
+        p->data = t->data, p->numel = t->numel;
+        if (!(p->grad = buf_alloc(t->numel))) goto oom;
+    }
+    size_t maxparam = 0;
+    for (int i = 0; i < m->nl; i++) {
+        layer *l = &m->L[i];
+        if (l->w) l->gw = l->tw ? grad_for(m, l->w) : NULL;
+        if (l->b) l->gb = l->tb ? grad_for(m, l->b) : NULL;
+        if (l->gamma) l->ggamma = l->tgamma ? grad_for(m, l->gamma) : NULL;
+        if (l->gamma) l->gbeta = l->tbeta ? grad_for(m, l->beta) : NULL;
+        for (int j = 0; j < 4; j++)
+            if (l->ti[j] >= 0 && ck->t[l->ti[j]].numel > maxparam) maxparam = ck->t[l->ti[j]].numel;
+        if (l->type == L_BN) {
+            int c = m->v[l->in].c;
+            if (!(l->save_mean = buf_alloc((size_t)c)) || !(l->save_invstd = buf_alloc((size_t)c))) goto oom;
+        }
+    }
+    m->scratch_n = 2 * maxparam;   /* two halves: weight-like and bias-like gradients */
+    if (!(m->scratch = buf_alloc(m->scratch_n))) goto oom;
+
+    /* which values need a gradient */
+    m->need = calloc((size_t)m->nv, sizeof *m->need);
+    m->gof = malloc((size_t)m->nv * sizeof *m->gof);
+    if (!m->need || !m->gof) abort();
+    for (int i = 0; i < m->nl; i++) {
+        layer *l = &m->L[i];
+        m->need[l->out] = m->need[l->in] || (l->in2 >= 0 && m->need[l->in2]) || l->tw || l->tb || l->tgamma ||
+                          l->tbeta;
+    }
+
+    /* activation storage */
+    m->store = calloc((size_t)m->nstore, sizeof *m->store);
+    if (!m->store) abort();
+    for (int i = 0; i < m->nv; i++) {
+        size_t e = (size_t)max_batch * (size_t)m->v[i].c * (size_t)m->v[i].h * (size_t)m->v[i].w;
+        if (e > m->max_elems) m->max_elems = e;
+        if (i == 0 || m->store[m->v[i].storage]) continue;
+        if (!(m->store[m->v[i].storage] = buf_alloc(e))) goto oom;
+        m->act_elems += e;
+    }
+    return m;
+oom:
+    snprintf(err, 256, "out of memory building a %s-%d for batches of %d", arch, (int)depth, max_batch);
+    model_free(m);
+    return NULL;
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nl; i++) {
+        free(m->L[i].save_mean);
+        free(m->L[i].save_invstd);
+    }
+    for (int i = 0; i < m->np; i++) free(m->P[i].grad);
+    free(m->P);
+    if (m->store)
+        for (int i = 1; i < m->nstore; i++) free(m->store[i]);
+    free(m->store);
+    for (int i = 0; i < m->npool; i++) free(m->pool[i].p);
+    free(m->pool);
+    free(m->need);
+    free(m->gof);
+    free(m->scratch);
+    plan_free(m);
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+static float *data_of(const model *m, int v) { return m->store[m->v[v].storage]; }
+static size_t elems(const model *m, int v, int n) {
+    return (size_t)n * (size_t)m->v[v].c * (size_t)m->v[v].h * (size_t)m->v[v].w;
+}
+static void conv_of(const model *m, const layer *l, int n, conv_desc *d) {
+    const value *x = &m->v[l->in];
+    conv_desc_init(d, n, x->c, x->h, x->w, l->cout, l->k, l->stride, l->pad);
+}
+
+void model_forward(model *m, const float *x, int n, bool train) {
+    ops *o = m->o;
+    if (n < 1 || n > m->max_batch) {
+        fprintf(stderr, "model_forward: batch of %d images, model built for 1..%d\n", n, m->max_batch);
+        abort();
+    }
+    m->store[0] = (float *)x;   /* read only */
+    m->n = n;
+    m->last_train = train;
+    for (int i = 0; i < m->nl; i++) {
+        layer *l = &m->L[i];
+        const float *in = data_of(m, l->in);
+        float *out = data_of(m, l->out);
+        const value *vi = &m->v[l->in];
+        switch (l->type) {
+        case L_CONV: {
+            conv_desc d;
+            conv_of(m, l, n, &d);
+            o->conv_fwd(o, &d, in, l->w, l->b, out);
+            break;
+        }
+        case L_BN: {
+            bn_desc d = {n, vi->c, vi->h * vi->w, m->bn_eps, m->bn_momentum};
+            if (train)
+                o->bn_fwd_train(o, &d, in, l->gamma, l->beta, out, l->save_mean, l->save_invstd, l->mean, l->var);
+            else
+                o->bn_fwd_infer(o, &d, in, l->gamma, l->beta, l->mean, l->var, out);
+            break;
+        }
+        case L_RELU: o->relu_fwd(o, elems(m, l->in, n), in, out); break;
+        case L_ADD: o->add(o, elems(m, l->in, n), in, data_of(m, l->in2), out); break;
+        case L_GAP: o->gap_fwd(o, n, vi->c, vi->h * vi->w, in, out); break;
+        case L_LINEAR: o->linear_fwd(o, n, vi->c, l->cout, in, l->w, l->b, out); break;
+        }
+    }
+}
+
+const float *model_logits(const model *m) { return data_of(m, m->L[m->nl - 1].out); }
+
+/* ---- backward ---------------------------------------------------------------------------- */
+static int pool_get(model *m) {
+    for (int i = 0; i < m->npool; i++)
+        if (m->pool[i].refs == 0) {
+            m->pool[i].refs = 1;
+            return i;
+        }
+    if (m->npool == m->cappool) {
+        m->cappool = m->cappool ? 2 * m->cappool : 8;
+        m->pool = realloc(m->pool, (size_t)m->cappool * sizeof *m->pool);
+        if (!m->pool) abort();
+    }
+    float *p = buf_alloc(m->max_elems);
+    if (!p) {
+        fprintf(stderr, "model: out of memory for a gradient buffer\n");
+        abort();
+    }
+    m->pool[m->npool] = (gbuf){p, 1};
+    return m->npool++;
+}
+static void pool_put(model *m, int i) {
+    if (i >= 0) m->pool[i].refs--;
+}
+
+/* The buffer to write value v's gradient into: its own when it has none yet, else a
+ * temporary that grad_end adds into it. */
+static float *grad_begin(model *m, int v, int *tmp) {
+    if (m->gof[v] < 0) {
+        m->gof[v] = pool_get(m);
+        *tmp = -1;
+        return m->pool[m->gof[v]].p;
+    }
+    *tmp = pool_get(m);
+    return m->pool[*tmp].p;
+}
+static void grad_end(model *m, int v, int tmp) {
+    if (tmp < 0) return;
+    size_t e = elems(m, v, m->n);
+    int g = m->gof[v];
+    if (m->pool[g].refs == 1) {
+        m->o->add(m->o, e, m->pool[g].p, m->pool[tmp].p, m->pool[g].p);
+        pool_put(m, tmp);
+    } else { /* shared with another value: the sum goes into the temporary */
+        m->o->add(m->o, e, m->pool[g].p, m->pool[tmp].p, m->pool[tmp].p);
+        pool_put(m, g);
+        m->gof[v] = tmp;
+    }
+}
+
+static void backward_layer(model *m, layer *l) {
+    ops *o = m->o;
+    int n = m->n;
+    const value *vi = &m->v[l->in];
+    int g = m->gof[l->out];
+    const float *dy = m->pool[g].p;
+    const float *x = data_of(m, l->in);
+    bool need_dx = m->need[l->in];
+    int tmp;
+    float *dx;
+    switch (l->type) {
+    case L_CONV: {
+        conv_desc d;
+        conv_of(m, l, n, &d);
+        if (l->tw || l->tb)
+            o->conv_bwd_filter(o, &d, x, dy, l->gw ? l->gw : m->scratch,
+                               l->b ? (l->gb ? l->gb : m->scratch + m->scratch_n / 2) : NULL);
+        if (need_dx) {
+            dx = grad_begin(m, l->in, &tmp);
+            o->conv_bwd_data(o, &d, dy, l->w, dx);
+            grad_end(m, l->in, tmp);
+        }
+        break;
+    }
+    case L_BN: {
+        bn_desc d = {n, vi->c, vi->h * vi->w, m->bn_eps, m->bn_momentum};
+        /* frozen gamma / beta: the op writes them anyway, into scratch (apart from each other) */
+        float *dg = l->ggamma ? l->ggamma : m->scratch, *db = l->gbeta ? l->gbeta : m->scratch + m->scratch_n / 2;
+        if (need_dx) {
+            dx = grad_begin(m, l->in, &tmp);
+            o->bn_bwd(o, &d, x, dy, l->gamma, l->save_mean, l->save_invstd, dx, dg, db);
+            grad_end(m, l->in, tmp);
+        } else {
+            o->bn_bwd(o, &d, x, dy, l->gamma, l->save_mean, l->save_invstd, NULL, dg, db);
+        }
+        break;
+    }
+    case L_RELU:
+        if (!need_dx) break;
+        if (m->gof[l->in] < 0 && m->pool[g].refs == 1) { /* in place: hand the buffer down */
+            o->relu_bwd(o, elems(m, l->out, n), data_of(m, l->out), dy, m->pool[g].p);
+            m->gof[l->in] = g;
+            m->gof[l->out] = -1;
+            return;
+        }
+        dx = grad_begin(m, l->in, &tmp);
+        o->relu_bwd(o, elems(m, l->out, n), data_of(m, l->out), dy, dx);
+        grad_end(m, l->in, tmp);
+        break;
+    case L_ADD: {
+        int ins[2] = {l->in, l->in2};
+        for (int k = 0; k < 2; k++) {
+            int v = ins[k];
+            if (!m->need[v]) continue;
+            if (m->gof[v] < 0) { /* share dy */
+                m->gof[v] = g;
+                m->pool[g].refs++;
+            } else {
+                size_t e = elems(m, v, n);
+                int h = m->gof[v];
+                if (m->pool[h].refs == 1) {
+                    o->add(o, e, m->pool[h].p, dy, m->pool[h].p);
+                } else {
+                    int t = pool_get(m);
+                    o->add(o, e, m->pool[h].p, dy, m->pool[t].p);
+                    pool_put(m, h);
+                    m->gof[v] = t;
+                }
+            }
+        }
+        break;
+    }
+    case L_GAP:
+        if (!need_dx) break;
+        dx = grad_begin(m, l->in, &tmp);
+        o->gap_bwd(o, n, vi->c, vi->h * vi->w, dy, dx);
+        grad_end(m, l->in, tmp);
+        break;
+    case L_LINEAR:
+        if (l->tw || l->tb) o->linear_bwd_filter(o, n, vi->c, l->cout, x, dy, l->gw ? l->gw : m->scratch,
+                                                 l->gb ? l->gb : m->scratch + m->scratch_n / 2);
+        if (need_dx) {
+            dx = grad_begin(m, l->in, &tmp);
+            o->linear_bwd_data(o, n, vi->c, l->cout, dy, l->w, dx);
+            grad_end(m, l->in, tmp);
+        }
+        break;
+    }
+    pool_put(m, g);
+    m->gof[l->out] = -1;
+}
+
+double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward) {
+    double loss = NAN;
+    int ok = 0;
+    if (correct) *correct = 0;
+    if (n != m->n || n < 1) return NAN;
+    for (int i = 0; i < n; i++)
+        if (labels[i] >= m->classes) return NAN;
+    if (backward && !m->last_train) return NAN;   /* BN backward needs batch statistics */
+    const float *logits = model_logits(m);
+    int last = m->L[m->nl - 1].out;
+    if (!backward || !m->need[last]) {    /* no backward, or nothing trainable */
+        m->o->xent(m->o, n, m->classes, logits, labels, NULL, &loss, &ok);
+        if (correct) *correct = ok;
+        return loss;
+    }
+    for (int i = 0; i < m->nv; i++) m->gof[i] = -1;
+    for (int i = 0; i < m->npool; i++) m->pool[i].refs = 0;
+    int g = pool_get(m);                  /* the logits' gradient */
+    m->o->xent(m->o, n, m->classes, logits, labels, m->pool[g].p, &loss, &ok);
+    if (correct) *correct = ok;
+    m->gof[last] = g;
+    for (int i = m->nl - 1; i >= 0; i--) {
+        layer *l = &m->L[i];
+        if (!m->need[l->out] || m->gof[l->out] < 0) continue;
+        backward_layer(m, l);
+    }
+    return loss;
+}
+
+/* ---- parameters ------------------------------------------------------------------------- */
+int model_nparams(const model *m) { return m->np; }
+ck_tensor *model_param(const model *m, int i) {
+    if (i < 0 || i >= m->np) return NULL;
+    for (int j = 0; j < m->ck->nt; j++)
+        if (m->ck->t[j].data == m->P[i].data) return &m->ck->t[j];
+    return NULL;
+}
+float *model_grad(const model *m, int i) { return i >= 0 && i < m->np ? m->P[i].grad : NULL; }
+int model_classes(const model *m) { return m->classes; }
+
+/* ---- model_extra.h ---------------------------------------------------------------------- */
+int model_nlayers(const model *m) { return m->nl; }
+void model_layer(const model *m, int i, model_layer_info *out) {
+    const layer *l = &m->L[i];
+    const value *v = &m->v[l->out];
+    out->name = l->name;
+    out->kind = kind_names[l->type];
+    out->c = v->c, out->h = v->h, out->w = v->w;
+}
+const float *model_activation(const model *m, const char *name, int *c, int *h, int *w) {
+    for (int i = 0; i < m->nl; i++) {
+        const layer *l = &m->L[i];
+        if (strcmp(l->name, name)) continue;
+        const value *v = &m->v[l->out];
+        if (v->writer != l->out) return NULL;
+        if (c) *c = v->c;
+        if (h) *h = v->h;
+        if (w) *w = v->w;
+        return data_of(m, l->out);
+    }
+    return NULL;
+}
+const uint8_t *model_mask(const model *m, int i) {
+    if (i < 0 || i >= m->np) return NULL;
+    char name[CK_NAMELEN + 8];
+    snprintf(name, sizeof name, "%s.mask", m->P[i].name);
+    const ck_tensor *t = ck_find(m->ck, name);
+    if (!t || t->dtype != DT_U8 || t->numel != m->P[i].numel) return NULL;
+    return t->data;
+}
+int model_max_batch(const model *m) { return m->max_batch; }
+size_t model_bytes(const model *m) {
+    size_t f = m->act_elems + m->scratch_n + (size_t)m->npool * m->max_elems;
+    for (int i = 0; i < m->np; i++) f += m->P[i].numel;
+    for (int i = 0; i < m->nl; i++)
+        if (m->L[i].type == L_BN) f += 2 * (size_t)m->v[m->L[i].in].c;
+    return f * sizeof(float);
+}

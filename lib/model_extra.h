@@ -1,0 +1,37 @@
+/* model_extra.h: what model.h does not need for training but other tools do: the layer
+ * list (names, kinds, output shapes), activations of the last forward pass (feature-map
+ * visualisation), element masks of partially trainable tensors, and the architecture
+ * rules (depth checks) that net-init reports. */
+#ifndef BN_MODEL_EXTRA_H
+#define BN_MODEL_EXTRA_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "model.h"
+
+/* Depth and width rules: 0 when (arch, depth, width) names a model, else -1 with err
+ * ("resnet" depth 6n+2 >= 8, "bottleneck" depth 9n+2 >= 11). */
+int model_check_arch(const char *arch, int depth, int width, int classes, char err[256]);
+
+typedef struct model_layer_info {
+    const char *name;   /* "stem.conv", "s1.b0.bn1", "s1.b0.relu", "fc", ... */
+    const char *kind;   /* "conv", "bn", "relu", "add", "gap", "linear" */
+    int c, h, w;        /* output shape of one image (h = w = 1 after gap / linear) */
+} model_layer_info;
+int model_nlayers(const model *m);
+void model_layer(const model *m, int i, model_layer_info *out);
+/* The output of layer `name` for the n images of the last forward pass, [n, c, h, w]
+ * (backend memory), or NULL when there is no such layer or when a later in-place layer
+ * (ReLU after BN, add) overwrote it: ask for the in-place layer's output instead. */
+const float *model_activation(const model *m, const char *name, int *c, int *h, int *w);
+
+/* The element mask of trainable tensor i (model_param order): "<name>.mask", a u8 tensor
+ * of the same shape, role "mask", written by net-freeze --train random-k. NULL when the
+ * whole tensor is trainable. The model computes full gradients; the optimizer must
+ * update only elements whose mask byte is nonzero (gradient, weight decay, momentum). */
+const uint8_t *model_mask(const model *m, int i);
+int model_max_batch(const model *m);
+/* Bytes the model holds now: activations, gradients of trainable tensors and of values
+ * (the gradient pool grows to its peak during the first backward pass), BN statistics. */
+size_t model_bytes(const model *m);
+#endif
