@@ -1,20 +1,13 @@
 /* ops.c: conv_desc_init and ops_get, the choice of a backend by name.
  *
- * Backends: "ref" (ops_ref.c) always; "cpu" is the fast CPU table ops_cpu when one is
- * linked in, else the reference ops; "cuda" comes from ops_cuda_get (kernels/cuda_device.cu)
- * when built with CUDA; "auto" is cuda when usable, else cpu.
- *
- * ops_cpu is a weak reference, so this file links with or without a fast CPU backend.
- * Caveat (checked with GNU ld): libbn.a is a static archive, and the linker never pulls an
- * archive member in to satisfy a weak reference, so a lib/ops_cpu.c defining `ops ops_cpu`
- * stays out of the programs unless something references it strongly. When that file
- * lands, make the declaration below a plain `extern ops ops_cpu;` (one line; get_cpu then
- * needs no fallback). Until then test_ops reports "cpu" as the reference ops (a skip). */
+ * Backends: "ref" (ops_ref.c) always; "cpu" the fast CPU table (ops_cpu.c, oneDNN);
+ * "cuda" from ops_cuda_get (kernels/) when built with CUDA; "auto" is cuda when usable,
+ * else cpu. */
 #include <string.h>
 
 #include "ops.h"
 
-extern ops ops_cpu __attribute__((weak));
+extern ops ops_cpu;
 #ifdef HAVE_CUDA
 ops *ops_cuda_get(const char **why);
 #endif
@@ -37,8 +30,7 @@ void conv_desc_init(conv_desc *d, int n, int cin, int h, int w, int cout, int k,
 
 static ops *get_cpu(const char **why) {
     (void)why;
-    if (&ops_cpu) return &ops_cpu;
-    return &ops_ref;                    /* no fast CPU backend yet: the reference ops */
+    return &ops_cpu;
 }
 
 static ops *get_cuda(const char **why) {

@@ -1,0 +1,293 @@
+/* ops_cpu_conv.c: the "cpu" backend's convolutions, through oneDNN (libdnnl, C API).
+ *
+ * Each (direction, conv_desc, bias or not) gets one oneDNN primitive, created on its first
+ * call and kept in a small cache for the life of the process. The interface tensors are
+ * plain NCHW / OIHW; oneDNN chooses its own blocked layouts ("any": nChw8c on this AVX2
+ * machine) and every call reorders into and out of them through buffers owned by the cache
+ * entry, so nothing is allocated after the first call for a shape. Measured on ResNet-20 shapes (see
+ * docs/cpu-ops.md) the blocked kernels plus reorders beat oneDNN on plain layouts.
+ *
+ * oneDNN runs on the same OpenMP runtime (libgomp) as the rest of the program and uses
+ * omp_get_max_threads() threads; for a fixed thread count its results are bit-identical run
+ * to run (no atomics in the f32 convolution kernels; tested in tests/test_ops_cpu.c).
+ *
+ * A shape with a zero dimension, or one oneDNN refuses, is computed by the reference loops
+ * (ops_ref): slow but right. The cache is not thread-safe: call the ops from one thread. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dnnl.h>
+
+#include "ops_cpu.h"
+
+enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER };
+enum { MAX_ARGS = 4 };
+
+/* One argument of a primitive: the user's plain memory, and when oneDNN wants another
+ * layout, the internal memory and the reorder between them. */
+typedef struct conv_arg {
+    int id;                         /* DNNL_ARG_* */
+    int is_output;
+    dnnl_memory_t user;             /* plain layout; data handle set on every call */
+    dnnl_memory_t inner;            /* NULL when oneDNN uses the plain layout itself */
+    dnnl_primitive_t reorder;       /* user -> inner for inputs, inner -> user for outputs */
+    void *buf;                      /* inner's storage */
+} conv_arg;
+
+typedef struct conv_entry {
+    int dir, has_bias;
+    conv_desc d;
+    int ok;                         /* 0: oneDNN refused this shape, use the reference */
+    dnnl_primitive_t prim;
+    int nargs;
+    conv_arg args[MAX_ARGS];
+    struct conv_entry *next;
+} conv_entry;
+
+static struct {
+    int init, broken;
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    conv_entry *entries;
+} g;
+
+static int same_desc(const conv_desc *a, const conv_desc *b) {
+    return a->n == b->n && a->cin == b->cin && a->h == b->h && a->w == b->w && a->cout == b->cout &&
+           a->k == b->k && a->stride == b->stride && a->pad == b->pad && a->ho == b->ho && a->wo == b->wo;
+}
+
+static int engine_init(void) {
+    if (g.init) return !g.broken;
+    g.init = 1;
+    if (dnnl_engine_create(&g.eng, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&g.stream, g.eng, dnnl_stream_default_flags) != dnnl_success)
+        g.broken = 1;
+    return !g.broken;
+}
+
+/* Bind argument a: `want` is the layout the primitive expects, `plain` the user's. */
+static int arg_bind(conv_arg *a, int id, int is_output, const dnnl_memory_desc_t *plain,
+                    const dnnl_memory_desc_t *want) {
+    memset(a, 0, sizeof *a);
+    a->id = id;
+    a->is_output = is_output;
+    if (dnnl_memory_create(&a->user, plain, g.eng, DNNL_MEMORY_NONE) != dnnl_success) return 0;
+    if (dnnl_memory_desc_equal(plain, want)) return 1;
+    size_t bytes = dnnl_memory_desc_get_size(want);
+    a->buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!a->buf) return 0;
+    if (dnnl_memory_create(&a->inner, want, g.eng, a->buf) != dnnl_success) return 0;
+    dnnl_primitive_desc_t rpd;
+    const dnnl_memory_desc_t *from = is_output ? want : plain, *to = is_output ? plain : want;
+    if (dnnl_reorder_primitive_desc_create(&rpd, from, g.eng, to, g.eng, NULL) != dnnl_success) return 0;
+    dnnl_status_t st = dnnl_primitive_create(&a->reorder, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    return st == dnnl_success;
+}
+
+static void md4(dnnl_memory_desc_t *md, int a, int b, int c, int d, dnnl_format_tag_t tag) {
+    dnnl_dims_t dims = {a, b, c, d};
+    dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, tag);
+}
+static void md1(dnnl_memory_desc_t *md, int a, dnnl_format_tag_t tag) {
+    dnnl_dims_t dims = {a};
+    dnnl_memory_desc_init_by_tag(md, 1, dims, dnnl_f32, tag);
+}
+
+/* Set up e's primitive; returns 0 when oneDNN will not take the shape. */
+static int entry_build(conv_entry *e) {
+    const conv_desc *d = &e->d;
+    dnnl_memory_desc_t src_p, wei_p, dst_p, bias_p, src_a, wei_a, dst_a, bias_a;
+    md4(&src_p, d->n, d->cin, d->h, d->w, dnnl_nchw);
+    md4(&wei_p, d->cout, d->cin, d->k, d->k, dnnl_oihw);
+    md4(&dst_p, d->n, d->cout, d->ho, d->wo, dnnl_nchw);
+    md1(&bias_p, d->cout, dnnl_x);
+    md4(&src_a, d->n, d->cin, d->h, d->w, dnnl_format_tag_any);
+    md4(&wei_a, d->cout, d->cin, d->k, d->k, dnnl_format_tag_any);
+    md4(&dst_a, d->n, d->cout, d->ho, d->wo, dnnl_format_tag_any);
+    md1(&bias_a, d->cout, dnnl_x);
+    dnnl_dims_t strides = {d->stride, d->stride};
+    dnnl_dims_t pad_l = {d->pad, d->pad};
+    /* right padding so that the last window ends where it does: may be negative (the
+     * rows a strided conv never reaches), which oneDNN accepts */
+    dnnl_dims_t pad_r = {(d->ho - 1) * d->stride + d->k - d->h - d->pad,
+                         (d->wo - 1) * d->stride + d->k - d->w - d->pad};
+
+    dnnl_convolution_desc_t fwd_cd, cd;
+    if (dnnl_convolution_forward_desc_init(&fwd_cd, dnnl_forward_training, dnnl_convolution_direct, &src_a, &wei_a,
+                                           e->has_bias ? &bias_a : NULL, &dst_a, strides, pad_l,
+                                           pad_r) != dnnl_success)
+        return 0;
+    dnnl_primitive_desc_t fwd_pd = NULL, pd = NULL;
+    if (dnnl_primitive_desc_create(&fwd_pd, &fwd_cd, NULL, g.eng, NULL) != dnnl_success) return 0;
+    int ok = 0;
+    if (e->dir == DIR_FWD) {
+        pd = fwd_pd, fwd_pd = NULL;
+    } else if (e->dir == DIR_BWD_DATA) {
+        if (dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src_a, &wei_a, &dst_a, strides,
+                                                     pad_l, pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, NULL, g.eng, fwd_pd) != dnnl_success)
+            goto out;
+    } else {
+        if (dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_a, &wei_a,
+                                                        e->has_bias ? &bias_a : NULL, &dst_a, strides, pad_l,
+                                                        pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, NULL, g.eng, fwd_pd) != dnnl_success)
+            goto out;
+    }
+#define Q(what) dnnl_primitive_desc_query_md(pd, what, 0)
+#define Q1(what) dnnl_primitive_desc_query_md(pd, what, 1)     /* the bias, after the weights */
+    conv_arg *a = e->args;
+    int n = 0;
+    if (e->dir == DIR_FWD) {
+        if (!arg_bind(&a[n++], DNNL_ARG_SRC, 0, &src_p, Q(dnnl_query_src_md))) goto out;
+        if (!arg_bind(&a[n++], DNNL_ARG_WEIGHTS, 0, &wei_p, Q(dnnl_query_weights_md))) goto out;
+        if (e->has_bias && !arg_bind(&a[n++], DNNL_ARG_BIAS, 0, &bias_p, Q1(dnnl_query_weights_md))) goto out;
+        if (!arg_bind(&a[n++], DNNL_ARG_DST, 1, &dst_p, Q(dnnl_query_dst_md))) goto out;
+    } else if (e->dir == DIR_BWD_DATA) {
+        if (!arg_bind(&a[n++], DNNL_ARG_DIFF_DST, 0, &dst_p, Q(dnnl_query_diff_dst_md))) goto out;
+        if (!arg_bind(&a[n++], DNNL_ARG_WEIGHTS, 0, &wei_p, Q(dnnl_query_weights_md))) goto out;
+        if (!arg_bind(&a[n++], DNNL_ARG_DIFF_SRC, 1, &src_p, Q(dnnl_query_diff_src_md))) goto out;
+    } else {
+        if (!arg_bind(&a[n++], DNNL_ARG_SRC, 0, &src_p, Q(dnnl_query_src_md))) goto out;
+        if (!arg_bind(&a[n++], DNNL_ARG_DIFF_DST, 0, &dst_p, Q(dnnl_query_diff_dst_md))) goto out;
+        if (!arg_bind(&a[n++], DNNL_ARG_DIFF_WEIGHTS, 1, &wei_p, Q(dnnl_query_diff_weights_md))) goto out;
+        if (e->has_bias && !arg_bind(&a[n++], DNNL_ARG_DIFF_BIAS, 1, &bias_p, Q1(dnnl_query_diff_weights_md)))
+            goto out;
+    }
+#undef Q
+#undef Q1
+    e->nargs = n;
+    ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
+    return ok;
+}
+
+/* The cache entry for (dir, d, has_bias), built on first use; NULL: use the reference. */
+static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias) {
+    if ((size_t)d->n * d->cin * d->h * d->w * d->cout * d->ho * d->wo == 0) return NULL;
+    if (!engine_init()) return NULL;
+    for (conv_entry *e = g.entries; e; e = e->next)
+        if (e->dir == dir && e->has_bias == has_bias && same_desc(&e->d, d)) return e->ok ? e : NULL;
+    conv_entry *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->dir = dir;
+    e->has_bias = has_bias;
+    e->d = *d;
+    e->ok = entry_build(e);     /* a failed build leaks its few half-made objects, once per shape */
+    e->next = g.entries;
+    g.entries = e;
+    return e->ok ? e : NULL;
+}
+
+/* Run e on the user's pointers, in the order of e->args (as entry_build bound them).
+ * keep_weights: e's reordered weights are those of this call already (a previous chunk). */
+static void entry_run(conv_entry *e, void *const ptrs[], int keep_weights) {
+    dnnl_exec_arg_t ex[MAX_ARGS];
+    for (int i = 0; i < e->nargs; i++) {
+        conv_arg *a = &e->args[i];
+        dnnl_memory_set_data_handle(a->user, ptrs[i]);
+        ex[i].arg = a->id;
+        ex[i].memory = a->inner ? a->inner : a->user;
+        if (a->inner && !a->is_output && !(keep_weights && a->id == DNNL_ARG_WEIGHTS)) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->user}, {DNNL_ARG_TO, a->inner}};
+            dnnl_primitive_execute(a->reorder, g.stream, 2, r);
+        }
+    }
+    dnnl_primitive_execute(e->prim, g.stream, e->nargs, ex);
+    for (int i = 0; i < e->nargs; i++) {
+        conv_arg *a = &e->args[i];
+        if (a->inner && a->is_output) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->inner}, {DNNL_ARG_TO, a->user}};
+            dnnl_primitive_execute(a->reorder, g.stream, 2, r);
+        }
+    }
+    dnnl_stream_wait(g.stream);
+}
+
+/* Images per oneDNN call: a batch goes through in chunks of this many so that each chunk's
+ * reorders and convolution work on data still in cache (measured: 32 beats whole batches
+ * of 128 by ~10%; docs/cpu-ops.md). BN_CPU_CONV_CHUNK overrides it (benchmarks only). */
+static int chunk_size(void) {
+    static int cb;
+    if (!cb) {
+        const char *s = getenv("BN_CPU_CONV_CHUNK");
+        cb = s ? atoi(s) : 32;
+        if (cb < 1) cb = 1 << 30;
+    }
+    return cb;
+}
+
+/* d restricted to images [i, i + *len) of the batch */
+static conv_desc sub_desc(const conv_desc *d, int i, int *len) {
+    conv_desc s = *d;
+    int cb = chunk_size();
+    *len = d->n - i < cb ? d->n - i : cb;
+    s.n = *len;
+    return s;
+}
+
+void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y) {
+    size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
+    conv_entry *prev = NULL;
+    for (int i = 0, len; i < d->n || i == 0; i += len) {
+        conv_desc s = sub_desc(d, i, &len);
+        conv_entry *e = entry_get(DIR_FWD, &s, b != NULL);
+        if (!e) {
+            ops_ref.conv_fwd(o, d, x, w, b, y);
+            return;
+        }
+        float *yi = y + i * ys;
+        void *p[MAX_ARGS] = {(void *)(x + i * xs), (void *)w, b ? (void *)b : yi, yi};
+        entry_run(e, p, e == prev);
+        prev = e;
+    }
+}
+
+void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx) {
+    size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
+    conv_entry *prev = NULL;
+    for (int i = 0, len; i < d->n || i == 0; i += len) {
+        conv_desc s = sub_desc(d, i, &len);
+        conv_entry *e = entry_get(DIR_BWD_DATA, &s, 0);
+        if (!e) {
+            ops_ref.conv_bwd_data(o, d, dy, w, dx);
+            return;
+        }
+        void *p[MAX_ARGS] = {(void *)(dy + i * ys), (void *)w, dx + i * xs, NULL};
+        entry_run(e, p, e == prev);
+        prev = e;
+    }
+}
+
+/* The filter gradient sums over the batch: the first chunk writes dw (and db), each later
+ * one writes a scratch buffer that is then added in, chunk after chunk (a fixed order). */
+void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
+    static float *scratch;
+    static size_t scratch_len;
+    size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
+    size_t nw = (size_t)d->cout * d->cin * d->k * d->k, nb = db ? (size_t)d->cout : 0;
+    for (int i = 0, len; i < d->n || i == 0; i += len) {
+        conv_desc s = sub_desc(d, i, &len);
+        conv_entry *e = entry_get(DIR_BWD_FILTER, &s, db != NULL);
+        if (e && i > 0 && scratch_len < nw + nb) {
+            float *p = realloc(scratch, (nw + nb) * sizeof *p);
+            if (p) scratch = p, scratch_len = nw + nb;
+            else e = NULL;
+        }
+        if (!e) {
+            ops_ref.conv_bwd_filter(o, d, x, dy, dw, db);
+            return;
+        }
+        float *tw = i == 0 ? dw : scratch, *tb = i == 0 ? db : scratch + nw;
+        void *p[MAX_ARGS] = {(void *)(x + i * xs), (void *)(dy + i * ys), tw, tb};
+        entry_run(e, p, 0);
+        if (i == 0) continue;
+#pragma omp simd
+        for (size_t j = 0; j < nw; j++) dw[j] += scratch[j];
+        for (size_t j = 0; j < nb; j++) db[j] += scratch[nw + j];
+    }
+}
