@@ -137,6 +137,19 @@ cli_out *cli_out_open(const char *path, bool binary) {
         o->fd = STDOUT_FILENO;
         return o;
     }
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* a device or a named pipe (/dev/null, a FIFO): written directly, never renamed onto */
+        if (S_ISDIR(st.st_mode)) cli_die("%s: is a directory", path);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) cli_die("%s: cannot open: %s", path, strerror(errno));
+        if (binary && isatty(fd)) cli_usage_error("refusing to write binary data to the terminal %s", path);
+        o->fd = fd;
+        o->f = fdopen(fd, "wb");
+        if (!o->f) cli_die("%s: %s", path, strerror(errno));
+        o->direct = true;
+        return o;
+    }
     int slot = -1;
     for (int i = 0; i < MAX_OUTS; i++)
         if (!outs[i]) { slot = i; break; }
@@ -172,7 +185,8 @@ static void out_release(cli_out *o) {
 void cli_out_commit(cli_out *o) {
     if (!o) return;
     if (!o->path) {
-        if (fflush(stdout) != 0 || ferror(stdout)) cli_die("write error on stdout: %s", strerror(errno));
+        if (fflush(o->f) != 0 || ferror(o->f)) cli_die("write error on output: %s", strerror(errno));
+        if (o->direct) fclose(o->f);
         free(o);
         return;
     }
@@ -191,6 +205,7 @@ void cli_out_abort(cli_out *o) {
         unlink(o->tmp);
         out_release(o);
     } else {
+        if (o->direct) fclose(o->f);
         free(o);
     }
 }

@@ -33,7 +33,7 @@ FILE *cli_open_in(const char *path);
 void cli_close_in(FILE *f);
 
 /* An output written whole or not at all. "-" or NULL is stdout (refused when it is a
- * terminal and binary is set). A file is written to "PATH.tmp.PID" and renamed onto PATH
+ * terminal and binary is set); an existing device or FIFO (/dev/null) is written as it is. A file is written to "PATH.tmp.PID" and renamed onto PATH
  * by cli_out_commit; cli_die, a fatal signal (cli_install_signals) or cli_out_abort remove
  * the temporary, so no partial file is ever left behind under PATH. */
 typedef struct cli_out {
@@ -41,6 +41,7 @@ typedef struct cli_out {
     int fd;
     char *path;  /* final path, NULL for stdout */
     char *tmp;   /* temporary path, NULL for stdout */
+    bool direct; /* a device or FIFO opened as it is (path stays NULL) */
 } cli_out;
 cli_out *cli_out_open(const char *path, bool binary);
 /* Flushes, fsyncs and renames into place; dies with a message on any error. */
