@@ -1,0 +1,115 @@
+/* optim.c: SGD with momentum / Nesterov / weight decay, and Adam (optim.h). */
+#include "optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_extra.h"
+
+const char *optim_name(opt_kind k) { return k == OPT_ADAM ? "adam" : "sgd"; }
+int optim_parse(const char *s) {
+    if (s && strcmp(s, "sgd") == 0) return OPT_SGD;
+    if (s && strcmp(s, "adam") == 0) return OPT_ADAM;
+    return -1;
+}
+
+void sgd_update(float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr, double momentum,
+                bool nesterov, double wd) {
+    const float flr = (float)lr, fmom = (float)momentum, fwd = (float)wd;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        if (mask && !mask[i]) continue;
+        float d = g[i];
+        if (fwd != 0.0f) d += fwd * w[i];
+        if (buf && fmom != 0.0f) {
+            buf[i] = fmom * buf[i] + d;
+            d = nesterov ? d + fmom * buf[i] : buf[i];
+        }
+        w[i] -= flr * d;
+    }
+}
+
+void adam_update(float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr, double beta1,
+                 double beta2, double eps, double wd, int64_t t) {
+    const double lr_t = lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
+    const float flr = (float)lr_t, b1 = (float)beta1, b2 = (float)beta2, feps = (float)eps, fwd = (float)wd;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        if (mask && !mask[i]) continue;
+        float d = g[i];
+        if (fwd != 0.0f) d += fwd * w[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * d;
+        v[i] = b2 * v[i] + (1.0f - b2) * d * d;
+        w[i] -= flr * m[i] / (sqrtf(v[i]) + feps);
+    }
+}
+
+static int need_state(checkpoint *ck, const ck_tensor *p, const char *prefix, char err[256]) {
+    char name[CK_NAMELEN + 16];
+    if (snprintf(name, sizeof name, "%s%s", prefix, p->name) >= CK_NAMELEN) {
+        snprintf(err, 256, "tensor name too long for its optimizer state: %s", p->name);
+        return -1;
+    }
+    ck_tensor *s = ck_find(ck, name);
+    if (s) {
+        if (s->dtype != DT_F32 || s->numel != p->numel || s->ndim != p->ndim ||
+            memcmp(s->shape, p->shape, sizeof(int64_t) * (size_t)p->ndim)) {
+            snprintf(err, 256, "optimizer state %s does not match its parameter's shape", name);
+            return -1;
+        }
+        return 0;
+    }
+    int64_t shape[CK_MAXDIM];
+    memcpy(shape, p->shape, sizeof shape);
+    ck_add(ck, name, DT_F32, p->ndim, shape, false, "opt");
+    return 0;
+}
+
+int optim_prepare(checkpoint *ck, const optim_cfg *cfg, bool fresh, char err[256]) {
+    if (fresh) ck_drop_role(ck, "opt");
+    /* collect names first: ck_add moves the tensor array */
+    int n = ck->nt;
+    for (int i = 0; i < n; i++) {
+        ck_tensor p = ck->t[i];   /* a copy: ck->t may move below */
+        if (strcmp(p.role, "param") || !p.trainable) continue;
+        if (cfg->kind == OPT_SGD && cfg->momentum != 0.0 && need_state(ck, &p, "opt.m/", err)) return -1;
+        if (cfg->kind == OPT_ADAM && (need_state(ck, &p, "opt.m/", err) || need_state(ck, &p, "opt.v/", err)))
+            return -1;
+    }
+    return 0;
+}
+
+static float *state_of(checkpoint *ck, const char *prefix, const char *name) {
+    char full[CK_NAMELEN + 16];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    if (strlen(full) >= CK_NAMELEN) return NULL;
+    ck_tensor *t = ck_find(ck, full);
+    return t ? t->data : NULL;
+}
+
+void optim_step(checkpoint *ck, const model *m, const optim_cfg *cfg, double lr, int64_t t) {
+    int np = model_nparams(m);
+    for (int i = 0; i < np; i++) {
+        ck_tensor *p = model_param(m, i);
+        const float *g = model_grad(m, i);
+        const uint8_t *mask = model_mask(m, i);
+        if (!p || !g || !p->trainable) continue;
+        if (cfg->kind == OPT_ADAM) {
+            float *ms = state_of(ck, "opt.m/", p->name), *vs = state_of(ck, "opt.v/", p->name);
+            if (!ms || !vs) {
+                fprintf(stderr, "optim_step: no Adam state for %s (optim_prepare not called)\n", p->name);
+                abort();
+            }
+            adam_update(p->data, g, ms, vs, mask, p->numel, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t);
+        } else {
+            float *buf = NULL;
+            if (cfg->momentum != 0.0 && !(buf = state_of(ck, "opt.m/", p->name))) {
+                fprintf(stderr, "optim_step: no momentum buffer for %s (optim_prepare not called)\n", p->name);
+                abort();
+            }
+            sgd_update(p->data, g, buf, mask, p->numel, lr, cfg->momentum, cfg->nesterov, cfg->wd);
+        }
+    }
+}

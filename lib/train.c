@@ -1,0 +1,380 @@
+/* train.c: the training loop, its settings in the checkpoint, and evaluation (train.h). */
+#include "train.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "model_extra.h"
+
+/* ---- settings ------------------------------------------------------------------------ */
+void train_cfg_defaults(train_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->shuffle = true;
+    c->every = 1;
+    c->seed = 1;
+    c->opt.beta1 = 0.9, c->opt.beta2 = 0.999, c->opt.eps = 1e-7;
+    train_cfg_recipe(c, "paper");
+}
+
+int train_cfg_recipe(train_cfg *c, const char *name) {
+    if (strcmp(name, "paper") == 0) {
+        c->opt.kind = OPT_SGD, c->opt.momentum = 0.9, c->opt.nesterov = false, c->opt.wd = 1e-4;
+        sched_defaults(&c->sched, SCHED_STEP);
+        c->sched.lr = 0.1, c->sched.gamma = 0.1;
+        c->sched.nmilestones = 2, c->sched.milestones[0] = 80, c->sched.milestones[1] = 120;
+        c->batch = 128, c->epochs = 160;
+        c->augment = AUG_CROP_FLIP;
+        c->norm.meanstd = true, c->norm.c = 0;   /* computed from the training set */
+        return 0;
+    }
+    if (strcmp(name, "seed") == 0) {
+        c->opt.kind = OPT_SGD, c->opt.momentum = 0.0, c->opt.nesterov = false, c->opt.wd = 0.0;
+        sched_defaults(&c->sched, SCHED_CONSTANT);
+        c->sched.lr = 0.01;
+        c->batch = 128, c->epochs = 75;
+        c->augment = AUG_SEED;
+        memset(&c->norm, 0, sizeof c->norm);
+        return 0;
+    }
+    return -1;
+}
+
+void train_cfg_to_state(const train_cfg *c, kvlist *s) {
+    kv_set_str(s, "optimizer", optim_name(c->opt.kind));
+    kv_set_double(s, "lr", c->sched.lr);
+    kv_set_double(s, "momentum", c->opt.momentum);
+    kv_set_int(s, "nesterov", c->opt.nesterov);
+    kv_set_double(s, "wd", c->opt.wd);
+    kv_set_double(s, "adam_beta1", c->opt.beta1);
+    kv_set_double(s, "adam_beta2", c->opt.beta2);
+    kv_set_double(s, "adam_eps", c->opt.eps);
+    kv_set_str(s, "schedule", sched_names[c->sched.kind]);
+    char ms[CK_STRLEN] = "";
+    for (int i = 0; i < c->sched.nmilestones; i++) {
+        size_t l = strlen(ms);
+        snprintf(ms + l, sizeof ms - l, "%s%" PRId64, i ? "," : "", c->sched.milestones[i]);
+    }
+    kv_set_str(s, "milestones", ms);
+    kv_set_double(s, "gamma", c->sched.gamma);
+    kv_set_double(s, "warmup", c->sched.warmup);
+    kv_set_int(s, "decay_steps", c->sched.decay_steps);
+    kv_set_double(s, "keras_alpha", c->sched.alpha);
+    kv_set_double(s, "keras_beta", c->sched.beta);
+    kv_set_double(s, "num_periods", c->sched.num_periods);
+    kv_set_double(s, "t_mul", c->sched.t_mul);
+    kv_set_double(s, "m_mul", c->sched.m_mul);
+    kv_set_double(s, "ramp_start", c->sched.ramp_start);
+    kv_set_double(s, "ramp_min", c->sched.ramp_min);
+    kv_set_double(s, "ramp_decay", c->sched.ramp_decay);
+    kv_set_int(s, "ramp_epochs", c->sched.ramp_epochs);
+    kv_set_int(s, "epochs", c->epochs);
+    kv_set_int(s, "batch", c->batch);
+    kv_set_int(s, "train_seed", (int64_t)c->seed);
+    kv_set_str(s, "augment", aug_name(c->augment));
+    kv_set_int(s, "shuffle", c->shuffle);
+    kv_set_int(s, "every", c->every);
+    norm_to_state(&c->norm, s);
+}
+
+static int need(const kvlist *s, const char *key, char err[256]) {
+    if (kv_find(s, key)) return 0;
+    snprintf(err, 256, "checkpoint state has no \"%s\": it was not written by net-train, cannot resume", key);
+    return -1;
+}
+
+int train_cfg_from_state(train_cfg *c, const kvlist *s, char err[256]) {
+    static const char *const keys[] = {"optimizer", "lr", "momentum", "nesterov", "wd", "adam_beta1", "adam_beta2",
+                                       "adam_eps", "schedule", "milestones", "gamma", "warmup", "decay_steps",
+                                       "keras_alpha", "keras_beta", "num_periods", "t_mul", "m_mul", "ramp_start",
+                                       "ramp_min", "ramp_decay", "ramp_epochs", "epochs", "batch", "train_seed",
+                                       "augment", "shuffle", "every", "normalize", NULL};
+    for (int i = 0; keys[i]; i++)
+        if (need(s, keys[i], err)) return -1;
+    int opt = optim_parse(kv_str(s, "optimizer", "")), sk = sched_parse(kv_str(s, "schedule", "")),
+        ak = aug_parse(kv_str(s, "augment", ""));
+    if (opt < 0 || sk < 0 || ak < 0) {
+        snprintf(err, 256, "checkpoint state: unknown optimizer, schedule or augment");
+        return -1;
+    }
+    c->opt.kind = (opt_kind)opt;
+    c->opt.momentum = kv_double(s, "momentum", 0);
+    c->opt.nesterov = kv_int(s, "nesterov", 0) != 0;
+    c->opt.wd = kv_double(s, "wd", 0);
+    c->opt.beta1 = kv_double(s, "adam_beta1", 0.9);
+    c->opt.beta2 = kv_double(s, "adam_beta2", 0.999);
+    c->opt.eps = kv_double(s, "adam_eps", 1e-7);
+    sched_defaults(&c->sched, (sched_kind)sk);
+    c->sched.lr = kv_double(s, "lr", 0.1);
+    const char *ms = kv_str(s, "milestones", "");
+    c->sched.nmilestones = 0;
+    while (*ms) {
+        char *end;
+        long long v = strtoll(ms, &end, 10);
+        if (end == ms || c->sched.nmilestones >= SCHED_MAXMILESTONES || (*end && *end != ',')) {
+            snprintf(err, 256, "checkpoint state: malformed milestones");
+            return -1;
+        }
+        c->sched.milestones[c->sched.nmilestones++] = v;
+        ms = *end ? end + 1 : end;
+    }
+    c->sched.gamma = kv_double(s, "gamma", 0.1);
+    c->sched.warmup = kv_double(s, "warmup", 0);
+    c->sched.decay_steps = kv_int(s, "decay_steps", 1000);
+    c->sched.alpha = kv_double(s, "keras_alpha", 0);
+    c->sched.beta = kv_double(s, "keras_beta", 0.001);
+    c->sched.num_periods = kv_double(s, "num_periods", 0.5);
+    c->sched.t_mul = kv_double(s, "t_mul", 2);
+    c->sched.m_mul = kv_double(s, "m_mul", 1);
+    c->sched.ramp_start = kv_double(s, "ramp_start", 1e-5);
+    c->sched.ramp_min = kv_double(s, "ramp_min", 1e-5);
+    c->sched.ramp_decay = kv_double(s, "ramp_decay", 0.8);
+    c->sched.ramp_epochs = (int)kv_int(s, "ramp_epochs", 5);
+    c->epochs = kv_int(s, "epochs", 1);
+    c->batch = (int)kv_int(s, "batch", 128);
+    c->seed = (uint64_t)kv_int(s, "train_seed", 1);
+    c->augment = (aug_kind)ak;
+    c->shuffle = kv_int(s, "shuffle", 1) != 0;
+    c->every = (int)kv_int(s, "every", 1);
+    if (c->batch < 1 || c->epochs < 0 || c->sched.decay_steps < 1 || c->every < 0) {
+        snprintf(err, 256, "checkpoint state: batch, epochs, decay_steps or every out of range");
+        return -1;
+    }
+    return norm_from_state(s, &c->norm, err);
+}
+
+/* ---- data ---------------------------------------------------------------------------- */
+int train_check_data(const checkpoint *ck, const dataset *d, const char *what, char err[256]) {
+    int64_t classes = kv_int(&ck->arch, "classes", 10);
+    if (d->h.c != 3 || d->h.h != 32 || d->h.w != 32) {
+        snprintf(err, 256, "%s: images are %dx%dx%d, the model takes 3x32x32", what, d->h.c, d->h.h, d->h.w);
+        return -1;
+    }
+    if (d->h.nclasses > classes) {
+        snprintf(err, 256, "%s: %d classes, the model has %" PRId64 " outputs", what, d->h.nclasses, classes);
+        return -1;
+    }
+    if (d->n == 0) {
+        snprintf(err, 256, "%s: no images", what);
+        return -1;
+    }
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- evaluation ---------------------------------------------------------------------- */
+int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, char err[256]) {
+    memset(r, 0, sizeof *r);
+    int classes = model_classes(m), mb = model_max_batch(m);
+    size_t img = ds_image_bytes(&d->h);
+    r->classes = classes;
+    r->confusion = calloc((size_t)classes * (size_t)classes, sizeof *r->confusion);
+    float *x = malloc((size_t)mb * img * sizeof *x);
+    uint32_t *idx = malloc((size_t)mb * sizeof *idx);
+    if (!r->confusion || !x || !idx) {
+        free(x), free(idx);
+        snprintf(err, 256, "out of memory evaluating");
+        return -1;
+    }
+    double loss = 0;
+    for (size_t i0 = 0; i0 < d->n; i0 += (size_t)mb) {
+        int nb = (int)(d->n - i0 < (size_t)mb ? d->n - i0 : (size_t)mb);
+        for (int i = 0; i < nb; i++) idx[i] = (uint32_t)(i0 + (size_t)i);
+        batch_fill(x, d, idx, NULL, nb, AUG_NONE, nm);
+        model_forward(m, x, nb, false);
+        int ok = 0;
+        double l = model_loss_backward(m, d->labels + i0, nb, &ok, false);
+        loss += l * nb;
+        r->correct += (uint64_t)ok;
+        const float *lg = model_logits(m);
+        for (int i = 0; i < nb; i++) {
+            const float *row = lg + (size_t)i * classes;
+            int best = 0;
+            for (int k = 1; k < classes; k++)
+                if (row[k] > row[best]) best = k;
+            r->confusion[(size_t)d->labels[i0 + (size_t)i] * classes + best]++;
+        }
+    }
+    r->n = d->n;
+    r->loss = d->n ? loss / (double)d->n : NAN;
+    free(x), free(idx);
+    return 0;
+}
+
+void eval_free(eval_result *r) {
+    free(r->confusion);
+    r->confusion = NULL;
+}
+
+/* ---- the loop ------------------------------------------------------------------------ */
+static int write_ck(train_io *io, const checkpoint *ck, char err[256]) {
+    if (!io->out) return 0;
+    ck_write(io->out, ck);
+    if (sw_flush(io->out)) {
+        snprintf(err, 256, "writing the checkpoint stream: %s", strerror(io->out->err));
+        return -1;
+    }
+    io->sections++;
+    return 0;
+}
+
+static void set_partial(checkpoint *ck, int64_t epoch_step, double loss_sum, int64_t correct, int64_t seen) {
+    kv_set_int(&ck->state, "epoch_step", epoch_step);
+    kv_set_double(&ck->state, "epoch_loss_sum", loss_sum);
+    kv_set_int(&ck->state, "epoch_correct", correct);
+    kv_set_int(&ck->state, "epoch_seen", seen);
+}
+
+int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg, train_io *io, bool resume,
+              char err[256]) {
+    train_io none = {0};
+    if (!io) io = &none;
+    if (cfg->batch < 1) {
+        snprintf(err, 256, "batch size must be at least 1");
+        return TRAIN_ERROR;
+    }
+    if (train_check_data(ck, train, "training set", err)) return TRAIN_ERROR;
+    if (cfg->norm.meanstd && cfg->norm.c != train->h.c) {
+        snprintf(err, 256, "meanstd normalisation has %d channels, the images %d", cfg->norm.c, train->h.c);
+        return TRAIN_ERROR;
+    }
+    const size_t n = train->n, img = ds_image_bytes(&train->h);
+    const int64_t spe = (int64_t)((n + (size_t)cfg->batch - 1) / (size_t)cfg->batch);
+    int64_t epoch_step = 0, correct = 0, seen = 0;
+    double loss_sum = 0;
+    if (resume) {
+        epoch_step = kv_int(&ck->state, "epoch_step", 0);
+        loss_sum = kv_double(&ck->state, "epoch_loss_sum", 0);
+        correct = kv_int(&ck->state, "epoch_correct", 0);
+        seen = kv_int(&ck->state, "epoch_seen", 0);
+        int64_t was = kv_int(&ck->state, "train_images", -1);
+        if (was >= 0 && was != (int64_t)n) {
+            snprintf(err, 256, "the checkpoint was trained on %" PRId64 " images, this training set has %zu", was, n);
+            return TRAIN_ERROR;
+        }
+        if (ck->epoch < 0 || epoch_step < 0 || epoch_step >= spe || ck->step != ck->epoch * spe + epoch_step) {
+            snprintf(err, 256,
+                     "checkpoint at epoch %" PRId64 " step %" PRId64 " does not match %" PRId64
+                     " steps per epoch (%zu images, batch %d): not the same training set?",
+                     ck->epoch, ck->step, spe, n, cfg->batch);
+            return TRAIN_ERROR;
+        }
+    } else {
+        ck->epoch = 0, ck->step = 0;
+    }
+    if (optim_prepare(ck, &cfg->opt, !resume, err)) return TRAIN_ERROR;
+    train_cfg_to_state(cfg, &ck->state);
+    kv_set_int(&ck->state, "train_images", (int64_t)n);
+    set_partial(ck, epoch_step, loss_sum, correct, seen);
+
+    schedule sched = cfg->sched;
+    sched.total_steps = cfg->epochs * spe;
+    sched.steps_per_epoch = spe;
+
+    model *m = model_build(ck, o, cfg->batch, err);
+    if (!m) return TRAIN_ERROR;
+    float *x = malloc((size_t)cfg->batch * img * sizeof *x);
+    uint8_t *lab = malloc((size_t)cfg->batch);
+    uint32_t *order = malloc(n * sizeof *order);
+    aug_param *par = malloc(n * sizeof *par);
+    int rc = TRAIN_DONE;
+    if (!x || !lab || !order || !par) {
+        snprintf(err, 256, "out of memory");
+        rc = TRAIN_ERROR;
+        goto done;
+    }
+
+    int64_t steps_this_call = 0;
+    for (int64_t epoch = ck->epoch; epoch < cfg->epochs && rc == TRAIN_DONE; epoch++) {
+        double t0 = now_s(), train_s = 0, lr = 0;
+        int64_t images = 0;
+        bool stop = false;
+        epoch_plan(cfg->seed, epoch, n, cfg->shuffle, cfg->augment, order, par);
+        char what[48];
+        snprintf(what, sizeof what, "epoch %" PRId64 "/%" PRId64, epoch + 1, cfg->epochs);
+        for (int64_t st = epoch_step; st < spe; st++) {
+            size_t i0 = (size_t)st * (size_t)cfg->batch;
+            int nb = (int)(n - i0 < (size_t)cfg->batch ? n - i0 : (size_t)cfg->batch);
+            batch_fill(x, train, order + i0, par + i0, nb, cfg->augment, &cfg->norm);
+            for (int i = 0; i < nb; i++) lab[i] = train->labels[order[i0 + (size_t)i]];
+            lr = schedule_lr(&sched, ck->step, epoch);
+            model_forward(m, x, nb, true);
+            int ok = 0;
+            double loss = model_loss_backward(m, lab, nb, &ok, true);
+            if (!isfinite(loss)) {
+                io->bad_epoch = epoch + 1, io->bad_step = ck->step + 1;
+                rc = TRAIN_NAN;
+                break;
+            }
+            optim_step(ck, m, &cfg->opt, lr, ck->step + 1);
+            ck->step++, steps_this_call++;
+            loss_sum += loss * nb, correct += ok, seen += nb, images += nb;
+            if (io->progress) cli_progress(what, (uint64_t)(st + 1), (uint64_t)spe);
+            int sig = io->stop_signals ? cli_stop_requested() : 0;
+            if (sig || (io->max_steps > 0 && steps_this_call >= io->max_steps)) {
+                io->stop_signal = sig;
+                stop = true;
+                if (st + 1 < spe) {   /* mid-epoch: record the position and stop */
+                    set_partial(ck, st + 1, loss_sum, correct, seen);
+                    if (io->progress) cli_progress_end();
+                    if (write_ck(io, ck, err)) rc = TRAIN_ERROR;
+                    else rc = TRAIN_STOPPED;
+                    break;
+                }
+            }
+        }
+        train_s = now_s() - t0;
+        if (io->progress) cli_progress_end();
+        if (rc != TRAIN_DONE) break;
+        ck->epoch = epoch + 1;
+        epoch_step = 0;
+        double tl = seen ? loss_sum / (double)seen : NAN, ta = seen ? (double)correct / (double)seen : NAN;
+        set_partial(ck, 0, 0, 0, 0);
+        loss_sum = 0, correct = 0, seen = 0;
+
+        double vl = NAN, va = NAN;
+        if (io->test) {
+            eval_result r;
+            if (eval_run(m, io->test, &cfg->norm, &r, err)) {
+                rc = TRAIN_ERROR;
+                break;
+            }
+            vl = r.loss, va = r.n ? (double)r.correct / (double)r.n : NAN;
+            eval_free(&r);
+        }
+        double secs = now_s() - t0, ips = train_s > 0 ? (double)images / train_s : 0;
+        if (io->log) {
+            fprintf(io->log, "%" PRId64 "\t%" PRId64 "\t%.9g\t%.6f\t%.6f\t%.6f\t%.6f\t%.1f\t%.3f\n", ck->epoch,
+                    ck->step, lr, tl, ta, vl, va, ips, secs);
+            fflush(io->log);
+        }
+        if (io->verbose) {
+            fprintf(stderr, "%s: epoch %" PRId64 "/%" PRId64 " step %" PRId64 " lr %.6g train loss %.4f acc %.2f%%",
+                    cli_prog, ck->epoch, cfg->epochs, ck->step, lr, tl, 100 * ta);
+            if (io->test) fprintf(stderr, " test loss %.4f acc %.2f%%", vl, 100 * va);
+            fprintf(stderr, " %.0f img/s %.1f s\n", ips, secs);
+        }
+        bool last = ck->epoch == cfg->epochs;
+        if (stop || last || (cfg->every > 0 && ck->epoch % cfg->every == 0))
+            if (write_ck(io, ck, err)) {
+                rc = TRAIN_ERROR;
+                break;
+            }
+        if (stop) rc = TRAIN_STOPPED;
+    }
+    /* nothing left to train (a resumed run already complete, or --epochs 0): the
+     * checkpoint still goes out, with its settings */
+    if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0 && write_ck(io, ck, err)) rc = TRAIN_ERROR;
+done:
+    free(x), free(lab), free(order), free(par);
+    model_free(m);
+    return rc;
+}
