@@ -86,17 +86,19 @@ double cli_double(const char *opt, const char *s, double lo, double hi) {
 
 int cli_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi) {
     int n = 0;
-    char *copy = strdup(s), *save = NULL;
-    if (!copy) cli_die("out of memory");
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == max) {
-            free(copy);
-            cli_usage_error("%s: more than %d values", opt, max);
-        }
-        out[n++] = cli_int(opt, tok, lo, hi);
+    char item[64];
+    for (const char *p = s;; p++) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0) cli_usage_error("%s: empty item in '%s'", opt, s);
+        if (len >= sizeof item) cli_usage_error("%s: item too long in '%s'", opt, s);
+        if (n == max) cli_usage_error("%s: more than %d values", opt, max);
+        memcpy(item, p, len);
+        item[len] = 0;
+        out[n++] = cli_int(opt, item, lo, hi);
+        if (!end) break;
+        p = end;
     }
-    free(copy);
-    if (n == 0) cli_usage_error("%s: empty list", opt);
     return n;
 }
 
