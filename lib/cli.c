@@ -102,6 +102,18 @@ int cli_int_list(const char *opt, const char *s, long long *out, int max, long l
     return n;
 }
 
+const char *cli_choice(const char *opt, const char *value, const char *choices) {
+    size_t n = strlen(value);
+    for (const char *p = choices; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, value, n) == 0) return value;
+        if (!end) break;
+        p = end + 1;
+    }
+    cli_usage_error("%s: '%s' is not one of %s", opt, value, choices);
+}
+
 FILE *cli_open_in(const char *path) {
     if (!path || strcmp(path, "-") == 0) return stdin;
     FILE *f = fopen(path, "rb");

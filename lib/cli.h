@@ -28,6 +28,12 @@ double cli_double(const char *opt, const char *s, double lo, double hi);
 /* Parses "a,b,c" into at most max integers in [lo,hi]; returns the count. */
 int cli_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi);
 
+/* Returns value when it is one of the comma-separated choices ("ref,cpu,cuda,auto");
+ * otherwise a usage error naming the option and the choices. */
+const char *cli_choice(const char *opt, const char *value, const char *choices);
+/* The --device choices every computing tool takes. */
+#define CLI_DEVICES "ref,cpu,cuda,auto"
+
 /* Opens an input: "-" or NULL is stdin. Dies with a message when it cannot. */
 FILE *cli_open_in(const char *path);
 void cli_close_in(FILE *f);

@@ -218,9 +218,7 @@ int main(int argc, char **argv) {
             recipe = optarg;
             break;
         case O_DEVICE:
-            if (strcmp(optarg, "ref") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error("--device: '%s' is not ref, cpu, cuda or auto", optarg);
-            device = optarg;
+            device = cli_choice("--device", optarg, CLI_DEVICES);
             break;
         case O_THREADS: threads = cli_int("--threads", optarg, 1, 4096); break;
         case 'h': usage();
