@@ -728,7 +728,7 @@ static void mode_gamma(options *opt, char **paths, int np) {
             fputs("set title ", f);
             viz_gp_quote(f, title);
             fprintf(f, "\nset xlabel '%s value'\nset ylabel 'count (channels)'\nset key top right box opaque\n"
-                       "set boxwidth %.9g absolute\nset yrange [0:*]\nset xrange [%.9g:%.9g]\n",
+                       "set boxwidth %.9g absolute\nset yrange [0:*]\nset offsets 0,0,graph 0.08,0\nset xrange [%.9g:%.9g]\n",
                     param, (g[0].hi - g[0].lo) / bins, g[0].lo, g[0].hi);
         } else {
             int rows, cols;
