@@ -631,8 +631,10 @@ int cifar_read_archive(const char *path, const cifar_read_opts *opts, cifar_info
         for (int i = 0; i < 5; i++) r.split[r.nsplit++] = i;
     } else if (opts->split && strcmp(opts->split, "test") == 0) {
         r.split[r.nsplit++] = 5;
+    } else if (opts->split && strcmp(opts->split, "all") == 0) {
+        for (int i = 0; i < CIFAR_NDATA; i++) r.split[r.nsplit++] = i;
     } else if (opts->split) {
-        snprintf(err, CIFAR_ERRMAX, "unknown split '%s' (train or test)", opts->split);
+        snprintf(err, CIFAR_ERRMAX, "unknown split '%s' (train, test or all)", opts->split);
         return -1;
     }
     for (int i = 0; i < r.nsplit; i++) r.turn[r.split[i]] = i;

@@ -63,7 +63,8 @@ typedef int (*cifar_record_fn)(void *ctx, uint8_t label, const uint8_t *pixels);
 typedef void (*cifar_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 typedef struct cifar_read_opts {
-    const char *split;          /* "train", "test", or NULL: no records delivered */
+    const char *split;          /* "train", "test", "all" (train then test, one pass), or
+                                 * NULL: no records delivered */
     bool allow_unofficial;      /* accept an archive whose MD5 is not the official one */
     cifar_begin_fn begin;
     cifar_record_fn record;

@@ -48,6 +48,20 @@ cifar-fetch -u "$T/good.tgz" --allow-unofficial --split test -q -o "$T/test.ds"
 records "$T/test.ds" >"$T/got" && cmp -s "$T/got" "$T/want_test" && t_ok test_records || t_fail test_records "$(cat "$T/got")"
 "$PY" "$MK" dump "$T/test.ds" | sed -n 2p | grep -qx 'classes airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck' &&
   t_ok class_names || t_fail class_names "$("$PY" "$MK" dump "$T/test.ds" | sed -n 2p)"
+
+# --- both splits in one pass: the same bytes as two runs; all or nothing ----------------
+expect both_splits 0 cifar-fetch -u "$T/good.tgz" --allow-unofficial -q --split both -o "$T/b_train.ds" --test-output "$T/b_test.ds"
+cmp -s "$T/b_train.ds" "$T/train.ds" && cmp -s "$T/b_test.ds" "$T/test.ds" && t_ok both_splits_same_bytes ||
+  t_fail both_splits_same_bytes "--split both differs from --split train / --split test"
+mk --records 3 --order reverse -o "$T/rev.tgz"
+cifar-fetch -u "$T/rev.tgz" --allow-unofficial -q --split both -o "$T/r_train.ds" --test-output "$T/r_test.ds" &&
+  records "$T/r_train.ds" >"$T/got" && cmp -s "$T/got" "$T/want_train" && records "$T/r_test.ds" >"$T/got" &&
+  cmp -s "$T/got" "$T/want_test" && t_ok both_splits_reverse_order || t_fail both_splits_reverse_order "records differ"
+expect_err both_needs_two_files 2 'test-output' cifar-fetch -u "$T/good.tgz" --allow-unofficial --split both -o "$T/x.ds"
+expect_err test_output_needs_both 2 'split both' cifar-fetch -u "$T/good.tgz" --allow-unofficial --test-output "$T/y.ds" -o "$T/x.ds"
+mk --records 3 --bad label10 -o "$T/l10.tgz"
+expect_err both_bad_archive 1 'label' cifar-fetch -u "$T/l10.tgz" --allow-unofficial --split both -o "$T/x.ds" --test-output "$T/y.ds"
+check both_bad_archive_no_output sh -c "[ ! -e '$T/x.ds' ] && [ ! -e '$T/y.ds' ] && ! ls '$T'/*.tmp.* >/dev/null 2>&1"
 expect quiet 0 cifar-fetch -u "$T/good.tgz" --allow-unofficial -q -o "$T/q.ds"
 [ ! -s "$T/err" ] && t_ok quiet_silent || t_fail quiet_silent "$(cat "$T/err")"
 cifar-fetch -u "$T/good.tgz" --allow-unofficial -q > "$T/stdout.ds"

@@ -18,10 +18,12 @@ _Noreturn static void usage(void) {
            "Fetches the CIFAR-10 binary release (downloaded once into a cache), checks it and\n"
            "writes one split as a dataset stream (stdout unless -o): train = data_batch_1..5 in\n"
            "that order (50,000 records), test = test_batch (10,000). Class names come from the\n"
-           "archive's batches.meta.txt.\n"
+           "archive's batches.meta.txt. --split both writes the two in one pass over the archive.\n"
            "\n"
-           "  -s, --split train|test   the split to write (default train)\n"
+           "  -s, --split train|test|both  the split to write (default train); both: the train\n"
+           "                           split to -o FILE and the test split to --test-output FILE\n"
            "  -o, --output FILE        write FILE (whole or not at all) instead of stdout\n"
+           "      --test-output FILE   with --split both: where the test split goes\n"
            "  -u, --url URL|PATH       where the archive is: any URL libcurl takes (https://,\n"
            "                           file://, ...; downloaded into the cache) or a local path\n"
            "                           (read where it is); default\n"
@@ -47,9 +49,13 @@ _Noreturn static void usage(void) {
     exit(EXIT_OK);
 }
 
+/* One output stream per split written: [0] the split asked for (train for both), [1] the
+ * test split of --split both. */
 typedef struct ctx {
-    cli_out *o;
-    ds_writer w;
+    cli_out *o[2];
+    ds_writer w[2];
+    int nout;
+    uint64_t first_count, delivered; /* records of output 0; records delivered so far */
     bool begun;
     const char *split, *archive;
     bool show_progress;
@@ -61,22 +67,37 @@ static void on_progress(void *ud, uint64_t done, uint64_t total) {
     if (c->show_progress) cli_progress(c->what, done, total);
 }
 
-static int on_begin(void *ud, const cifar_info *info) {
-    ctx *c = ud;
+static void begin_output(ctx *c, int k, const cifar_info *info, const char *split, uint64_t count) {
     ds_header h;
-    ds_header_cifar10(&h, info->split_records);
+    ds_header_cifar10(&h, count);
     for (int i = 0; i < CIFAR_CLASSES; i++) snprintf(h.classes[i], DS_NAMELEN, "%s", info->classes[i]);
     const char *base = strrchr(c->archive, '/');
     base = base ? base + 1 : c->archive;
-    snprintf(h.source, sizeof h.source, "CIFAR-10 %s split (%s) of %.120s", c->split,
-             strcmp(c->split, "train") == 0 ? "data_batch_1..5" : "test_batch", base);
-    ds_write_begin(&c->w, c->o->fd, &h);
+    snprintf(h.source, sizeof h.source, "CIFAR-10 %s split (%s) of %.120s", split,
+             strcmp(split, "train") == 0 ? "data_batch_1..5" : "test_batch", base);
+    ds_write_begin(&c->w[k], c->o[k]->fd, &h);
+}
+
+static int on_begin(void *ud, const cifar_info *info) {
+    ctx *c = ud;
+    if (c->nout == 2) {
+        uint64_t train = 0;
+        for (int m = 0; m < 5; m++) train += info->member[m].records;
+        c->first_count = train;
+        begin_output(c, 0, info, "train", train);
+        begin_output(c, 1, info, "test", info->member[5].records);
+    } else {
+        c->first_count = info->split_records;
+        begin_output(c, 0, info, c->split, info->split_records);
+    }
     c->begun = true;
     return 0;
 }
 
+/* Records come in split order: for --split both, the train members and then test_batch. */
 static int on_record(void *ud, uint8_t label, const uint8_t *pixels) {
-    ds_write(&((ctx *)ud)->w, label, pixels);
+    ctx *c = ud;
+    ds_write(&c->w[c->delivered++ < c->first_count ? 0 : 1], label, pixels);
     return 0;
 }
 
@@ -92,22 +113,24 @@ static void holdings(const cifar_info *info, char *buf, size_t cap) {
 int main(int argc, char **argv) {
     cli_init(argv[0]);
     cli_install_signals();
-    enum { OPT_ALLOW = 256, OPT_CHECK };
+    enum { OPT_ALLOW = 256, OPT_CHECK, OPT_TEST_OUT };
     static const struct option longopts[] = {
         {"split", required_argument, 0, 's'},     {"output", required_argument, 0, 'o'},
+        {"test-output", required_argument, 0, OPT_TEST_OUT},
         {"url", required_argument, 0, 'u'},       {"cache-dir", required_argument, 0, 'c'},
         {"allow-unofficial", no_argument, 0, OPT_ALLOW},
         {"list", no_argument, 0, 'l'},            {"check", no_argument, 0, OPT_CHECK},
         {"md5", no_argument, 0, OPT_CHECK},       {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},            {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
-    const char *split = "train", *output = NULL, *url = CIFAR_URL, *cache_opt = NULL;
+    const char *split = "train", *output = NULL, *test_output = NULL, *url = CIFAR_URL, *cache_opt = NULL;
     bool allow = false, list = false, check = false, quiet = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "s:o:u:c:lqhV", longopts, NULL)) != -1) {
         switch (ch) {
         case 's': split = optarg; break;
         case 'o': output = optarg; break;
+        case OPT_TEST_OUT: test_output = optarg; break;
         case 'u': url = optarg; break;
         case 'c': cache_opt = optarg; break;
         case OPT_ALLOW: allow = true; break;
@@ -120,8 +143,12 @@ int main(int argc, char **argv) {
         }
     }
     if (optind < argc) cli_usage_error("unexpected argument '%s'", argv[optind]);
-    if (strcmp(split, "train") != 0 && strcmp(split, "test") != 0)
-        cli_usage_error("--split: '%s' is not train or test", split);
+    split = cli_choice("--split", split, "train,test,both");
+    bool both = strcmp(split, "both") == 0;
+    if (both && (list || check)) cli_usage_error("--split both writes streams; --list and --check print text");
+    if (both && (!output || !test_output || strcmp(output, "-") == 0 || strcmp(test_output, "-") == 0))
+        cli_usage_error("--split both needs -o FILE (train) and --test-output FILE (test), both files");
+    if (!both && test_output) cli_usage_error("--test-output goes with --split both");
     if (list && check) cli_usage_error("--list and --check do not go together");
     if ((list || check) && output) cli_usage_error("-o writes a stream; --list and --check print text");
     if (!*url) cli_usage_error("--url: empty");
@@ -131,8 +158,11 @@ int main(int argc, char **argv) {
     if (!cache_dir && cifar_default_cache_dir(cache_buf, sizeof cache_buf) == 0) cache_dir = cache_buf;
 
     ctx c = {.split = split, .show_progress = !quiet};
-    /* The output first: a terminal or an unwritable path is refused before any download. */
-    if (!list && !check) c.o = cli_out_open(output, true);
+    /* The outputs first: a terminal or an unwritable path is refused before any download. */
+    if (!list && !check) {
+        c.o[c.nout++] = cli_out_open(output, true);
+        if (both) c.o[c.nout++] = cli_out_open(test_output, true);
+    }
 
     char path[PATH_MAX], err[CIFAR_ERRMAX];
     bool downloaded = false;
@@ -156,7 +186,7 @@ int main(int argc, char **argv) {
 
     cifar_read_opts opts = {.allow_unofficial = allow || list, .progress = on_progress, .ctx = &c};
     if (!list) {
-        opts.split = split;
+        opts.split = both ? "all" : split;
         opts.begin = on_begin;
         opts.record = on_record;
     }
@@ -185,12 +215,17 @@ int main(int argc, char **argv) {
     }
 
     if (!c.begun) cli_die("internal error: no records were delivered");
-    if (ds_write_end(&c.w) != 0) {
-        if (errno == EINVAL) cli_die("internal error: header count differs from the records written");
-        cli_die("%s: write error: %s", output ? output : "stdout", strerror(c.w.w.err ? c.w.w.err : errno));
+    const char *names[2] = {output ? output : "stdout", test_output};
+    for (int k = 0; k < c.nout; k++) {
+        if (ds_write_end(&c.w[k]) != 0) {
+            if (errno == EINVAL) cli_die("internal error: header count differs from the records written");
+            cli_die("%s: write error: %s", names[k], strerror(c.w[k].w.err ? c.w[k].w.err : errno));
+        }
     }
-    ds_writer_free(&c.w);
-    cli_out_commit(c.o);
+    for (int k = 0; k < c.nout; k++) {
+        ds_writer_free(&c.w[k]);
+        cli_out_commit(c.o[k]);
+    }
 
     if (!info.official) {
         char held[512];
