@@ -42,7 +42,7 @@ static void write_header(ds_writer *d) {
     else
         msgpack_pack_uint64(pk, h->count);
     sw_str(&d->w, "chunk");
-    msgpack_pack_int(pk, DS_CHUNK);
+    msgpack_pack_uint64(pk, d->chunk);
     sw_str(&d->w, "source");
     sw_str(&d->w, h->source);
 }
@@ -51,8 +51,10 @@ void ds_write_begin(ds_writer *d, int fd, const ds_header *h) {
     memset(d, 0, sizeof *d);
     d->h = *h;
     sw_init(&d->w, fd);
-    d->labels = malloc(DS_CHUNK);
-    d->pixels = malloc((size_t)DS_CHUNK * ds_image_bytes(h));
+    size_t ib = ds_image_bytes(h);
+    d->chunk = ib * DS_CHUNK <= DS_CHUNK_BYTES ? DS_CHUNK : (DS_CHUNK_BYTES / ib ? DS_CHUNK_BYTES / ib : 1);
+    d->labels = malloc(d->chunk);
+    d->pixels = malloc(d->chunk * ib);
     if (!d->labels || !d->pixels) d->w.err = ENOMEM;
     sw_section_begin(&d->w);
     write_header(d);
@@ -79,7 +81,7 @@ void ds_write(ds_writer *d, uint8_t label, const uint8_t *pixels) {
     memcpy(d->pixels + d->n * ib, pixels, ib);
     d->n++;
     d->written++;
-    if (d->n == DS_CHUNK) flush_chunk(d);
+    if (d->n == d->chunk) flush_chunk(d);
 }
 
 int ds_write_end(ds_writer *d) {
@@ -129,8 +131,10 @@ static int read_header(ds_reader *d) {
     h->nclasses = (int)v->via.array.size;
     for (int i = 0; i < h->nclasses; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
-        if (e->type != MSGPACK_OBJECT_STR || e->via.str.size >= DS_NAMELEN)
-            return sr_fail(r, "field \"classes\": entry %d is not a name of under %d bytes", i, DS_NAMELEN);
+        if (e->type != MSGPACK_OBJECT_STR || e->via.str.size >= DS_NAMELEN ||
+            memchr(e->via.str.ptr, 0, e->via.str.size))
+            return sr_fail(r, "field \"classes\": entry %d is not a name of under %d bytes without NUL", i,
+                           DS_NAMELEN);
         memcpy(h->classes[i], e->via.str.ptr, e->via.str.size);
     }
     v = mp_get(o, "count");

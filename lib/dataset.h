@@ -5,7 +5,8 @@
 #include "stream.h"
 
 #define DS_VERSION 1
-#define DS_CHUNK 1024          /* records per chunk written */
+#define DS_CHUNK 1024          /* records per chunk written (fewer when images are large: */
+#define DS_CHUNK_BYTES (4u << 20) /* a chunk's pixels stay under 4 MiB, or one image) */
 #define DS_MAXCLASS 256
 #define DS_NAMELEN 64
 #define DS_COUNT_UNKNOWN UINT64_MAX
@@ -28,6 +29,7 @@ typedef struct ds_writer {
     uint64_t written;
     uint8_t *labels, *pixels;   /* the chunk being filled */
     size_t n;
+    size_t chunk;               /* records per chunk: DS_CHUNK, fewer for big images */
 } ds_writer;
 
 /* Starts a stream on fd and writes the header. */

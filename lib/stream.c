@@ -134,6 +134,28 @@ int sr_fail(sreader *r, const char *fmt, ...) {
     return -1;
 }
 
+/* A map with a key twice would be read one way here (first match) and another way by
+ * other msgpack readers (Python keeps the last): refused, for every map of a top-level object. */
+static int check_unique_keys(sreader *r, const msgpack_object *o) {
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            if (check_unique_keys(r, &o->via.array.ptr[i]) < 0) return -1;
+        return 1;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP) return 1;
+    const msgpack_object_kv *kv = o->via.map.ptr;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        if (kv[i].key.type == MSGPACK_OBJECT_STR)
+            for (uint32_t j = 0; j < i; j++)
+                if (kv[j].key.type == MSGPACK_OBJECT_STR && kv[j].key.via.str.size == kv[i].key.via.str.size &&
+                    memcmp(kv[j].key.via.str.ptr, kv[i].key.via.str.ptr, kv[i].key.via.str.size) == 0)
+                    return sr_fail(r, "map has the key \"%.*s\" twice", (int)(kv[i].key.via.str.size > 64 ? 64 : kv[i].key.via.str.size),
+                                   kv[i].key.via.str.ptr);
+        if (check_unique_keys(r, &kv[i].val) < 0) return -1;
+    }
+    return 1;
+}
+
 /* Bytes fed to the unpacker that are not yet part of a returned object. */
 static size_t pending(const sreader *r) { return msgpack_unpacker_message_size(&r->up); }
 
@@ -145,7 +167,7 @@ int sr_next(sreader *r) {
         msgpack_unpack_return ret = msgpack_unpacker_next_with_size(&r->up, &r->obj, &size);
         if (ret == MSGPACK_UNPACK_SUCCESS) {
             r->consumed += size;
-            return 1;
+            return check_unique_keys(r, &r->obj.data);
         }
         if (ret == MSGPACK_UNPACK_PARSE_ERROR) return sr_fail(r, "not a valid msgpack stream");
         if (ret == MSGPACK_UNPACK_NOMEM_ERROR) return sr_fail(r, "out of memory (object too large?)");

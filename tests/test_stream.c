@@ -307,6 +307,83 @@ TEST(kvlist_types) {
     kv_free(&l);
 }
 
+/* A map with a key twice is refused (other msgpack readers would keep the other value). */
+TEST(duplicate_keys_refused) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "kind", 4);
+    msgpack_pack_str_with_body(&pk, "dataset", 7);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_int(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "kind", 4);
+    msgpack_pack_str_with_body(&pk, "checkpoint", 10);
+    FILE *f = from_bytes(sb.data, sb.size);
+    dataset ds;
+    char err[STREAM_ERRMAX] = "";
+    CHECK(ds_load(f, "dup", &ds, err) != 0 && strstr(err, "twice"), "message: %s", err);
+    fclose(f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+TEST(class_name_with_nul_refused) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "kind", 4);
+    msgpack_pack_str_with_body(&pk, "dataset", 7);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_int(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "shape", 5);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_int(&pk, 3), msgpack_pack_int(&pk, 32), msgpack_pack_int(&pk, 32);
+    msgpack_pack_str_with_body(&pk, "classes", 7);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "a\0b", 3);
+    msgpack_pack_str_with_body(&pk, "count", 5);
+    msgpack_pack_nil(&pk);
+    FILE *f = from_bytes(sb.data, sb.size);
+    dataset ds;
+    char err[STREAM_ERRMAX] = "";
+    CHECK(ds_load(f, "nul", &ds, err) != 0 && strstr(err, "NUL"), "message: %s", err);
+    fclose(f);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Large images: the writer makes smaller chunks (never a chunk-sized allocation of 1,024
+ * huge images), and the reader takes them back. */
+TEST(dataset_large_images_small_chunks) {
+    ds_header h;
+    memset(&h, 0, sizeof h);
+    h.c = 3, h.h = 512, h.w = 512, h.nclasses = 2, h.count = 5;
+    strcpy(h.classes[0], "a");
+    strcpy(h.classes[1], "b");
+    size_t ib = ds_image_bytes(&h);
+    uint8_t *px = malloc(ib);
+    FILE *f = tmpf();
+    ds_writer w;
+    ds_write_begin(&w, fileno(f), &h);
+    CHECK(w.chunk * ib <= DS_CHUNK_BYTES && w.chunk >= 1, "chunk %zu", w.chunk);
+    for (int i = 0; i < 5; i++) {
+        memset(px, i, ib);
+        ds_write(&w, (uint8_t)(i % 2), px);
+    }
+    CHECK(ds_write_end(&w) == 0, "write");
+    ds_writer_free(&w);
+    rewind(f);
+    dataset ds;
+    char err[STREAM_ERRMAX] = "";
+    CHECK(ds_load(f, "big", &ds, err) == 0, "%s", err);
+    CHECK(ds.n == 5 && ds.labels[3] == 1 && ds.pixels[4 * ib + 7] == 4, "content");
+    ds_free(&ds);
+    fclose(f);
+    free(px);
+}
+
 int main(void) {
     RUN(dataset_round_trip_chunked);
     RUN(dataset_unknown_count_and_empty);
@@ -319,5 +396,8 @@ int main(void) {
     RUN(checkpoint_truncated_everywhere);
     RUN(checkpoint_wrong_kind_and_version);
     RUN(kvlist_types);
+    RUN(duplicate_keys_refused);
+    RUN(class_name_with_nul_refused);
+    RUN(dataset_large_images_small_chunks);
     return DONE();
 }
