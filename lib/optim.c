@@ -68,7 +68,13 @@ static int need_state(checkpoint *ck, const ck_tensor *p, const char *prefix, ch
 }
 
 int optim_prepare(checkpoint *ck, const optim_cfg *cfg, bool fresh, char err[256]) {
-    if (fresh) ck_drop_role(ck, "opt");
+    /* The "opt" tensors belong to the optimizer recorded in "opt_state": a resume with
+     * another optimizer (or SGD without momentum after SGD with it) starts from fresh state
+     * instead of reading one optimizer's buffers as another's. */
+    const char *kind = cfg->kind == OPT_ADAM ? "adam" : cfg->momentum != 0.0 ? "sgd-momentum" : "sgd";
+    const char *was = kv_str(&ck->state, "opt_state", NULL);
+    if (fresh || (was && strcmp(was, kind) != 0)) ck_drop_role(ck, "opt");
+    kv_set_str(&ck->state, "opt_state", kind);
     /* collect names first: ck_add moves the tensor array */
     int n = ck->nt;
     for (int i = 0; i < n; i++) {

@@ -368,7 +368,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 rc = TRAIN_ERROR;
                 break;
             }
-        if (stop) rc = TRAIN_STOPPED;
+        if (stop) rc = last ? TRAIN_DONE : TRAIN_STOPPED; /* stopped at the very end: complete */
     }
     /* nothing left to train (a resumed run already complete, or --epochs 0): the
      * checkpoint still goes out, with its settings */

@@ -177,4 +177,15 @@ else
   check "real data: BN only beats chance (${b:-?} > 0.2)" awk -v b="${b:-0}" 'BEGIN{exit !(b > 0.2)}'
   check "real data: all parameters beat BN only" awk -v a="${a:-0}" -v b="${b:-1}" 'BEGIN{exit !(a > b)}'
 fi
+# A resume with another optimizer starts from fresh optimizer state, never another's buffers.
+net-init --arch resnet --depth 8 --width 4 --seed 1 -o "$T/o8.ckpt" 2>/dev/null
+cifar-synth --count 64 -o "$T/o64.ds"
+net-train "$T/o8.ckpt" --train "$T/o64.ds" --epochs 1 --batch 32 --momentum 0.9 -o "$T/oe1.ckpt" 2>/dev/null
+net-train "$T/oe1.ckpt" --resume --train "$T/o64.ds" --epochs 2 --batch 32 --momentum 0 -o "$T/oe2.ckpt" 2>/dev/null
+n=$(net-inspect --last --format tsv "$T/oe2.ckpt" | awk -F'\t' '$8=="opt"' | wc -l)
+[ "$n" -eq 0 ] && t_ok resume_without_momentum_drops_state || t_fail resume_without_momentum_drops_state "$n opt tensors left"
+net-train "$T/oe1.ckpt" --resume --train "$T/o64.ds" --epochs 2 --batch 32 --optimizer adam --lr 0.001 -o "$T/oe3.ckpt" 2>/dev/null
+net-inspect --last "$T/oe3.ckpt" | grep -q 'opt_state=adam' &&
+  [ "$(net-inspect --last --format tsv --tensors 'opt.v/*' "$T/oe3.ckpt" | tail -n +2 | wc -l)" -gt 0 ] &&
+  t_ok resume_switching_optimizer_records_state || t_fail resume_switching_optimizer_records_state "no Adam state recorded"
 t_done
