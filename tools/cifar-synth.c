@@ -40,9 +40,7 @@ int main(int argc, char **argv) {
         case 'n': count = cli_int("--count", optarg, 0, 100000000); break;
         case 's': seed = cli_int("--seed", optarg, 0, INT64_MAX); break;
         case 'p':
-            if (strcmp(optarg, "random") == 0) gradient = 0;
-            else if (strcmp(optarg, "gradient") == 0) gradient = 1;
-            else cli_usage_error("--pattern: '%s' is not random or gradient", optarg);
+            gradient = strcmp(cli_choice("--pattern", optarg, "random,gradient"), "gradient") == 0;
             break;
         case 'o': out = optarg; break;
         case 'h': usage();

@@ -65,9 +65,7 @@ int main(int argc, char **argv) {
         switch (c) {
         case 'p': pick = cli_int("--pick", optarg, 0, 1000000000); break;
         case 'f':
-            if (strcmp(optarg, "text") && strcmp(optarg, "tsv") && strcmp(optarg, "json"))
-                cli_usage_error("--format: '%s' is not text, tsv or json", optarg);
-            format = optarg;
+            format = cli_choice("--format", optarg, "text,tsv,json");
             break;
         case 'b': batch = cli_int("--batch", optarg, 1, 1 << 16); break;
         case O_DEVICE:

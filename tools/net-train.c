@@ -213,9 +213,7 @@ int main(int argc, char **argv) {
         case O_LOG: log_path = optarg; break;
         case 'r': resume = true; break;
         case O_RECIPE:
-            if (strcmp(optarg, "paper") && strcmp(optarg, "seed"))
-                cli_usage_error("--recipe: '%s' is not paper or seed", optarg);
-            recipe = optarg;
+            recipe = cli_choice("--recipe", optarg, "paper,seed");
             break;
         case O_DEVICE:
             device = cli_choice("--device", optarg, CLI_DEVICES);
