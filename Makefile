@@ -92,3 +92,4 @@ clean:
 .DELETE_ON_ERROR:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 -include $(wildcard pipelines/*.mk)
+-include $(wildcard mk/*.mk)

@@ -86,6 +86,7 @@ struct model {
     ops *o;
     int max_batch, n;
     bool last_train;
+    int batch_total;            /* model_set_batch_total: 0 = the local batch */
     float **store;              /* per storage: max_batch * c*h*w floats (store[0] = input) */
     int nstore;
     bool *need;                 /* per value */
@@ -802,6 +803,10 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     int g = pool_get(m);                  /* the logits' gradient */
     m->o->xent(m->o, n, m->classes, logits, labels, m->pool[g].p, &loss, &ok);
     if (correct) *correct = ok;
+    if (m->batch_total > 0 && m->batch_total != n) {   /* host memory: see model.h */
+        float s = (float)n / (float)m->batch_total, *dl = m->pool[g].p;
+        for (size_t i = 0; i < (size_t)n * (size_t)m->classes; i++) dl[i] *= s;
+    }
     m->gof[last] = g;
     for (int i = m->nl - 1; i >= 0; i--) {
         layer *l = &m->L[i];
@@ -810,6 +815,8 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     }
     return loss;
 }
+
+void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
 
 /* ---- parameters ------------------------------------------------------------------------- */
 int model_nparams(const model *m) { return m->np; }

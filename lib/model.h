@@ -38,6 +38,11 @@ const float *model_logits(const model *m);      /* [n, classes] of the last forw
  * (and nothing for frozen ones: no filter gradient work for a frozen conv). */
 double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward);
 
+/* Data-parallel training: this rank's n images are part of a global batch of total images,
+ * so the gradient is that of the mean loss over total (each image weighs 1/total instead of
+ * 1/n). 0 (the default) means total = n. Host backends only (ref, cpu). */
+void model_set_batch_total(model *m, int total);
+
 /* The trainable tensors and their gradients (after model_loss_backward). */
 int model_nparams(const model *m);
 ck_tensor *model_param(const model *m, int i);

@@ -73,6 +73,18 @@ struct ops {
      * (first maximum on ties). loss and correct are host pointers. */
     void (*xent)(ops *o, int n, int classes, const float *logits, const uint8_t *labels,
                  float *dlogits, double *loss, int *correct);
+
+    /* Data-parallel training (set by lib/dist.c; NULL in a single process, the default).
+     * allreduce(allreduce_ctx, buf, n) sums buf[0..n) in place over every rank (host memory).
+     * Train-mode BatchNorm calls it so that its statistics and gradients are those of the
+     * global batch whatever the number of ranks, with the same formulas as one process:
+     *   bn_fwd_train: reduce {sum x [c] ..., m} -> mean; then reduce {sum (x-mean)^2 [c]} -> var
+     *                 (m = the global count; running averages from the global mean/var);
+     *   bn_bwd:       reduce {sum dy [c] ..., sum dy*xhat [c] ...} before dx, so dgamma and
+     *                 dbeta come out as global sums (the trainer must not reduce them again).
+     * Other ops never call it. */
+    void (*allreduce)(void *allreduce_ctx, double *buf, size_t n);
+    void *allreduce_ctx;
 };
 
 /* The plain reference backend (float) and its double-precision twin for gradient tests. */
