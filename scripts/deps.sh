@@ -2,7 +2,7 @@
 # Installs the Debian packages the project needs, when missing. The one list of them.
 # usage: scripts/deps.sh [--bench]   (--bench adds python3-torch for the peer benchmark)
 set -e
-PKGS="build-essential pkg-config libmsgpack-dev libcurl4-openssl-dev libarchive-dev libssl-dev
+PKGS="build-essential pkg-config clang valgrind libopenmpi-dev openmpi-bin slurm-wlm munge libmsgpack-dev libcurl4-openssl-dev libarchive-dev libssl-dev
 zlib1g-dev libdnnl-dev libopenblas-dev python3 python3-msgpack gnuplot-nox"
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS python3-torch"
 missing=""

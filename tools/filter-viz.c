@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "dataset.h"
 #include "model.h"
+#include "augment.h"
 #include "model_extra.h"
 #include "ops.h"
 #include "rng.h"
@@ -374,47 +375,20 @@ static void mode_filters(options *opt, const char *ckpath) {
 }
 
 /* ---- maps ---------------------------------------------------------------------------------- */
-/* Parses a state value of 1 or 3 numbers ("0.49,0.48,0.45", or a number). Returns the count. */
-static int state_triple(const checkpoint *ck, const char *key, double v[3]) {
-    const kv *e = kv_find(&ck->state, key);
-    if (!e) return 0;
-    if (e->type != KV_STR) {
-        v[0] = v[1] = v[2] = e->type == KV_INT ? (double)e->i : e->d;
-        return 1;
-    }
-    const char *s = e->s;
-    int n = 0;
-    while (n < 3 && *s) {
-        char *end;
-        v[n] = strtod(s, &end);
-        if (end == s) return -1;
-        n++;
-        s = end + strspn(end, ", ");
-    }
-    if (*s || (n != 1 && n != 3)) return -1;
-    if (n == 1) v[1] = v[2] = v[0];
-    return n;
-}
-
-/* The input preprocessing of the checkpoint's training: x = (p/255 - mean[c]) / std[c], or
- * p/255 when it did not normalise or did not say how. Means and stds given in pixel units
- * (any above 1.5) are converted to [0,1] units. */
+/* The input preprocessing of the checkpoint's training, as net-train recorded it in the
+ * state (augment.h: norm_from_state): x = (p/255 - mean[c]) / std[c], or p/255 when it did
+ * not normalise or the checkpoint was never trained. */
 static void preprocessing(const checkpoint *ck, const char *ckpath, double mean[3], double std[3]) {
-    const char *norm = kv_str(&ck->state, "normalize", "none");
     for (int c = 0; c < 3; c++) mean[c] = 0, std[c] = 1;
-    if (!strcmp(norm, "none") || !*norm) return;
-    double m[3], s[3];
-    int nm = state_triple(ck, "mean", m), ns = state_triple(ck, "std", s);
-    if (nm <= 0 || ns <= 0) {
-        cli_warn("%s: normalize=%s but no usable mean/std in the training state; showing pixels scaled to [0,1]",
-                 base_name(ckpath), norm);
-        return;
-    }
-    bool mpix = m[0] > 1.5 || m[1] > 1.5 || m[2] > 1.5, spix = s[0] > 1.5 || s[1] > 1.5 || s[2] > 1.5;
+    if (!kv_find(&ck->state, "normalize")) return;        /* never trained */
+    norm_cfg nm;
+    char err[256];
+    if (norm_from_state(&ck->state, &nm, err)) cli_die("%s: %s", base_name(ckpath), err);
+    if (!nm.meanstd) return;
+    if (nm.c != 3) cli_die("%s: mean/std normalisation of %d channels, the images have 3", base_name(ckpath), nm.c);
     for (int c = 0; c < 3; c++) {
-        mean[c] = mpix ? m[c] / 255 : m[c];
-        std[c] = spix ? s[c] / 255 : s[c];
-        if (!(std[c] > 0)) cli_die("%s: std %g in the training state is not positive", base_name(ckpath), s[c]);
+        mean[c] = nm.mean[c], std[c] = nm.std[c];
+        if (!(std[c] > 0)) cli_die("%s: std %g in the training state is not positive", base_name(ckpath), std[c]);
     }
 }
 
