@@ -8,6 +8,7 @@ set -euo pipefail
 [ $# -ge 5 ] || { echo "usage: summary.sh DIR TITLE RECIPE DATA VARIANT..." >&2; exit 2; }
 dir=$1 title=$2 recipe=$3 data=$4; shift 4
 here=$(dirname "$0")
+BIN=${BIN:-$here/../bin}
 target=$(basename "$dir")
 pub=$here/published.tsv
 md=$dir/summary.md.tmp bars=$dir/bars.tsv.tmp
@@ -22,7 +23,8 @@ first_published() { awk -F'\t' -v t="$target" -v v="$1" '$1==t && $2==v {print $
   echo "Recipe: $recipe. Data: $data."
   v0=$1
   n_test=$(val images "$dir/$v0.eval.tsv")
-  echo "Test images: $n_test. Every run: seed and settings below; the full command lines are in $dir/<variant>.settings."
+  n_train=$("$BIN/net-inspect" --last "$dir/$v0.ckpt" 2>/dev/null | sed -n 's/.* train_images=\([0-9]*\).*/\1/p' | head -n 1)
+  echo "Training images: ${n_train:-?}. Test images: $n_test. Every run: seed and settings below; the full command lines are in $dir/<variant>.settings."
   case "$data" in *sample*) echo; echo "Note: trained on the CIFAR-10 *sample* (not the full 50,000/10,000 images): our numbers are not comparable with the published ones, which used the full dataset.";; esac
   echo
   echo "| variant | trainable parameters | epochs | train acc | test acc | test loss | published |"

@@ -12,7 +12,7 @@ set yrange [0:100]
 set logscale x 2
 set grid
 set offsets graph 0.05, graph 0.05, 0, 0
-plot file using 1:2 with linespoints lw 2 pt 7 title "all parameters", \
+plot file using 1:2:xtic(1) with linespoints lw 2 pt 7 title "all parameters", \
      file using 1:3 with linespoints lw 2 pt 5 title "BatchNorm only", \
      file using 1:2:(sprintf("%.1f",$2)) with labels offset 0,1 notitle, \
      file using 1:3:(sprintf("%.1f",$3)) with labels offset 0,-1 notitle

@@ -51,7 +51,9 @@ target_ok() {
   [ "$(head -n 1 "$d/bars.tsv" 2>/dev/null)" = "$(printf 'variant\tours\tpublished')" ] &&
     t_ok "$tg.bars_header" || t_fail "$tg.bars_header" "$(head -n 1 "$d/bars.tsv" 2>&1)"
   rows "$tg.bars_rows" "$d/bars.tsv" $((nv + 1))
-  png_is "$tg.curves_png" "$d/curves.png" 1200 480
+  # curves.png: 1200 wide, 480 high plus legend rows (22 px per row of 3) beyond 2 variants
+  h=480; [ "$nv" -gt 2 ] && h=$((480 + 22 * ((nv + 2) / 3)))
+  png_is "$tg.curves_png" "$d/curves.png" 1200 $h
   png_is "$tg.bars_png" "$d/bars.png" 1000 520
   bad=""
   for v in "$@"; do
