@@ -27,35 +27,29 @@ PAPER_NOTE := PAPER_RECIPE (CIFAR ResNet; SGD lr 0.1 momentum 0.9 wd 1e-4; batch
 PAPER_TARGETS := paper-depths paper-widths paper-baselines paper-gamma
 .PHONY: $(PAPER_TARGETS) paper-all
 
-# paper-depths (rules also for GAMMA_DEPTH, which paper-gamma needs)
-PD := $(RUNS)/paper-depths
-PD_VARIANTS := $(foreach d,$(DEPTHS),d$(d)-all d$(d)-bnonly)
-$(foreach d,$(sort $(DEPTHS) $(GAMMA_DEPTH)),$(foreach m,all bnonly,$(eval $(call train_run,$(PD),d$(d)-$(m),--arch resnet --depth $(d),$(FREEZE_$(m)),$(pap_train),$(pap_tr),$(pap_te)))))
-$(eval $(call finish,$(PD),all parameters vs BatchNorm only by depth (CIFAR ResNet),$(PD_VARIANTS),$(PAPER_NOTE)))
-$(PD)/depth.tsv: $(PD)/bars.tsv
-	awk -F'\t' 'NR>1{split($$1,a,"-"); d=substr(a[1],2); v[d,a[2]]=$$2; ds[d]=1} \
-	  END{print "depth\tall\tbnonly"; for (d in ds) print d "\t" v[d,"all"] "\t" v[d,"bnonly"]}' $< | \
-	  { IFS= read -r h; echo "$$h"; sort -n; } > $@
-$(PD)/depth.png: $(PD)/depth.tsv $(PIPE)/sweep.gp
-	gnuplot -e "out='$@.tmp'; file='$<'; xlab='depth (ResNet-N)'; heading='Test accuracy vs depth: all parameters vs BatchNorm only'" $(PIPE)/sweep.gp
-	mv $@.tmp $@
-paper-depths: $(PD)/summary.md $(PD)/curves.png $(PD)/bars.png $(PD)/depth.png
-	@cat $<
+# A sweep of all vs BN-only over one quantity: $(call sweep,TARGET,LETTER,NAME,VALUES,RULE_VALUES,
+# INIT_FLAGS_FN,TITLE,XLABEL): variants LETTER<v>-all / -bnonly for v in VALUES (rules for
+# RULE_VALUES), INIT_FLAGS_FN a function of v, and NAME.tsv / NAME.png (accuracy vs v).
+define sweep
+$(foreach v,$(5),$(foreach m,all bnonly,$(eval $(call train_run,$(RUNS)/$(1),$(2)$(v)-$(m),$(call $(6),$(v)),$(FREEZE_$(m)),$(pap_train),$(pap_tr),$(pap_te)))))
+$(eval $(call finish,$(RUNS)/$(1),$(7),$(foreach v,$(4),$(2)$(v)-all $(2)$(v)-bnonly),$(PAPER_NOTE)))
+$(RUNS)/$(1)/$(3).tsv: $(RUNS)/$(1)/bars.tsv
+	awk -F'\t' 'NR>1{split($$$$1,a,"-"); x=substr(a[1],2); v[x,a[2]]=$$$$2; xs[x]=1} \
+	  END{print "$(3)\tall\tbnonly"; for (x in xs) print x "\t" v[x,"all"] "\t" v[x,"bnonly"]}' $$< | \
+	  { IFS= read -r h; echo "$$$$h"; sort -n; } > $$@
+$(RUNS)/$(1)/$(3).png: $(RUNS)/$(1)/$(3).tsv $(PIPE)/sweep.gp
+	gnuplot -e "out='$$@.tmp'; file='$$<'; xlab='$(8)'; heading='Test accuracy vs $(3): $(7)'" $(PIPE)/sweep.gp
+	mv $$@.tmp $$@
+$(1): $(RUNS)/$(1)/summary.md $(RUNS)/$(1)/curves.png $(RUNS)/$(1)/bars.png $(RUNS)/$(1)/$(3).png
+	@cat $$<
+endef
+depth_init = --arch resnet --depth $(1)
+width_init = --arch resnet --depth $(WIDTH_DEPTH) --width $(1)
 
-# paper-widths
-PW := $(RUNS)/paper-widths
-PW_VARIANTS := $(foreach w,$(WIDTHS),w$(w)-all w$(w)-bnonly)
-$(foreach w,$(WIDTHS),$(foreach m,all bnonly,$(eval $(call train_run,$(PW),w$(w)-$(m),--arch resnet --depth $(WIDTH_DEPTH) --width $(w),$(FREEZE_$(m)),$(pap_train),$(pap_tr),$(pap_te)))))
-$(eval $(call finish,$(PW),all parameters vs BatchNorm only by width (ResNet-$(WIDTH_DEPTH)),$(PW_VARIANTS),$(PAPER_NOTE)))
-$(PW)/width.tsv: $(PW)/bars.tsv
-	awk -F'\t' 'NR>1{split($$1,a,"-"); w=substr(a[1],2); v[w,a[2]]=$$2; ws[w]=1} \
-	  END{print "width\tall\tbnonly"; for (w in ws) print w "\t" v[w,"all"] "\t" v[w,"bnonly"]}' $< | \
-	  { IFS= read -r h; echo "$$h"; sort -n; } > $@
-$(PW)/width.png: $(PW)/width.tsv $(PIPE)/sweep.gp
-	gnuplot -e "out='$@.tmp'; file='$<'; xlab='width (channels of the first stage)'; heading='Test accuracy vs width (ResNet-$(WIDTH_DEPTH)): all parameters vs BatchNorm only'" $(PIPE)/sweep.gp
-	mv $@.tmp $@
-paper-widths: $(PW)/summary.md $(PW)/curves.png $(PW)/bars.png $(PW)/width.png
-	@cat $<
+# paper-depths (rules also for GAMMA_DEPTH, which paper-gamma needs), paper-widths
+PD := $(RUNS)/paper-depths
+$(eval $(call sweep,paper-depths,d,depth,$(DEPTHS),$(sort $(DEPTHS) $(GAMMA_DEPTH)),depth_init,all parameters vs BatchNorm only by depth (CIFAR ResNet),depth (ResNet-N)))
+$(eval $(call sweep,paper-widths,w,width,$(WIDTHS),$(WIDTHS),width_init,all parameters vs BatchNorm only by width (ResNet-$(WIDTH_DEPTH)),width (channels of the first stage)))
 
 # paper-baselines
 PB := $(RUNS)/paper-baselines
