@@ -53,7 +53,9 @@ const kv *kv_find(const kvlist *l, const char *key) {
 int64_t kv_int(const kvlist *l, const char *key, int64_t dflt) {
     const kv *e = kv_find(l, key);
     if (!e || e->type == KV_STR) return dflt;
-    return e->type == KV_INT ? e->i : (int64_t)e->d;
+    if (e->type == KV_INT) return e->i;
+    /* a double outside int64's range (or NaN) has no truncation: the default, never UB */
+    return e->d > -9223372036854775808.0 && e->d < 9223372036854775808.0 ? (int64_t)e->d : dflt;
 }
 double kv_double(const kvlist *l, const char *key, double dflt) {
     const kv *e = kv_find(l, key);
@@ -166,6 +168,32 @@ uint64_t ck_count(const checkpoint *c, const char *role, bool trainable_only) {
     for (int i = 0; i < c->nt; i++)
         if ((!role || strcmp(c->t[i].role, role) == 0) && (!trainable_only || c->t[i].trainable)) n += c->t[i].numel;
     return n;
+}
+
+const ck_tensor *ck_nonfinite(const checkpoint *c, const char *role, uint64_t *nan, uint64_t *inf) {
+    for (int i = 0; i < c->nt; i++) {
+        const ck_tensor *t = &c->t[i];
+        if ((role && strcmp(t->role, role) != 0) || (t->dtype != DT_F32 && t->dtype != DT_F64)) continue;
+        uint64_t nn = 0, ni = 0;
+        for (size_t k = 0; k < t->numel; k++) {
+            double v;
+            if (t->dtype == DT_F32) {
+                float f;
+                memcpy(&f, (const char *)t->data + 4 * k, 4);
+                v = f;
+            } else {
+                memcpy(&v, (const char *)t->data + 8 * k, 8);
+            }
+            nn += isnan(v) != 0;
+            ni += isinf(v) != 0;
+        }
+        if (nn || ni) {
+            *nan = nn, *inf = ni;
+            return t;
+        }
+    }
+    *nan = *inf = 0;
+    return NULL;
 }
 
 /* ---- writing ---------------------------------------------------------------------- */

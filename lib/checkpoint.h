@@ -31,7 +31,7 @@ void kv_set_int(kvlist *l, const char *key, int64_t v);
 void kv_set_double(kvlist *l, const char *key, double v);
 void kv_set_str(kvlist *l, const char *key, const char *v);
 const kv *kv_find(const kvlist *l, const char *key);
-int64_t kv_int(const kvlist *l, const char *key, int64_t dflt);      /* doubles are truncated */
+int64_t kv_int(const kvlist *l, const char *key, int64_t dflt);      /* doubles are truncated (out of range, NaN: dflt) */
 double kv_double(const kvlist *l, const char *key, double dflt);     /* ints are converted */
 const char *kv_str(const kvlist *l, const char *key, const char *dflt);
 void kv_free(kvlist *l);
@@ -68,6 +68,10 @@ ck_tensor *ck_find(const checkpoint *c, const char *name);
 void ck_drop_role(checkpoint *c, const char *role);
 /* Parameters (role "param") and how many of them are trainable. */
 uint64_t ck_count(const checkpoint *c, const char *role, bool trainable_only);
+
+/* The first float tensor (f32/f64) of role ROLE (NULL: any) holding NaN or Inf values:
+ * returns it, with how many of each in *nan and *inf; NULL when every value is finite. */
+const ck_tensor *ck_nonfinite(const checkpoint *c, const char *role, uint64_t *nan, uint64_t *inf);
 
 /* Writes one checkpoint section to the stream. */
 void ck_write(swriter *w, const checkpoint *c);

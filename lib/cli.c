@@ -62,56 +62,101 @@ void cli_version(void) {
     exit(EXIT_OK);
 }
 
-long long cli_int(const char *opt, const char *s, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    if (!s || !*s) cli_usage_error("%s: missing number", opt);
-    long long v = strtoll(s, &end, 10);
-    if (errno == ERANGE || *end || end == s)
-        cli_usage_error("%s: '%s' is not an integer", opt, s);
-    if (v < lo || v > hi) cli_usage_error("%s: %lld is out of range [%lld, %lld]", opt, v, lo, hi);
-    return v;
+/* ---- numeric options: non-exiting cores, and the exiting forms built on them ---------- */
+__attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t cap, const char *fmt, ...) {
+    if (why && cap) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, cap, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
 }
 
-double cli_double(const char *opt, const char *s, double lo, double hi) {
+int cli_parse_int(const char *opt, const char *s, long long lo, long long hi, long long *out, char *why,
+                  size_t cap) {
     char *end;
+    if (!s || !*s) return why_set(why, cap, "%s: missing number", opt);
     errno = 0;
-    if (!s || !*s) cli_usage_error("%s: missing number", opt);
+    long long v = strtoll(s, &end, 10);
+    if (errno == ERANGE || *end || end == s) return why_set(why, cap, "%s: '%s' is not an integer", opt, s);
+    if (v < lo || v > hi) return why_set(why, cap, "%s: %lld is out of range [%lld, %lld]", opt, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out, char *why, size_t cap) {
+    char *end;
+    if (!s || !*s) return why_set(why, cap, "%s: missing number", opt);
+    errno = 0;
     double v = strtod(s, &end);
     if (errno == ERANGE || *end || end == s || !isfinite(v))
-        cli_usage_error("%s: '%s' is not a finite number", opt, s);
-    if (v < lo || v > hi) cli_usage_error("%s: %g is out of range [%g, %g]", opt, v, lo, hi);
-    return v;
+        return why_set(why, cap, "%s: '%s' is not a finite number", opt, s);
+    if (!(v >= lo && v <= hi)) return why_set(why, cap, "%s: %g is out of range [%g, %g]", opt, v, lo, hi);
+    *out = v;
+    return 0;
 }
 
-int cli_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi) {
+int cli_parse_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi,
+                       int *count, char *why, size_t cap) {
     int n = 0;
     char item[64];
+    if (!s) return why_set(why, cap, "%s: missing list", opt);
     for (const char *p = s;; p++) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == 0) cli_usage_error("%s: empty item in '%s'", opt, s);
-        if (len >= sizeof item) cli_usage_error("%s: item too long in '%s'", opt, s);
-        if (n == max) cli_usage_error("%s: more than %d values", opt, max);
+        if (len == 0) return why_set(why, cap, "%s: empty item in '%s'", opt, s);
+        if (len >= sizeof item) return why_set(why, cap, "%s: item too long in '%s'", opt, s);
+        if (n >= max) return why_set(why, cap, "%s: more than %d values", opt, max);
         memcpy(item, p, len);
         item[len] = 0;
-        out[n++] = cli_int(opt, item, lo, hi);
+        if (cli_parse_int(opt, item, lo, hi, &out[n], why, cap)) return -1;
+        n++;
         if (!end) break;
         p = end;
     }
-    return n;
+    *count = n;
+    return 0;
 }
 
-const char *cli_choice(const char *opt, const char *value, const char *choices) {
+int cli_parse_choice(const char *opt, const char *value, const char *choices, char *why, size_t cap) {
+    if (!value) return why_set(why, cap, "%s: missing value (one of %s)", opt, choices);
     size_t n = strlen(value);
     for (const char *p = choices; *p;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && strncmp(p, value, n) == 0) return value;
+        if (len == n && strncmp(p, value, n) == 0) return 0;
         if (!end) break;
         p = end + 1;
     }
-    cli_usage_error("%s: '%s' is not one of %s", opt, value, choices);
+    return why_set(why, cap, "%s: '%s' is not one of %s", opt, value, choices);
+}
+
+long long cli_int(const char *opt, const char *s, long long lo, long long hi) {
+    char why[CLI_WHYMAX];
+    long long v = 0;
+    if (cli_parse_int(opt, s, lo, hi, &v, why, sizeof why)) cli_usage_error("%s", why);
+    return v;
+}
+
+double cli_double(const char *opt, const char *s, double lo, double hi) {
+    char why[CLI_WHYMAX];
+    double v = 0;
+    if (cli_parse_double(opt, s, lo, hi, &v, why, sizeof why)) cli_usage_error("%s", why);
+    return v;
+}
+
+int cli_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi) {
+    char why[CLI_WHYMAX];
+    int n = 0;
+    if (cli_parse_int_list(opt, s, out, max, lo, hi, &n, why, sizeof why)) cli_usage_error("%s", why);
+    return n;
+}
+
+const char *cli_choice(const char *opt, const char *value, const char *choices) {
+    char why[CLI_WHYMAX];
+    if (cli_parse_choice(opt, value, choices, why, sizeof why)) cli_usage_error("%s", why);
+    return value;
 }
 
 FILE *cli_open_in(const char *path) {
@@ -135,6 +180,18 @@ static cli_out *outs[MAX_OUTS];
 static char out_tmp_paths[MAX_OUTS][PATH_MAX];
 static volatile sig_atomic_t out_tmp_live[MAX_OUTS];
 
+/* Outputs written in place (stdout, a device): kept here only so that one still open when the
+ * program exits (cli_die) stays reachable, which leak checkers want. */
+static cli_out *plain_outs[MAX_OUTS];
+static void plain_keep(cli_out *o) {
+    for (int i = 0; i < MAX_OUTS; i++)
+        if (!plain_outs[i]) { plain_outs[i] = o; return; }
+}
+static void plain_forget(cli_out *o) {
+    for (int i = 0; i < MAX_OUTS; i++)
+        if (plain_outs[i] == o) plain_outs[i] = NULL;
+}
+
 static int out_slot(cli_out *o) {
     for (int i = 0; i < MAX_OUTS; i++)
         if (outs[i] == o) return i;
@@ -149,6 +206,7 @@ cli_out *cli_out_open(const char *path, bool binary) {
             cli_usage_error("refusing to write binary data to a terminal; redirect stdout or use -o FILE");
         o->f = stdout;
         o->fd = STDOUT_FILENO;
+        plain_keep(o);
         return o;
     }
     struct stat st;
@@ -162,6 +220,7 @@ cli_out *cli_out_open(const char *path, bool binary) {
         o->f = fdopen(fd, "wb");
         if (!o->f) cli_die("%s: %s", path, strerror(errno));
         o->direct = true;
+        plain_keep(o);
         return o;
     }
     int slot = -1;
@@ -201,6 +260,7 @@ void cli_out_commit(cli_out *o) {
     if (!o->path) {
         if (fflush(o->f) != 0 || ferror(o->f)) cli_die("write error on output: %s", strerror(errno));
         if (o->direct) fclose(o->f);
+        plain_forget(o);
         free(o);
         return;
     }
@@ -220,6 +280,7 @@ void cli_out_abort(cli_out *o) {
         out_release(o);
     } else {
         if (o->direct) fclose(o->f);
+        plain_forget(o);
         free(o);
     }
 }

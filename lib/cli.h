@@ -31,6 +31,16 @@ int cli_int_list(const char *opt, const char *s, long long *out, int max, long l
 /* Returns value when it is one of the comma-separated choices ("ref,cpu,cuda,auto");
  * otherwise a usage error naming the option and the choices. */
 const char *cli_choice(const char *opt, const char *value, const char *choices);
+/* Non-exiting cores of the four parsers above (for fuzzing and for callers that want to
+ * recover): return 0 with the value (or *count values, or the choice accepted), or -1 with
+ * the message the exiting form prints (without the program name) in why[cap]. */
+#define CLI_WHYMAX 1024
+int cli_parse_int(const char *opt, const char *s, long long lo, long long hi, long long *out, char *why,
+                  size_t cap);
+int cli_parse_double(const char *opt, const char *s, double lo, double hi, double *out, char *why, size_t cap);
+int cli_parse_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi,
+                       int *count, char *why, size_t cap);
+int cli_parse_choice(const char *opt, const char *value, const char *choices, char *why, size_t cap);
 /* The --device choices every computing tool takes. */
 #define CLI_DEVICES "ref,cpu,cuda,auto"
 

@@ -216,7 +216,14 @@ int ds_load(FILE *f, const char *name, dataset *out, char err[STREAM_ERRMAX]) {
         if (k < 0) { rc = -1; break; }
         if (k == 0) break;
         if (out->n + n > cap) {
-            size_t want = cap ? cap * 2 : (d.h.count != DS_COUNT_UNKNOWN && d.h.count < (1u << 24) ? d.h.count : 4096);
+            /* the header's count sizes the first reservation, up to 64 MiB of pixels: a count
+             * is a claim, and memory follows the records actually read */
+            size_t want = cap * 2;
+            if (!cap) {
+                uint64_t first = d.h.count != DS_COUNT_UNKNOWN ? d.h.count : 4096, most = (64u << 20) / ib;
+                want = (size_t)(first < most ? first : most);
+                if (want < 1) want = 1;
+            }
             while (want < out->n + n) want *= 2;
             uint8_t *nl = realloc(out->labels, want), *np = realloc(out->pixels, want * ib);
             if (nl) out->labels = nl;

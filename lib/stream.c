@@ -111,17 +111,15 @@ void sr_init(sreader *r, FILE *f, const char *name) {
     memset(r, 0, sizeof *r);
     r->f = f;
     r->name = name ? name : "stdin";
-    if (!msgpack_unpacker_init(&r->up, SR_READ)) {
-        snprintf(r->err, sizeof r->err, "%s: out of memory", r->name);
-        r->eof = true;
-    }
     msgpack_unpacked_init(&r->obj);
     r->crc = (uint32_t)crc32(0L, Z_NULL, 0);
 }
 
 void sr_free(sreader *r) {
     msgpack_unpacked_destroy(&r->obj);
-    msgpack_unpacker_destroy(&r->up);
+    free(r->buf);
+    r->buf = NULL;
+    r->pos = r->len = r->cap = 0;
 }
 
 int sr_fail(sreader *r, const char *fmt, ...) {
@@ -134,51 +132,151 @@ int sr_fail(sreader *r, const char *fmt, ...) {
     return -1;
 }
 
-/* A map with a key twice would be read one way here (first match) and another way by
- * other msgpack readers (Python keeps the last): refused, for every map of a top-level object. */
-static int check_unique_keys(sreader *r, const msgpack_object *o) {
+/* Every pointer of an empty string or bin is made to point at "" (msgpack-c leaves it NULL,
+ * and memcmp/memcpy/memchr of a NULL pointer is undefined even for 0 bytes). And a map with a
+ * key twice would be read one way here (first match) and another way by other msgpack readers
+ * (Python keeps the last): refused, for every map of a top-level object. */
+static int check_object(sreader *r, msgpack_object *o) {
+    static const char empty[1] = "";
+    if (o->type == MSGPACK_OBJECT_STR && o->via.str.size == 0) o->via.str.ptr = empty;
+    if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 0) o->via.bin.ptr = empty;
     if (o->type == MSGPACK_OBJECT_ARRAY) {
         for (uint32_t i = 0; i < o->via.array.size; i++)
-            if (check_unique_keys(r, &o->via.array.ptr[i]) < 0) return -1;
+            if (check_object(r, &o->via.array.ptr[i]) < 0) return -1;
         return 1;
     }
     if (o->type != MSGPACK_OBJECT_MAP) return 1;
-    const msgpack_object_kv *kv = o->via.map.ptr;
+    msgpack_object_kv *kv = o->via.map.ptr;
     for (uint32_t i = 0; i < o->via.map.size; i++) {
+        if (check_object(r, &kv[i].key) < 0 || check_object(r, &kv[i].val) < 0) return -1;
         if (kv[i].key.type == MSGPACK_OBJECT_STR)
             for (uint32_t j = 0; j < i; j++)
                 if (kv[j].key.type == MSGPACK_OBJECT_STR && kv[j].key.via.str.size == kv[i].key.via.str.size &&
                     memcmp(kv[j].key.via.str.ptr, kv[i].key.via.str.ptr, kv[i].key.via.str.size) == 0)
                     return sr_fail(r, "map has the key \"%.*s\" twice", (int)(kv[i].key.via.str.size > 64 ? 64 : kv[i].key.via.str.size),
                                    kv[i].key.via.str.ptr);
-        if (check_unique_keys(r, &kv[i].val) < 0) return -1;
     }
     return 1;
 }
 
-/* Bytes fed to the unpacker that are not yet part of a returned object. */
-static size_t pending(const sreader *r) { return msgpack_unpacker_message_size(&r->up); }
+/* Big-endian integers of msgpack headers. */
+static uint64_t be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    return v;
+}
+
+int mp_extent(const char *buf, size_t len, size_t *size, uint64_t *entries) {
+    const unsigned char *p = (const unsigned char *)buf;
+    uint64_t pos = 0, todo = 1;   /* objects still to walk */
+    *entries = 0;
+    while (todo > 0) {
+        if (pos >= len) return 0;
+        unsigned b = p[pos];
+        uint64_t head = 1, body = 0, items = 0;
+        int lenbytes = 0;   /* bytes of a length or count after the type byte */
+        bool container = false, map = false;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+        } else if (b <= 0x8f) {
+            items = b & 0x0f, container = map = true;
+        } else if (b <= 0x9f) {
+            items = b & 0x0f, container = true;
+        } else if (b <= 0xbf) {
+            body = b & 0x1f;
+        } else if (b == 0xc1) {
+            return -1;
+        } else if (b >= 0xc4 && b <= 0xc6) {         /* bin 8/16/32 */
+            lenbytes = 1 << (b - 0xc4);
+        } else if (b >= 0xc7 && b <= 0xc9) {         /* ext 8/16/32: length, then a type byte */
+            lenbytes = 1 << (b - 0xc7);
+            head = 1;
+        } else if (b == 0xca || b == 0xcb) {         /* float 32/64 */
+            head = b == 0xca ? 5 : 9;
+        } else if (b >= 0xcc && b <= 0xd3) {         /* uint/int 8..64 */
+            head = 1 + (1u << ((b - 0xcc) & 3));
+        } else if (b >= 0xd4 && b <= 0xd8) {         /* fixext 1..16: type byte + data */
+            head = 2, body = 1u << (b - 0xd4);
+        } else if (b >= 0xd9 && b <= 0xdb) {         /* str 8/16/32 */
+            lenbytes = 1 << (b - 0xd9);
+        } else if (b == 0xdc || b == 0xdd) {         /* array 16/32 */
+            lenbytes = b == 0xdc ? 2 : 4, container = true;
+        } else {                                     /* 0xde, 0xdf: map 16/32 */
+            lenbytes = b == 0xde ? 2 : 4, container = map = true;
+        }
+        if (lenbytes) {
+            if (len - pos < 1 + (uint64_t)lenbytes) return 0;
+            uint64_t n = be(p + pos + 1, lenbytes);
+            head = 1 + (uint64_t)lenbytes;
+            if (b >= 0xc7 && b <= 0xc9) head++;      /* ext's type byte */
+            if (container) items = n;
+            else body = n;
+        }
+        if (container) {
+            if (items > MP_MAX_ENTRIES) {
+                *entries = items;
+                return -1;
+            }
+            todo += map ? 2 * items : items;
+        }
+        if (len - pos < head + body) return 0;
+        pos += head + body;
+        todo--;
+    }
+    *size = (size_t)pos;
+    return 1;
+}
+
+/* Makes room for more input: moves the unconsumed bytes to the front, grows the buffer when
+ * they fill more than half of it. Returns 0 or -1 (out of memory). */
+static int sr_room(sreader *r) {
+    if (r->pos > 0) {
+        memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+        r->len -= r->pos;
+        r->pos = 0;
+    }
+    if (r->cap - r->len < SR_READ || r->len > r->cap / 2) {
+        size_t cap = r->cap ? 2 * r->cap : 2 * SR_READ;
+        while (cap - r->len < SR_READ) cap *= 2;
+        char *nb = realloc(r->buf, cap);
+        if (!nb) return -1;
+        r->buf = nb;
+        r->cap = cap;
+    }
+    return 0;
+}
 
 int sr_next(sreader *r) {
     if (r->err[0]) return -1;
     r->offset = r->consumed;
     for (;;) {
         size_t size = 0;
-        msgpack_unpack_return ret = msgpack_unpacker_next_with_size(&r->up, &r->obj, &size);
-        if (ret == MSGPACK_UNPACK_SUCCESS) {
+        uint64_t entries = 0;
+        int x = r->buf ? mp_extent(r->buf + r->pos, r->len - r->pos, &size, &entries) : 0;
+        if (x < 0 && entries)
+            return sr_fail(r, "an array or map declares %" PRIu64 " entries, more than %u: refused", entries,
+                           MP_MAX_ENTRIES);
+        if (x < 0) return sr_fail(r, "not a valid msgpack stream");
+        if (x > 0) {
+            size_t off = 0;
+            msgpack_unpack_return ret = msgpack_unpack_next(&r->obj, r->buf + r->pos, size, &off);
+            if (ret == MSGPACK_UNPACK_NOMEM_ERROR) return sr_fail(r, "out of memory (object too large?)");
+            if (ret != MSGPACK_UNPACK_SUCCESS || off != size) return sr_fail(r, "not a valid msgpack stream");
+            r->pos += size;
             r->consumed += size;
-            return check_unique_keys(r, &r->obj.data);
+            return check_object(r, &r->obj.data);
         }
-        if (ret == MSGPACK_UNPACK_PARSE_ERROR) return sr_fail(r, "not a valid msgpack stream");
-        if (ret == MSGPACK_UNPACK_NOMEM_ERROR) return sr_fail(r, "out of memory (object too large?)");
-        /* CONTINUE: need more bytes */
+        /* need more bytes */
         if (r->eof) {
-            if (pending(r) == 0) return 0;
-            return sr_fail(r, "stream truncated: %zu bytes at the end are not a whole object", pending(r));
+            if (r->len == r->pos) return 0;
+            return sr_fail(r, "stream truncated: %zu bytes at the end are not a whole object", r->len - r->pos);
         }
-        if (!msgpack_unpacker_reserve_buffer(&r->up, SR_READ)) return sr_fail(r, "out of memory");
-        size_t n = fread(msgpack_unpacker_buffer(&r->up), 1, msgpack_unpacker_buffer_capacity(&r->up), r->f);
-        if (n > 0) msgpack_unpacker_buffer_consumed(&r->up, n);
+        if (sr_room(r) != 0) return sr_fail(r, "out of memory");
+        /* at least as many bytes as are pending (an object needing many reads is walked a
+         * logarithmic number of times), not much more (a live pipe is not waited on for long) */
+        size_t want = r->len > SR_READ ? r->len : SR_READ;
+        if (want > r->cap - r->len) want = r->cap - r->len;
+        size_t n = fread(r->buf + r->len, 1, want, r->f);
+        r->len += n;
         if (n == 0) {
             if (ferror(r->f)) return sr_fail(r, "read error: %s", strerror(errno));
             r->eof = true;

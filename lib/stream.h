@@ -3,7 +3,7 @@
  * A stream is a sequence of sections; a section is a header map, zero or more record
  * maps, and a trailer map {"end": KIND, "records": N, "crc32": C} where C is the CRC-32
  * of every bin payload of the section's records, in order. A stream that stops before a
- * trailer is truncated, an error. Readers use msgpack's streaming unpacker, copy numbers
+ * trailer is truncated, an error. Readers frame each object (mp_extent), unpack it whole, copy numbers
  * out of bin payloads with memcpy, and name the byte offset of any problem. */
 #ifndef BN_STREAM_H
 #define BN_STREAM_H
@@ -46,7 +46,7 @@ void sw_free(swriter *w);
 typedef struct sreader {
     FILE *f;                /* the input */
     const char *name;       /* for messages: a path or "stdin" */
-    msgpack_unpacker up;
+    msgpack_unpacker up;    /* unused (objects are framed by mp_extent, then unpacked whole) */
     msgpack_unpacked obj;   /* the current object (valid until the next sr_next) */
     uint64_t offset;        /* byte offset of the current object in the stream */
     uint64_t consumed;      /* byte offset just past the current object */
@@ -54,7 +54,19 @@ typedef struct sreader {
     uint64_t records;       /* records read in the current section */
     bool eof;
     char err[STREAM_ERRMAX];
+    char *buf;              /* bytes read and not yet consumed: buf[pos..len), capacity cap */
+    size_t pos, len, cap;
 } sreader;
+
+/* The most entries an array or map may declare: msgpack-c allocates a container's entries
+ * when it reads its header, so a 5-byte header claiming 2^32 entries is refused before that. */
+#define MP_MAX_ENTRIES (1u << 20)
+/* Walks the msgpack object at buf[0..len) without building it: returns 1 when it is whole
+ * (*size: its bytes), 0 when more bytes are needed, -1 when the bytes are not msgpack (0xc1)
+ * or a container declares more than MP_MAX_ENTRIES entries (*entries: how many; 0 for a
+ * bad byte). Readers frame each object with it before msgpack-c unpacks it, so memory follows
+ * the bytes actually read, never a count in a header. */
+int mp_extent(const char *buf, size_t len, size_t *size, uint64_t *entries);
 
 void sr_init(sreader *r, FILE *f, const char *name);
 void sr_free(sreader *r);

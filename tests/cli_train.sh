@@ -161,6 +161,8 @@ check "eval from stdin" sh -c "net-eval - '$T/syntest.ds' --format tsv < '$T/a.c
 # both must beat chance clearly and training everything must beat training BN alone.
 if ! have_sample; then
   t_skip "real data" "no CIFAR-10 sample at $SAMPLE"
+elif [ -n "${BN_SANITIZED:-}" ]; then
+  t_skip "real data" "sanitizer build (BN_SANITIZED): minutes of training, no new code path"
 elif [ ! -x "$BIN/cifar-fetch" ] || [ ! -x "$BIN/net-freeze" ]; then
   t_skip "real data" "cifar-fetch or net-freeze not built"
 else

@@ -3,7 +3,7 @@
 # the tally "# N passed, N failed, N skipped" that tests/run.sh adds up.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-BIN="$TOP/bin"
+BIN=${BN_BIN:-$TOP/bin}   # BN_BIN: another build (make test-asan)
 PATH="$BIN:$PATH"
 SHARED_DATA=${BN_DATA:-$TOP/../shared/data}
 SAMPLE="$SHARED_DATA/cifar-10-sample.tar.gz"

@@ -1,15 +1,19 @@
 #!/bin/sh
 # Runs every unit test binary (build/tests/test_*) and every command-line test
 # (tests/cli_*.sh), adds up their tallies, and closes with "N passed, N failed".
-# usage: tests/run.sh [PATTERN]   (only tests whose file name contains PATTERN)
+# usage: tests/run.sh [PATTERNS]  (only tests whose file name contains one of the
+#                                 space-separated PATTERNS)
 cd "$(dirname "$0")/.." || exit 2
 pat=${1:-}
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 P=0; F=0; S=0; broken=""
-for t in build/tests/test_* tests/cli_*.sh; do
+for t in "${BN_BUILD:-build}"/tests/test_* tests/cli_*.sh; do   # BN_BUILD: another build (make test-asan)
   [ -e "$t" ] || continue
   case "$t" in *.d|*.o) continue;; esac
-  case "$t" in *"$pat"*) ;; *) continue;; esac
+  if [ -n "$pat" ]; then
+    hit=; for p in $pat; do case "$t" in *"$p"*) hit=1;; esac; done
+    [ -n "$hit" ] || continue
+  fi
   echo "== $t"
   case "$t" in *.sh) sh "$t" >"$log" 2>&1;; *) "./$t" >"$log" 2>&1;; esac
   rc=$?

@@ -102,7 +102,7 @@ TEST(resize_nearest) {
 
 TEST(histogram) {
     float x[8] = {0, 0.1f, 0.25f, 0.5f, 0.99f, 1, NAN, 2};
-    uint64_t c[4];
+    uint64_t c[5];
     double lo = INFINITY, hi = -INFINITY;
     viz_range(x, 6, &lo, &hi);
     CHECK(lo == 0 && hi == 1, "range %g..%g", lo, hi);

@@ -1,5 +1,6 @@
 /* net-eval: evaluates a checkpoint on a dataset stream: loss, top-1 accuracy, per-class
  * accuracy and the confusion matrix. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
@@ -91,6 +92,11 @@ int main(int argc, char **argv) {
     FILE *f = cli_open_in(ckp);
     checkpoint *ck = ck_read(f, strcmp(ckp, "-") ? ckp : "stdin", (int)pick, &count, err);
     if (!ck) cli_die("%s", err);
+    uint64_t nnan, ninf;
+    const ck_tensor *bad = ck_nonfinite(ck, NULL, &nnan, &ninf);
+    if (bad && (strcmp(bad->role, "param") == 0 || strcmp(bad->role, "buffer") == 0))
+        cli_die("%s: tensor %s holds %llu NaN and %llu Inf values: the network cannot be evaluated", ckp, bad->name,
+                (unsigned long long)nnan, (unsigned long long)ninf);
     cli_close_in(f);
     dataset d;
     f = cli_open_in(dsp);
@@ -176,7 +182,7 @@ int main(int argc, char **argv) {
             putchar('\n');
         }
     }
-    if (fflush(stdout) || ferror(stdout)) cli_die("writing stdout failed");
+    if (fflush(stdout) || ferror(stdout)) cli_die("writing stdout: %s", strerror(errno));
     free(names), free(rows);
     eval_free(&r);
     model_free(m);

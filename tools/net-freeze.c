@@ -112,6 +112,11 @@ int main(int argc, char **argv) {
     checkpoint *ck = ck_read(f, inname, (int)pick, NULL, err);
     cli_close_in(f);
     if (!ck) cli_die("%s", err);
+    uint64_t nnan, ninf;
+    const ck_tensor *bad = ck_nonfinite(ck, NULL, &nnan, &ninf);
+    if (bad)   /* passed through as it is: net-inspect shows them, net-train and net-eval refuse */
+        cli_warn("warning: %s: tensor %s holds %llu NaN and %llu Inf values", inname, bad->name,
+                 (unsigned long long)nnan, (unsigned long long)ninf);
 
     size_t la, lb;
     char *before = snapshot(ck, &la);

@@ -85,12 +85,19 @@ static FILE *open_peeked(FILE *f, peek *p, char *kind, size_t cap) {
         }
         size_t k = fread(p->buf + p->len, 1, cap_buf - p->len, f);
         p->len += k;
-        size_t off = 0;
-        msgpack_unpack_return rc = msgpack_unpack_next(&u, p->buf, p->len, &off);
+        size_t off = 0, whole = 0;
+        uint64_t entries;
+        int x = mp_extent(p->buf, p->len, &whole, &entries);   /* unpacked only once whole */
+        if (x < 0) break;
+        if (x == 0) {
+            if (k == 0) break;
+            continue;
+        }
+        msgpack_unpack_return rc = msgpack_unpack_next(&u, p->buf, whole, &off);
         if (rc == MSGPACK_UNPACK_SUCCESS || rc == MSGPACK_UNPACK_EXTRA_BYTES) {
             const msgpack_object *o = mp_get(&u.data, "kind");
             if (o && o->type == MSGPACK_OBJECT_STR && o->via.str.size < cap) {
-                memcpy(kind, o->via.str.ptr, o->via.str.size);
+                if (o->via.str.size) memcpy(kind, o->via.str.ptr, o->via.str.size);   /* ptr may be NULL when empty */
                 kind[o->via.str.size] = 0;
             }
             break;

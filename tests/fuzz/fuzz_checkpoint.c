@@ -1,0 +1,10 @@
+/* fuzz_checkpoint.c: libFuzzer target for fuzz_checkpoint (harness.h); built by `make fuzz`. */
+#include <stdlib.h>
+
+#include "harness.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (fuzz_checkpoint(data, size) != 0) abort();
+    return 0;
+}
