@@ -25,18 +25,24 @@
  * "bottleneck" (Keras he_normal). Biases 0, beta 0, running mean 0, running var 1.
  *
  * Memory is allocated host-side (ops.h has no allocator): fine for the ref and cpu
- * backends; a device backend needs an allocator in ops.h (see buf_alloc). */
+ * backends; a device backend needs an allocator in ops.h (see buf_alloc).
+ *
+ * Fast path (backends with ops.h act_blk, the cpu one): activations in the backend's
+ * blocked layout and BN+ReLU fused (fast_setup); BN_PROFILE=1|cpu times every layer
+ * (prof_print, at model_free). */
 #include "model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model_extra.h"
 #include "rng.h"
 
 enum { L_CONV, L_BN, L_RELU, L_ADD, L_GAP, L_LINEAR };
+typedef struct prof prof;
 static const char *kind_names[] = {"conv", "bn", "relu", "add", "gap", "linear"};
 
 typedef struct layer {
@@ -52,12 +58,15 @@ typedef struct layer {
     bool tw, tb, tgamma, tbeta; /* trainable */
     float *gw, *gb, *ggamma, *gbeta;
     float *save_mean, *save_invstd;
+    bool fuse_relu;             /* fast path: this BN also applies the ReLU that follows it */
+    bool fused;                 /* fast path: this ReLU is done by the BN before it */
 } layer;
 
 typedef struct value {
     int c, h, w;
     int storage;                /* index into model.store; 0 = the input */
     int writer;                 /* the last value written into this value's storage (in-place) */
+    bool blk;                   /* fast path: stored in the backend's blocked layout */
 } value;
 
 typedef struct gbuf { float *p; int refs; } gbuf;
@@ -86,6 +95,9 @@ struct model {
     ops *o;
     int max_batch, n;
     bool last_train;
+    bool fast;                  /* the backend's blocked layout and fused BN+ReLU (ops.h act_blk) */
+    float *plain;               /* model_activation's NCHW copy of a blocked value (lazy) */
+    prof *pf;                   /* BN_PROFILE=1: time per layer kind and direction */
     int batch_total;            /* model_set_batch_total: 0 = the local batch */
     float **store;              /* per storage: max_batch * c*h*w floats (store[0] = input) */
     int nstore;
@@ -138,6 +150,7 @@ static int add_value(model *m, int c, int h, int w, int share) {
     value *v = &m->v[id];
     v->c = c, v->h = h, v->w = w;
     v->writer = id;
+    v->blk = false;
     if (share < 0) {
         v->storage = m->nstore++;
     } else {
@@ -471,6 +484,93 @@ static float *grad_for(model *m, const float *data) {
     return NULL;
 }
 
+/* ---- the backend's fast path (ops.h act_blk) ----------------------------------------------
+ * When the backend has blocked-layout entries (and BN_FAST is not 0), every activation
+ * whose channel count is a multiple of its block and that has more than one pixel lives in
+ * that layout (the input image, the pooled features and the logits stay NCHW; the stem
+ * conv reads NCHW and writes blocked), and a BN whose output goes only to a ReLU applies
+ * the ReLU itself (the ReLU layer then does nothing, forward or backward). Parameters,
+ * gradients of parameters and model_activation stay plain. */
+static void fast_setup(model *m) {
+    ops *o = m->o;
+    const char *env = getenv("BN_FAST");
+    m->fast = o->act_blk > 0 && o->conv_fwd_l && o->conv_bwd_data_l && o->conv_bwd_filter_l && o->bn_fwd_train_l &&
+              o->bn_fwd_infer_l && o->bn_bwd_l && o->gap_fwd_l && o->gap_bwd_l && o->act_convert &&
+              !(env && strcmp(env, "0") == 0);
+    if (!m->fast) return;
+    for (int i = 1; i < m->nv; i++) {
+        value *v = &m->v[i];
+        v->blk = v->c % o->act_blk == 0 && v->h * v->w > 1;
+    }
+    for (int i = 0; i + 1 < m->nl; i++) {
+        layer *b = &m->L[i], *r = &m->L[i + 1];
+        if (b->type != L_BN || r->type != L_RELU || r->in != b->out) continue;
+        int readers = 0;
+        for (int j = 0; j < m->nl; j++)
+            readers += (m->L[j].in == b->out) + (m->L[j].in2 == b->out);
+        if (readers != 1) continue;
+        b->fuse_relu = true;
+        r->fused = true;
+    }
+}
+static int lay(const model *m, int v) { return m->v[v].blk ? OPS_BLK_IN : 0; }
+static int conv_flags(const model *m, const layer *l) {
+    return (m->v[l->in].blk ? OPS_BLK_IN : 0) | (m->v[l->out].blk ? OPS_BLK_OUT : 0);
+}
+static int bn_flags(const model *m, const layer *l) { return lay(m, l->in) | (l->fuse_relu ? OPS_RELU : 0); }
+
+/* ---- BN_PROFILE: time per layer, summed by layer kind and shape, printed by model_free ---- */
+struct prof {
+    double *t;                  /* per layer: forward, backward (data), filter gradient (s) */
+    long fwd, bwd;              /* train-mode forward passes, backward passes */
+};
+static clockid_t prof_clock = CLOCK_MONOTONIC;   /* BN_PROFILE=cpu: the process's CPU time */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(prof_clock, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static void layer_label(const model *m, const layer *l, char *buf, size_t len) {
+    const value *x = &m->v[l->in], *y = &m->v[l->out];
+    if (l->type == L_CONV)
+        snprintf(buf, len, "conv %d->%d %dx%d k%d s%d", x->c, l->cout, x->h, x->w, l->k, l->stride);
+    else if (l->type == L_LINEAR)
+        snprintf(buf, len, "linear %d->%d", x->c, l->cout);
+    else
+        snprintf(buf, len, "%s%s %dx%dx%d", kind_names[l->type], l->fuse_relu ? "+relu" : "", y->c, x->h, x->w);
+}
+static void prof_print(const model *m) {
+    const prof *p = m->pf;
+    if (!p->fwd) return;
+    double nf = (double)p->fwd, nb = p->bwd ? (double)p->bwd : 1.0, tot[3] = {0, 0, 0};
+    bool *done = calloc((size_t)m->nl, sizeof *done);
+    if (!done) return;
+    fprintf(stderr, "model profile: ms %s per step, mean of %ld forward / %ld backward passes (%s backend%s)\n"
+                    "%-28s %5s %9s %9s %9s\n",
+            prof_clock == CLOCK_MONOTONIC ? "wall" : "CPU", p->fwd, p->bwd, m->o->name,
+            m->fast ? ", blocked layout" : "", "layer kind", "count", "fwd", "bwd", "bwd_filt");
+    for (int i = 0; i < m->nl; i++) {
+        if (done[i] || m->L[i].fused) continue;
+        char a[96], b[96];
+        layer_label(m, &m->L[i], a, sizeof a);
+        double t[3] = {0, 0, 0};
+        int count = 0;
+        for (int j = i; j < m->nl; j++) {
+            layer_label(m, &m->L[j], b, sizeof b);
+            if (done[j] || m->L[j].fused || strcmp(a, b)) continue;
+            done[j] = true, count++;
+            for (int k = 0; k < 3; k++) t[k] += p->t[3 * j + k];
+        }
+        if (!count) continue;
+        fprintf(stderr, "%-28s %5d %9.3f %9.3f %9.3f\n", a, count, 1e3 * t[0] / nf, 1e3 * t[1] / nb,
+                1e3 * t[2] / nb);
+        tot[0] += t[0] / nf, tot[1] += t[1] / nb, tot[2] += t[2] / nb;
+    }
+    fprintf(stderr, "%-28s %5s %9.3f %9.3f %9.3f  (total %.1f ms)\n", "all layers", "", 1e3 * tot[0], 1e3 * tot[1],
+            1e3 * tot[2], 1e3 * (tot[0] + tot[1] + tot[2]));
+    free(done);
+}
+
 model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
     const char *arch = kv_str(&ck->arch, "name", NULL);
     int64_t depth = kv_int(&ck->arch, "depth", -1), width = kv_int(&ck->arch, "width", 16),
@@ -567,6 +667,12 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
         if (!(m->store[m->v[i].storage] = buf_alloc(e))) goto oom;
         m->act_elems += e;
     }
+    fast_setup(m);
+    if (getenv("BN_PROFILE") && *getenv("BN_PROFILE") && strcmp(getenv("BN_PROFILE"), "0")) {
+        if (!(m->pf = calloc(1, sizeof *m->pf)) || !(m->pf->t = calloc(3 * (size_t)m->nl, sizeof *m->pf->t)))
+            goto oom;
+        if (strcmp(getenv("BN_PROFILE"), "cpu") == 0) prof_clock = CLOCK_PROCESS_CPUTIME_ID;
+    }
     return m;
 oom:
     snprintf(err, 256, "out of memory building a %s-%d for batches of %d", arch, (int)depth, max_batch);
@@ -590,6 +696,12 @@ void model_free(model *m) {
     free(m->need);
     free(m->gof);
     free(m->scratch);
+    free(m->plain);
+    if (m->pf) {
+        prof_print(m);
+        free(m->pf->t);
+        free(m->pf);
+    }
     plan_free(m);
 }
 
@@ -612,31 +724,46 @@ void model_forward(model *m, const float *x, int n, bool train) {
     m->store[0] = (float *)x;   /* read only */
     m->n = n;
     m->last_train = train;
+    bool fast = m->fast;
+    if (m->pf && train) m->pf->fwd++;
     for (int i = 0; i < m->nl; i++) {
         layer *l = &m->L[i];
         const float *in = data_of(m, l->in);
         float *out = data_of(m, l->out);
         const value *vi = &m->v[l->in];
+        double t0 = m->pf && train ? now_s() : 0.0;
         switch (l->type) {
         case L_CONV: {
             conv_desc d;
             conv_of(m, l, n, &d);
-            o->conv_fwd(o, &d, in, l->w, l->b, out);
+            if (fast) o->conv_fwd_l(o, &d, conv_flags(m, l), in, l->w, l->b, out);
+            else o->conv_fwd(o, &d, in, l->w, l->b, out);
             break;
         }
         case L_BN: {
             bn_desc d = {n, vi->c, vi->h * vi->w, m->bn_eps, m->bn_momentum};
-            if (train)
+            if (fast && train)
+                o->bn_fwd_train_l(o, &d, bn_flags(m, l), in, l->gamma, l->beta, out, l->save_mean, l->save_invstd,
+                                  l->mean, l->var);
+            else if (fast)
+                o->bn_fwd_infer_l(o, &d, bn_flags(m, l), in, l->gamma, l->beta, l->mean, l->var, out);
+            else if (train)
                 o->bn_fwd_train(o, &d, in, l->gamma, l->beta, out, l->save_mean, l->save_invstd, l->mean, l->var);
             else
                 o->bn_fwd_infer(o, &d, in, l->gamma, l->beta, l->mean, l->var, out);
             break;
         }
-        case L_RELU: o->relu_fwd(o, elems(m, l->in, n), in, out); break;
+        case L_RELU:
+            if (!l->fused) o->relu_fwd(o, elems(m, l->in, n), in, out);
+            break;
         case L_ADD: o->add(o, elems(m, l->in, n), in, data_of(m, l->in2), out); break;
-        case L_GAP: o->gap_fwd(o, n, vi->c, vi->h * vi->w, in, out); break;
+        case L_GAP:
+            if (fast) o->gap_fwd_l(o, lay(m, l->in), n, vi->c, vi->h * vi->w, in, out);
+            else o->gap_fwd(o, n, vi->c, vi->h * vi->w, in, out);
+            break;
         case L_LINEAR: o->linear_fwd(o, n, vi->c, l->cout, in, l->w, l->b, out); break;
         }
+        if (m->pf && train) m->pf->t[3 * i] += now_s() - t0;
     }
 }
 
@@ -701,16 +828,23 @@ static void backward_layer(model *m, layer *l) {
     bool need_dx = m->need[l->in];
     int tmp;
     float *dx;
+    bool fast = m->fast;
+    double *pt = m->pf ? &m->pf->t[3 * (l - m->L)] : NULL, t0 = pt ? now_s() : 0.0;
     switch (l->type) {
     case L_CONV: {
         conv_desc d;
         conv_of(m, l, n, &d);
-        if (l->tw || l->tb)
-            o->conv_bwd_filter(o, &d, x, dy, l->gw ? l->gw : m->scratch,
-                               l->b ? (l->gb ? l->gb : m->scratch + m->scratch_n / 2) : NULL);
+        int cf = conv_flags(m, l);
+        if (l->tw || l->tb) {
+            float *gw = l->gw ? l->gw : m->scratch, *gb = l->b ? (l->gb ? l->gb : m->scratch + m->scratch_n / 2) : NULL;
+            if (fast) o->conv_bwd_filter_l(o, &d, cf, x, dy, gw, gb);
+            else o->conv_bwd_filter(o, &d, x, dy, gw, gb);
+            if (pt) pt[2] += now_s() - t0, t0 = now_s();
+        }
         if (need_dx) {
             dx = grad_begin(m, l->in, &tmp);
-            o->conv_bwd_data(o, &d, dy, l->w, dx);
+            if (fast) o->conv_bwd_data_l(o, &d, cf, dy, l->w, dx);
+            else o->conv_bwd_data(o, &d, dy, l->w, dx);
             grad_end(m, l->in, tmp);
         }
         break;
@@ -719,21 +853,33 @@ static void backward_layer(model *m, layer *l) {
         bn_desc d = {n, vi->c, vi->h * vi->w, m->bn_eps, m->bn_momentum};
         /* frozen gamma / beta: the op writes them anyway, into scratch (apart from each other) */
         float *dg = l->ggamma ? l->ggamma : m->scratch, *db = l->gbeta ? l->gbeta : m->scratch + m->scratch_n / 2;
-        if (need_dx) {
-            dx = grad_begin(m, l->in, &tmp);
+        dx = need_dx ? grad_begin(m, l->in, &tmp) : NULL;
+        if (fast)   /* with a fused ReLU, data_of(out) holds the ReLU's output: the mask */
+            o->bn_bwd_l(o, &d, bn_flags(m, l), x, data_of(m, l->out), dy, l->gamma, l->save_mean, l->save_invstd,
+                        dx, dg, db);
+        else
             o->bn_bwd(o, &d, x, dy, l->gamma, l->save_mean, l->save_invstd, dx, dg, db);
-            grad_end(m, l->in, tmp);
-        } else {
-            o->bn_bwd(o, &d, x, dy, l->gamma, l->save_mean, l->save_invstd, NULL, dg, db);
-        }
+        if (need_dx) grad_end(m, l->in, tmp);
         break;
     }
     case L_RELU:
+        if (l->fused) { /* the BN before applies the mask: hand dy down as it is */
+            if (m->gof[l->in] < 0) {
+                m->gof[l->in] = g;
+                m->gof[l->out] = -1;
+                return;
+            }
+            dx = grad_begin(m, l->in, &tmp);   /* not reached: the BN output has one reader */
+            memcpy(dx, dy, elems(m, l->out, n) * sizeof *dx);
+            grad_end(m, l->in, tmp);
+            break;
+        }
         if (!need_dx) break;
         if (m->gof[l->in] < 0 && m->pool[g].refs == 1) { /* in place: hand the buffer down */
             o->relu_bwd(o, elems(m, l->out, n), data_of(m, l->out), dy, m->pool[g].p);
             m->gof[l->in] = g;
             m->gof[l->out] = -1;
+            if (pt) pt[1] += now_s() - t0;
             return;
         }
         dx = grad_begin(m, l->in, &tmp);
@@ -766,7 +912,8 @@ static void backward_layer(model *m, layer *l) {
     case L_GAP:
         if (!need_dx) break;
         dx = grad_begin(m, l->in, &tmp);
-        o->gap_bwd(o, n, vi->c, vi->h * vi->w, dy, dx);
+        if (fast) o->gap_bwd_l(o, lay(m, l->in), n, vi->c, vi->h * vi->w, dy, dx);
+        else o->gap_bwd(o, n, vi->c, vi->h * vi->w, dy, dx);
         grad_end(m, l->in, tmp);
         break;
     case L_LINEAR:
@@ -779,6 +926,7 @@ static void backward_layer(model *m, layer *l) {
         }
         break;
     }
+    if (pt) pt[1] += now_s() - t0;
     pool_put(m, g);
     m->gof[l->out] = -1;
 }
@@ -808,6 +956,7 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
         for (size_t i = 0; i < (size_t)n * (size_t)m->classes; i++) dl[i] *= s;
     }
     m->gof[last] = g;
+    if (m->pf) m->pf->bwd++;
     for (int i = m->nl - 1; i >= 0; i--) {
         layer *l = &m->L[i];
         if (!m->need[l->out] || m->gof[l->out] < 0) continue;
@@ -847,7 +996,12 @@ const float *model_activation(const model *m, const char *name, int *c, int *h, 
         if (c) *c = v->c;
         if (h) *h = v->h;
         if (w) *w = v->w;
-        return data_of(m, l->out);
+        if (!v->blk) return data_of(m, l->out);
+        /* blocked: an NCHW copy (the model is not const underneath; the copy is a cache) */
+        model *mm = (model *)m;
+        if (!mm->plain && !(mm->plain = buf_alloc(m->max_elems))) return NULL;
+        m->o->act_convert(m->o, 0, m->n, v->c, v->h * v->w, data_of(m, l->out), mm->plain);
+        return mm->plain;
     }
     return NULL;
 }
@@ -861,7 +1015,7 @@ const uint8_t *model_mask(const model *m, int i) {
 }
 int model_max_batch(const model *m) { return m->max_batch; }
 size_t model_bytes(const model *m) {
-    size_t f = m->act_elems + m->scratch_n + (size_t)m->npool * m->max_elems;
+    size_t f = m->act_elems + m->scratch_n + (size_t)m->npool * m->max_elems + (m->plain ? m->max_elems : 0);
     for (int i = 0; i < m->np; i++) f += m->P[i].numel;
     for (int i = 0; i < m->nl; i++)
         if (m->L[i].type == L_BN) f += 2 * (size_t)m->v[m->L[i].in].c;

@@ -80,12 +80,45 @@ struct ops {
      * global batch whatever the number of ranks, with the same formulas as one process:
      *   bn_fwd_train: reduce {sum x [c] ..., m} -> mean; then reduce {sum (x-mean)^2 [c]} -> var
      *                 (m = the global count; running averages from the global mean/var);
-     *   bn_bwd:       reduce {sum dy [c] ..., sum dy*xhat [c] ...} before dx, so dgamma and
+     *   bn_bwd:       reduce {sum dy [c] ..., sum dy*xhat [c] ..., m} before dx, so dgamma and
      *                 dbeta come out as global sums (the trainer must not reduce them again).
      * Other ops never call it. */
     void (*allreduce)(void *allreduce_ctx, double *buf, size_t n);
     void *allreduce_ctx;
+
+    /* Optional fast path: a blocked activation layout (NULL / 0 in a backend that has none;
+     * the model then uses the NCHW entries above only). act_blk = B > 0 means the entries
+     * below exist and also take activations "nCHWB": [n][c/B][h][w][B] (channel c at block
+     * c/B, lane c%B), for tensors whose channel count is a multiple of B (no padding: the
+     * same number of floats as NCHW). `flags` says which tensors are blocked (OPS_BLK_IN:
+     * the input side x / dx; OPS_BLK_OUT: the output side y / dy; BatchNorm and pooling
+     * take OPS_BLK_IN for all their activation tensors) and which fused work to do:
+     *   OPS_RELU (BatchNorm): y = max(0, BN(x)) in one pass; the backward takes dy of that
+     *   ReLU's output and the forward's y, and applies the ReLU's mask y > 0 itself (the
+     *   gradient of BN then sums the masked dy). Elementwise ops (relu, add) and the
+     *   allreduce rule do not depend on the layout. Weights, biases and BN parameters stay
+     *   plain. Everything else as the plain entries. */
+    int act_blk;
+    void (*conv_fwd_l)(ops *o, const conv_desc *d, int flags, const float *x, const float *w, const float *b,
+                       float *y);
+    void (*conv_bwd_data_l)(ops *o, const conv_desc *d, int flags, const float *dy, const float *w, float *dx);
+    void (*conv_bwd_filter_l)(ops *o, const conv_desc *d, int flags, const float *x, const float *dy, float *dw,
+                              float *db);
+    void (*bn_fwd_train_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                           const float *beta, float *y, float *save_mean, float *save_invstd, float *run_mean,
+                           float *run_var);
+    void (*bn_fwd_infer_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                           const float *beta, const float *run_mean, const float *run_var, float *y);
+    /* y: the forward's output (read only with OPS_RELU: the mask is y > 0) */
+    void (*bn_bwd_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
+                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+                     float *dgamma, float *dbeta);
+    void (*gap_fwd_l)(ops *o, int flags, int n, int c, int hw, const float *x, float *y);
+    void (*gap_bwd_l)(ops *o, int flags, int n, int c, int hw, const float *dy, float *dx);
+    /* layout conversion of an activation x[n,c,hw]: to_blocked 1: NCHW -> nCHWB, 0: back */
+    void (*act_convert)(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y);
 };
+enum { OPS_BLK_IN = 1, OPS_BLK_OUT = 2, OPS_RELU = 4 };
 
 /* The plain reference backend (float) and its double-precision twin for gradient tests. */
 extern ops ops_ref;

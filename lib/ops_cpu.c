@@ -1,8 +1,9 @@
 /* ops_cpu.c: the fast CPU backend "cpu": the ops table ops_cpu, and the memory-bound ops.
  *
- * Convolutions go to oneDNN (ops_cpu_conv.c). The rest stream through memory and are
- * written here as OpenMP loops over channels (BatchNorm) or elements, with inner loops the
- * compiler vectorises (`omp simd`). The fully connected layer and the loss are a few
+ * Convolutions go to oneDNN (ops_cpu_conv.c), BatchNorm is ops_cpu_bn.c. The rest stream
+ * through memory and are written here as OpenMP loops over elements (or rows, or blocks of
+ * 8 channels for the blocked layout of ops.h act_blk), with inner loops the compiler
+ * vectorises (`omp simd`). The fully connected layer and the loss are a few
  * thousand multiply-adds per batch in ResNet-20 (0.01% of a step): they use the reference
  * code as it is.
  *
@@ -22,113 +23,6 @@
 
 /* elementwise ops below this many elements run on the calling thread alone */
 #define PAR_MIN ((size_t)1 << 15)
-
-/* ---- BatchNorm ----------------------------------------------------------------------- */
-
-/* sum over channel c's values of (x - shift) and (x - shift)^2, in double */
-static void bn_channel_sums(const bn_desc *d, int c, const float *x, double shift, double *s1, double *s2) {
-    double a = 0.0, b = 0.0;
-    for (int n = 0; n < d->n; n++) {
-        const float *p = x + ((size_t)n * d->c + c) * d->hw;
-#pragma omp simd reduction(+ : a, b)
-        for (int i = 0; i < d->hw; i++) {
-            double v = (double)p[i] - shift;
-            a += v;
-            b += v * v;
-        }
-    }
-    *s1 = a;
-    *s2 = b;
-}
-
-/* One pass for the statistics, shifted by the channel's first value so that
- * var = (s2 - s1^2/m)/m does not cancel catastrophically: with the shift inside the data's
- * range, s1^2/m <= s2 * (range/std)^2-ish, and in double that loses nothing a float keeps
- * unless |x - shift| / std exceeds ~1e4. A second pass writes y. */
-static void bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
-                         float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
-    (void)o;
-    size_t m = (size_t)d->n * (size_t)d->hw;
-    if (m == 0) {
-        ops_ref.bn_fwd_train(&ops_ref, d, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
-        return;
-    }
-    double mom = d->momentum;
-#pragma omp parallel for schedule(static) if (m * (size_t)d->c >= PAR_MIN)
-    for (int c = 0; c < d->c; c++) {
-        double shift = x[(size_t)c * d->hw], s1, s2;
-        bn_channel_sums(d, c, x, shift, &s1, &s2);
-        double dm = s1 / (double)m;
-        double mean = shift + dm;
-        double var = s2 / (double)m - dm * dm;
-        if (var < 0.0) var = 0.0;
-        double invstd = 1.0 / sqrt(var + (double)d->eps);
-        float mf = (float)mean, scale = (float)((double)gamma[c] * invstd), bt = beta[c];
-        for (int n = 0; n < d->n; n++) {
-            const float *p = x + ((size_t)n * d->c + c) * d->hw;
-            float *q = y + ((size_t)n * d->c + c) * d->hw;
-#pragma omp simd
-            for (int i = 0; i < d->hw; i++) q[i] = (p[i] - mf) * scale + bt;
-        }
-        if (save_mean) save_mean[c] = mf;
-        if (save_invstd) save_invstd[c] = (float)invstd;
-        double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
-        if (run_mean) run_mean[c] = (float)((1.0 - mom) * (double)run_mean[c] + mom * mean);
-        if (run_var) run_var[c] = (float)((1.0 - mom) * (double)run_var[c] + mom * unbiased);
-    }
-}
-
-static void bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
-                         const float *run_mean, const float *run_var, float *y) {
-    (void)o;
-    size_t m = (size_t)d->n * (size_t)d->hw;
-#pragma omp parallel for schedule(static) if (m * (size_t)d->c >= PAR_MIN)
-    for (int c = 0; c < d->c; c++) {
-        float scale = (float)((double)gamma[c] / sqrt((double)run_var[c] + (double)d->eps));
-        float mf = run_mean[c], bt = beta[c];
-        for (int n = 0; n < d->n; n++) {
-            const float *p = x + ((size_t)n * d->c + c) * d->hw;
-            float *q = y + ((size_t)n * d->c + c) * d->hw;
-#pragma omp simd
-            for (int i = 0; i < d->hw; i++) q[i] = (p[i] - mf) * scale + bt;
-        }
-    }
-}
-
-/* As ops.h / the reference: dbeta = sum dy, dgamma = sum dy*xhat,
- * dx = gamma*invstd * (dy - dbeta/m - xhat*dgamma/m). */
-static void bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
-                   const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
-    (void)o;
-    size_t m = (size_t)d->n * (size_t)d->hw;
-#pragma omp parallel for schedule(static) if (m * (size_t)d->c >= PAR_MIN)
-    for (int c = 0; c < d->c; c++) {
-        double mean = save_mean[c], invstd = save_invstd[c];
-        double sdy = 0.0, sdyx = 0.0;
-        for (int n = 0; n < d->n; n++) {
-            size_t off = ((size_t)n * d->c + c) * d->hw;
-            const float *p = x + off, *g = dy + off;
-#pragma omp simd reduction(+ : sdy, sdyx)
-            for (int i = 0; i < d->hw; i++) {
-                sdy += g[i];
-                sdyx += (double)g[i] * ((double)p[i] - mean);
-            }
-        }
-        sdyx *= invstd;
-        dbeta[c] = (float)sdy;
-        dgamma[c] = (float)sdyx;
-        if (!dx || m == 0) continue;
-        float a = (float)((double)gamma[c] * invstd), b = (float)(sdy / (double)m);
-        float k = (float)(invstd * sdyx / (double)m), mf = (float)mean;
-        for (int n = 0; n < d->n; n++) {
-            size_t off = ((size_t)n * d->c + c) * d->hw;
-            const float *p = x + off, *g = dy + off;
-            float *q = dx + off;
-#pragma omp simd
-            for (int i = 0; i < d->hw; i++) q[i] = a * (g[i] - b - (p[i] - mf) * k);
-        }
-    }
-}
 
 /* ---- elementwise ----------------------------------------------------------------------- */
 
@@ -180,6 +74,58 @@ static void gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx) {
     }
 }
 
+/* ---- blocked layout (ops.h act_blk): pooling and conversion ------------------------------ */
+
+static void gap_fwd_l(ops *o, int flags, int n, int c, int hw, const float *x, float *y) {
+    if (!(flags & OPS_BLK_IN)) {
+        gap_fwd(o, n, c, hw, x, y);
+        return;
+    }
+    int cbs = c / CPU_BLK;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+    for (int j = 0; j < n * cbs; j++) {
+        const float *p = x + (size_t)j * hw * CPU_BLK;
+        double acc[CPU_BLK] = {0};
+        for (int i = 0; i < hw; i++)
+#pragma omp simd
+            for (int l = 0; l < CPU_BLK; l++) acc[l] += p[i * CPU_BLK + l];
+        for (int l = 0; l < CPU_BLK; l++) y[(size_t)j * CPU_BLK + l] = (float)(acc[l] / hw);
+    }
+}
+
+static void gap_bwd_l(ops *o, int flags, int n, int c, int hw, const float *dy, float *dx) {
+    if (!(flags & OPS_BLK_IN)) {
+        gap_bwd(o, n, c, hw, dy, dx);
+        return;
+    }
+    int cbs = c / CPU_BLK;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+    for (int j = 0; j < n * cbs; j++) {
+        float g[CPU_BLK];
+        for (int l = 0; l < CPU_BLK; l++) g[l] = (float)((double)dy[(size_t)j * CPU_BLK + l] / hw);
+        float *q = dx + (size_t)j * hw * CPU_BLK;
+        for (int i = 0; i < hw; i++)
+#pragma omp simd
+            for (int l = 0; l < CPU_BLK; l++) q[i * CPU_BLK + l] = g[l];
+    }
+}
+
+/* NCHW <-> nChw8c: image n, block b: the hw x 8 tile is the transpose of 8 rows of hw */
+void cpu_act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y) {
+    (void)o;
+    int cbs = c / CPU_BLK;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
+    for (int j = 0; j < n * cbs; j++) {
+        const float *p = x + (size_t)j * hw * CPU_BLK;
+        float *q = y + (size_t)j * hw * CPU_BLK;
+        for (int l = 0; l < CPU_BLK; l++)
+            for (int i = 0; i < hw; i++) {
+                if (to_blocked) q[i * CPU_BLK + l] = p[(size_t)l * hw + i];
+                else q[(size_t)l * hw + i] = p[i * CPU_BLK + l];
+            }
+    }
+}
+
 /* ---- the small ops: the reference's ---------------------------------------------------- */
 
 static void linear_fwd(ops *o, int n, int in, int out, const float *x, const float *w, const float *b, float *y) {
@@ -206,9 +152,9 @@ ops ops_cpu = {
     .conv_fwd = cpu_conv_fwd,
     .conv_bwd_data = cpu_conv_bwd_data,
     .conv_bwd_filter = cpu_conv_bwd_filter,
-    .bn_fwd_train = bn_fwd_train,
-    .bn_fwd_infer = bn_fwd_infer,
-    .bn_bwd = bn_bwd,
+    .bn_fwd_train = cpu_bn_fwd_train,
+    .bn_fwd_infer = cpu_bn_fwd_infer,
+    .bn_bwd = cpu_bn_bwd,
     .relu_fwd = relu_fwd,
     .relu_bwd = relu_bwd,
     .add = add,
@@ -218,4 +164,14 @@ ops ops_cpu = {
     .linear_bwd_data = linear_bwd_data,
     .linear_bwd_filter = linear_bwd_filter,
     .xent = xent,
+    .act_blk = CPU_BLK,
+    .conv_fwd_l = cpu_conv_fwd_l,
+    .conv_bwd_data_l = cpu_conv_bwd_data_l,
+    .conv_bwd_filter_l = cpu_conv_bwd_filter_l,
+    .bn_fwd_train_l = cpu_bn_fwd_train_l,
+    .bn_fwd_infer_l = cpu_bn_fwd_infer_l,
+    .bn_bwd_l = cpu_bn_bwd_l,
+    .gap_fwd_l = gap_fwd_l,
+    .gap_bwd_l = gap_bwd_l,
+    .act_convert = cpu_act_convert,
 };

@@ -12,4 +12,32 @@ extern ops ops_cpu;
 void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y);
 void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx);
 void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
+/* The same with the activation layout flags of ops.h (OPS_BLK_IN: x / dx are nChw8c,
+ * OPS_BLK_OUT: y / dy are; their channel counts must then be multiples of CPU_BLK). */
+void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, const float *w, const float *b,
+                    float *y);
+void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy, const float *w, float *dx);
+void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *x, const float *dy, float *dw,
+                           float *db);
+
+/* The blocked activation layout of this backend: nChw8c (8 fp32 lanes of AVX2). */
+enum { CPU_BLK = 8 };
+/* NCHW <-> nChw8c (ops.h act_convert) */
+void cpu_act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y);
+
+/* BatchNorm (ops_cpu_bn.c): plain and _l entries of ops.h */
+void cpu_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
+                      float *save_mean, float *save_invstd, float *run_mean, float *run_var);
+void cpu_bn_fwd_train_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                        const float *beta, float *y, float *save_mean, float *save_invstd, float *run_mean,
+                        float *run_var);
+void cpu_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                      const float *run_mean, const float *run_var, float *y);
+void cpu_bn_fwd_infer_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                        const float *beta, const float *run_mean, const float *run_var, float *y);
+void cpu_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
+                const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+void cpu_bn_bwd_l(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
+                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
+                  float *dbeta);
 #endif

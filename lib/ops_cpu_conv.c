@@ -1,7 +1,9 @@
 /* ops_cpu_conv.c: the "cpu" backend's convolutions, through oneDNN (libdnnl, C API).
  *
- * Each (direction, conv_desc, bias or not) gets one oneDNN primitive, created on its first
- * call and kept in a small cache for the life of the process. The interface tensors are
+ * Each (direction, conv_desc, bias or not, layout) gets one oneDNN primitive, created on its
+ * first call and kept in a small cache for the life of the process. The _l entries (ops.h
+ * act_blk) take activations already in nChw8c (OPS_BLK_IN / OPS_BLK_OUT): oneDNN's choice
+ * for them on AVX2, so no reorder is made; the plain entries are the _l ones with layout 0. The interface tensors are
  * plain NCHW / OIHW; oneDNN chooses its own blocked layouts ("any": nChw8c on this AVX2
  * machine) and every call reorders into and out of them through buffers owned by the cache
  * entry, so nothing is allocated after the first call for a shape. Measured on ResNet-20 shapes (see
@@ -36,7 +38,7 @@ typedef struct conv_arg {
 } conv_arg;
 
 typedef struct conv_entry {
-    int dir, has_bias;
+    int dir, has_bias, layout;      /* layout: OPS_BLK_IN / OPS_BLK_OUT of the user's tensors */
     conv_desc d;
     int ok;                         /* 0: oneDNN refused this shape, use the reference */
     dnnl_primitive_t prim;
@@ -99,9 +101,9 @@ static void md1(dnnl_memory_desc_t *md, int a, dnnl_format_tag_t tag) {
 static int entry_build(conv_entry *e) {
     const conv_desc *d = &e->d;
     dnnl_memory_desc_t src_p, wei_p, dst_p, bias_p, src_a, wei_a, dst_a, bias_a;
-    md4(&src_p, d->n, d->cin, d->h, d->w, dnnl_nchw);
+    md4(&src_p, d->n, d->cin, d->h, d->w, (e->layout & OPS_BLK_IN) ? dnnl_nChw8c : dnnl_nchw);
     md4(&wei_p, d->cout, d->cin, d->k, d->k, dnnl_oihw);
-    md4(&dst_p, d->n, d->cout, d->ho, d->wo, dnnl_nchw);
+    md4(&dst_p, d->n, d->cout, d->ho, d->wo, (e->layout & OPS_BLK_OUT) ? dnnl_nChw8c : dnnl_nchw);
     md1(&bias_p, d->cout, dnnl_x);
     md4(&src_a, d->n, d->cin, d->h, d->w, dnnl_format_tag_any);
     md4(&wei_a, d->cout, d->cin, d->k, d->k, dnnl_format_tag_any);
@@ -167,15 +169,17 @@ out:
 }
 
 /* The cache entry for (dir, d, has_bias), built on first use; NULL: use the reference. */
-static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias) {
+static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias, int layout) {
     if ((size_t)d->n * d->cin * d->h * d->w * d->cout * d->ho * d->wo == 0) return NULL;
     if (!engine_init()) return NULL;
     for (conv_entry *e = g.entries; e; e = e->next)
-        if (e->dir == dir && e->has_bias == has_bias && same_desc(&e->d, d)) return e->ok ? e : NULL;
+        if (e->dir == dir && e->has_bias == has_bias && e->layout == layout && same_desc(&e->d, d))
+            return e->ok ? e : NULL;
     conv_entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->dir = dir;
     e->has_bias = has_bias;
+    e->layout = layout;
     e->d = *d;
     e->ok = entry_build(e);     /* a failed build leaks its few half-made objects, once per shape */
     e->next = g.entries;
@@ -230,14 +234,44 @@ static conv_desc sub_desc(const conv_desc *d, int i, int *len) {
     return s;
 }
 
-void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y) {
+/* The reference loops on plain copies of blocked tensors (shapes oneDNN refuses: rare;
+ * allocates). `blocked`: the tensor's flag (OPS_BLK_IN or OPS_BLK_OUT of the call). */
+static float *plain_copy(int blocked, int n, int c, int hw, const float *x) {
+    if (!blocked || !x) return (float *)x;
+    float *p = malloc(((size_t)n * c * hw + 1) * sizeof *p);
+    if (!p) abort();
+    cpu_act_convert(&ops_cpu, 0, n, c, hw, x, p);
+    return p;
+}
+static float *plain_buf(int blocked, int n, int c, int hw, float *x) {
+    if (!blocked || !x) return x;
+    float *p = malloc(((size_t)n * c * hw + 1) * sizeof *p);
+    if (!p) abort();
+    return p;
+}
+static void plain_back(int blocked, int n, int c, int hw, float *p, float *x) {
+    if (!blocked || !x) return;
+    cpu_act_convert(&ops_cpu, 1, n, c, hw, p, x);
+    free(p);
+}
+static void plain_free(int blocked, const float *p) {
+    if (blocked && p) free((void *)p);
+}
+
+void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, const float *w, const float *b,
+                    float *y) {
     size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
     conv_entry *prev = NULL;
     for (int i = 0, len; i < d->n || i == 0; i += len) {
         conv_desc s = sub_desc(d, i, &len);
-        conv_entry *e = entry_get(DIR_FWD, &s, b != NULL);
+        conv_entry *e = entry_get(DIR_FWD, &s, b != NULL, layout);
         if (!e) {
-            ops_ref.conv_fwd(o, d, x, w, b, y);
+            int bi = layout & OPS_BLK_IN, bo = layout & OPS_BLK_OUT;
+            float *xp = plain_copy(bi, d->n, d->cin, d->h * d->w, x);
+            float *yp = plain_buf(bo, d->n, d->cout, d->ho * d->wo, y);
+            ops_ref.conv_fwd(o, d, xp, w, b, yp);
+            plain_back(bo, d->n, d->cout, d->ho * d->wo, yp, y);
+            plain_free(bi, xp);
             return;
         }
         float *yi = y + i * ys;
@@ -247,14 +281,19 @@ void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, co
     }
 }
 
-void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx) {
+void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy, const float *w, float *dx) {
     size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
     conv_entry *prev = NULL;
     for (int i = 0, len; i < d->n || i == 0; i += len) {
         conv_desc s = sub_desc(d, i, &len);
-        conv_entry *e = entry_get(DIR_BWD_DATA, &s, 0);
+        conv_entry *e = entry_get(DIR_BWD_DATA, &s, 0, layout);
         if (!e) {
-            ops_ref.conv_bwd_data(o, d, dy, w, dx);
+            int bi = layout & OPS_BLK_IN, bo = layout & OPS_BLK_OUT;
+            float *gp = plain_copy(bo, d->n, d->cout, d->ho * d->wo, dy);
+            float *xp = plain_buf(bi, d->n, d->cin, d->h * d->w, dx);
+            ops_ref.conv_bwd_data(o, d, gp, w, xp);
+            plain_back(bi, d->n, d->cin, d->h * d->w, xp, dx);
+            plain_free(bo, gp);
             return;
         }
         void *p[MAX_ARGS] = {(void *)(dy + i * ys), (void *)w, dx + i * xs, NULL};
@@ -265,21 +304,27 @@ void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float 
 
 /* The filter gradient sums over the batch: the first chunk writes dw (and db), each later
  * one writes a scratch buffer that is then added in, chunk after chunk (a fixed order). */
-void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
+void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *x, const float *dy, float *dw,
+                           float *db) {
     static float *scratch;
     static size_t scratch_len;
     size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
     size_t nw = (size_t)d->cout * d->cin * d->k * d->k, nb = db ? (size_t)d->cout : 0;
     for (int i = 0, len; i < d->n || i == 0; i += len) {
         conv_desc s = sub_desc(d, i, &len);
-        conv_entry *e = entry_get(DIR_BWD_FILTER, &s, db != NULL);
+        conv_entry *e = entry_get(DIR_BWD_FILTER, &s, db != NULL, layout);
         if (e && i > 0 && scratch_len < nw + nb) {
             float *p = realloc(scratch, (nw + nb) * sizeof *p);
             if (p) scratch = p, scratch_len = nw + nb;
             else e = NULL;
         }
         if (!e) {
-            ops_ref.conv_bwd_filter(o, d, x, dy, dw, db);
+            int bi = layout & OPS_BLK_IN, bo = layout & OPS_BLK_OUT;
+            float *xp = plain_copy(bi, d->n, d->cin, d->h * d->w, x);
+            float *gp = plain_copy(bo, d->n, d->cout, d->ho * d->wo, dy);
+            ops_ref.conv_bwd_filter(o, d, xp, gp, dw, db);
+            plain_free(bi, xp);
+            plain_free(bo, gp);
             return;
         }
         float *tw = i == 0 ? dw : scratch, *tb = i == 0 ? db : scratch + nw;
@@ -290,4 +335,14 @@ void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float
         for (size_t j = 0; j < nw; j++) dw[j] += scratch[j];
         for (size_t j = 0; j < nb; j++) db[j] += scratch[nw + j];
     }
+}
+
+void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y) {
+    cpu_conv_fwd_l(o, d, 0, x, w, b, y);
+}
+void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx) {
+    cpu_conv_bwd_data_l(o, d, 0, dy, w, dx);
+}
+void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
+    cpu_conv_bwd_filter_l(o, d, 0, x, dy, dw, db);
 }

@@ -4,13 +4,20 @@
 # python3-torch is importable, over several rounds; prints images/s per round and the median
 # ratios. Synthetic images (throughput does not depend on pixel values).
 #   ROUNDS=3 STEPS=10 THREADS=2 DEVICE=cpu BATCH=128 sh tests/bench.sh
+# PROFILE=1: after the rounds, one more full and BN-only run of ours with BN_PROFILE=1 (time
+#   per layer kind and direction, ms per step; docs/cpu-ops.md explains the table).
+# RSS=1: then the peak resident memory of one full training run over a synthetic
+#   50,000-image stream (CIFAR-10's size), stopped by SIGINT after RSS_SECONDS (default 60),
+#   measured with /usr/bin/time -v (the budget is 500 MB).
+# BN_FAST=0 in the environment turns the cpu backend's fast path off (plain NCHW ops) for
+#   before/after comparisons.
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; STEPS=${STEPS:-10}; THREADS=${THREADS:-2}; DEVICE=${DEVICE:-cpu}; BATCH=${BATCH:-128}
 DEPTH=${DEPTH:-20}
 PEER=${PEER:-../shared/peers/torch_resnet20.py}
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-B=bin
+B=${BN_BIN:-bin}   # BN_BIN: another build
 n=$((BATCH * STEPS))
 $B/cifar-synth --count "$n" --seed 1 -o "$T/synth.ds"
 $B/net-init --arch resnet --depth "$DEPTH" --seed 1 -o "$T/all.ckpt" 2>/dev/null
@@ -59,3 +66,30 @@ for mode in all bn; do
 done
 a=$(awk -F'\t' '$2=="all"{print $3}' "$T/rounds" | median); b=$(awk -F'\t' '$2=="bn"{print $3}' "$T/rounds" | median)
 awk -v a="$a" -v b="$b" 'BEGIN{ if (a>0) printf "BN-only / full speed-up: %.2fx\n", b/a }'
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  for mode in all bn; do
+    echo "profile $mode (BN_PROFILE=1, 2 epochs of $STEPS steps):"
+    BN_PROFILE=1 $B/net-train "$T/$mode.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
+      --augment none --normalize none --device "$DEVICE" --threads "$THREADS" -o "$T/out.ckpt" 2>&1 \
+      | grep -v '^net-train'
+  done
+fi
+
+if [ "${RSS:-0}" = 1 ]; then
+  if [ -x /usr/bin/time ]; then
+    $B/cifar-synth --count 50000 --seed 2 -o "$T/big.ds"
+    rm -f "$T/synth.ds"
+    timeout -s INT "${RSS_SECONDS:-60}" /usr/bin/time -v $B/net-train "$T/all.ckpt" --train "$T/big.ds" --epochs 1 \
+      --batch "$BATCH" --device "$DEVICE" --threads "$THREADS" -o "$T/out.ckpt" > "$T/rss.txt" 2>&1 || true
+    kb=$(awk -F': ' '/Maximum resident set size/{print $2}' "$T/rss.txt")
+    st=$(grep -o 'stopped by [A-Z]* at epoch [0-9]* step [0-9]*' "$T/rss.txt" || echo "ran to the end")
+    if [ -n "$kb" ]; then
+      awk -v k="$kb" -v s="$st" 'BEGIN{ printf "peak RSS, full training on 50,000 synthetic images (%s): %.0f MB (budget 500 MB)\n", s, k/1024 }'
+    else
+      echo "bench: RSS not measured: $(tail -1 "$T/rss.txt")"
+    fi
+  else
+    echo "bench: RSS not measured (/usr/bin/time missing)"
+  fi
+fi
