@@ -51,7 +51,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 LIBA     := $(BUILD)/libbn.a
 
 .PHONY: all test check bench deps clean cuda-status
-all: cuda-status $(TOOLS) $(TESTS)
+all: cuda-status mpi-status $(TOOLS) $(TESTS)
 
 cuda-status:
 	@echo "build: CPU path always; CUDA path $(if $(filter 1,$(HAVE_CUDA)),ON,OFF) ($(CUDA_WHY))"

@@ -1,6 +1,10 @@
 /* ops_ref.c: the plain reference backend "ref" (float, host memory): the loops of
  * ops_ref_impl.h instantiated for float, plus the elementwise ops. Slow and obviously
  * correct; every other backend is tested against it and its double twin (ops_ref_f64.c). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "ops.h"
 
 #define REAL float
@@ -20,10 +24,107 @@ static void conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const fl
     ref32_conv_bwd_filter(d, x, dy, dw, db);
 }
 
+/* ---- BatchNorm over the ranks of a data-parallel run (ops.h: the allreduce hook) -------
+ * The same two-pass formulas as ref32_bn_fwd_train / ref32_bn_bwd, with each per-channel
+ * sum (and the value count m) summed over the ranks before it is used, so every rank
+ * normalises with the global batch's statistics and gets the global dgamma / dbeta. With
+ * one rank (a hook that changes nothing) the results are those of the plain functions, bit
+ * for bit: the same double sums in the same order. */
+static double *ref_scratch(size_t n) {
+    static _Thread_local double *buf;
+    static _Thread_local size_t cap;
+    if (n > cap) {
+        double *p = realloc(buf, n * sizeof *p);
+        if (!p) {
+            fprintf(stderr, "ops ref: out of memory (%zu doubles for a BatchNorm reduction)\n", n);
+            exit(1);
+        }
+        buf = p, cap = n;
+    }
+    return buf;
+}
+
+static void bn_fwd_train_global(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                                float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+    int C = d->c;
+    /* s: sum x [C] then the means, m; sq: sum (x-mean)^2 [C] */
+    double *s = ref_scratch(2 * (size_t)C + 1), *sq = s + C + 1, mom = d->momentum;
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int n = 0; n < d->n; n++) {
+            const float *p = x + ((size_t)n * C + c) * d->hw;
+            for (int i = 0; i < d->hw; i++) sum += p[i];
+        }
+        s[c] = sum;
+    }
+    s[C] = (double)d->n * (double)d->hw;
+    o->allreduce(o->allreduce_ctx, s, (size_t)C + 1);
+    double m = s[C];
+    for (int c = 0; c < C; c++) s[c] = m > 0 ? s[c] / m : 0.0;      /* s: the global means now */
+    for (int c = 0; c < C; c++) {
+        double acc = 0.0, mean = s[c];
+        for (int n = 0; n < d->n; n++) {
+            const float *p = x + ((size_t)n * C + c) * d->hw;
+            for (int i = 0; i < d->hw; i++) acc += ((double)p[i] - mean) * ((double)p[i] - mean);
+        }
+        sq[c] = acc;
+    }
+    o->allreduce(o->allreduce_ctx, sq, (size_t)C);
+    for (int c = 0; c < C; c++) {
+        double mean = s[c], var = m > 0 ? sq[c] / m : 0.0;          /* biased: normalises */
+        double invstd = 1.0 / sqrt(var + (double)d->eps);
+        double g = gamma[c], bt = beta[c];
+        for (int n = 0; n < d->n; n++) {
+            const float *p = x + ((size_t)n * C + c) * d->hw;
+            float *q = y + ((size_t)n * C + c) * d->hw;
+            for (int i = 0; i < d->hw; i++) q[i] = (float)(g * ((double)p[i] - mean) * invstd + bt);
+        }
+        if (save_mean) save_mean[c] = (float)mean;
+        if (save_invstd) save_invstd[c] = (float)invstd;
+        double unbiased = m > 1 ? var * m / (m - 1) : var;
+        if (run_mean) run_mean[c] = (float)((1.0 - mom) * (double)run_mean[c] + mom * mean);
+        if (run_var) run_var[c] = (float)((1.0 - mom) * (double)run_var[c] + mom * unbiased);
+    }
+}
+
+static void bn_bwd_global(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
+                          const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    int C = d->c;
+    double *s = ref_scratch(2 * (size_t)C + 1);    /* sum dy [C], sum dy*xhat [C], m */
+    for (int c = 0; c < C; c++) {
+        double mean = save_mean[c], invstd = save_invstd[c], sdy = 0.0, sdyx = 0.0;
+        for (int n = 0; n < d->n; n++) {
+            size_t off = ((size_t)n * C + c) * d->hw;
+            for (int i = 0; i < d->hw; i++) {
+                sdy += dy[off + i];
+                sdyx += (double)dy[off + i] * ((double)x[off + i] - mean) * invstd;
+            }
+        }
+        s[c] = sdy, s[C + c] = sdyx;
+    }
+    s[2 * C] = (double)d->n * (double)d->hw;
+    o->allreduce(o->allreduce_ctx, s, 2 * (size_t)C + 1);
+    double m = s[2 * C];
+    for (int c = 0; c < C; c++) {
+        double sdy = s[c], sdyx = s[C + c], invstd = save_invstd[c], mean = save_mean[c];
+        dbeta[c] = (float)sdy;
+        dgamma[c] = (float)sdyx;
+        if (!dx || m <= 0) continue;
+        double k = (double)gamma[c] * invstd / m;
+        for (int n = 0; n < d->n; n++) {
+            size_t off = ((size_t)n * C + c) * d->hw;
+            for (int i = 0; i < d->hw; i++) {
+                double xhat = ((double)x[off + i] - mean) * invstd;
+                dx[off + i] = (float)(k * (m * (double)dy[off + i] - sdy - xhat * sdyx));
+            }
+        }
+    }
+}
+
 static void bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
                          float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
-    (void)o;
-    ref32_bn_fwd_train(d, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+    if (o && o->allreduce) bn_fwd_train_global(o, d, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+    else ref32_bn_fwd_train(d, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
 }
 static void bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
                          const float *run_mean, const float *run_var, float *y) {
@@ -32,8 +133,8 @@ static void bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *
 }
 static void bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
                    const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
-    (void)o;
-    ref32_bn_bwd(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    if (o && o->allreduce) bn_bwd_global(o, d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    else ref32_bn_bwd(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 /* NaN passes through (NaN < 0 is false), as in PyTorch. */

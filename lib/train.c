@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "model_extra.h"
 
 /* ---- settings ------------------------------------------------------------------------ */
@@ -215,12 +216,25 @@ void eval_free(eval_result *r) {
 }
 
 /* ---- the loop ------------------------------------------------------------------------ */
+/* Writes the checkpoint: 0, TRAIN_ERROR (err says why), or TRAIN_NAN when a parameter or a
+ * BN running statistic is no longer finite (a diverged run whose loss was still finite):
+ * such a checkpoint is never written, so the stream keeps only good ones. */
 static int write_ck(train_io *io, const checkpoint *ck, char err[256]) {
+    uint64_t nan = 0, inf = 0;
+    const ck_tensor *bad = ck_nonfinite(ck, "param", &nan, &inf);
+    if (!bad) bad = ck_nonfinite(ck, "buffer", &nan, &inf);
+    if (bad) {
+        snprintf(err, 256, "%s holds %llu NaN and %llu infinite values after step %lld", bad->name,
+                 (unsigned long long)nan, (unsigned long long)inf, (long long)ck->step);
+        io->bad_epoch = ck->epoch + (kv_int(&ck->state, "epoch_step", 0) ? 1 : 0), io->bad_step = ck->step;
+        return TRAIN_NAN;
+    }
     if (!io->out) return 0;
     ck_write(io->out, ck);
     if (sw_flush(io->out)) {
-        snprintf(err, 256, "writing the checkpoint stream: %s", strerror(io->out->err));
-        return -1;
+        snprintf(err, 256, "writing the checkpoint stream to %s: %s", io->out_name ? io->out_name : "the output",
+                 strerror(io->out->err));
+        return TRAIN_ERROR;
     }
     io->sections++;
     return 0;
@@ -231,6 +245,105 @@ static void set_partial(checkpoint *ck, int64_t epoch_step, double loss_sum, int
     kv_set_double(&ck->state, "epoch_loss_sum", loss_sum);
     kv_set_int(&ck->state, "epoch_correct", correct);
     kv_set_int(&ck->state, "epoch_seen", seen);
+}
+
+/* ---- data parallel (dist.h) ----------------------------------------------------------
+ * Rank r of P takes positions [r*nb/P, (r+1)*nb/P) of every global batch of nb images (the
+ * same plan as one process: order and augmentation of every position), so the P slices are
+ * exactly the single process's batch. BatchNorm reduces its statistics and gradients over
+ * the ranks inside the ops (ops.h); the model weighs each image 1/nb (model_set_batch_total);
+ * the other gradients are summed here, in one buffer with the step's loss, correct count and
+ * stop request. Every rank then takes the same optimizer step on the same weights. */
+
+/* Does the backend call the allreduce hook in train-mode BatchNorm? A tiny BN forward and
+ * backward with a hook that only counts (host backends only: ref, cpu). */
+static void count_hook(void *ctx, double *buf, size_t n) {
+    (void)buf, (void)n;
+    ++*(int *)ctx;
+}
+static bool backend_reduces_bn(const ops *o) {
+    ops probe = *o;
+    int calls_fwd = 0, calls_bwd = 0;
+    float x[4] = {1, 2, 3, 5}, dy[4] = {1, -1, 2, 0}, g = 1, b = 0, y[4], dx[4], mean, invstd, dg, db;
+    bn_desc d = {2, 1, 2, 1e-5f, 0.1f};
+    probe.allreduce = count_hook, probe.allreduce_ctx = &calls_fwd;
+    probe.bn_fwd_train(&probe, &d, x, &g, &b, y, &mean, &invstd, NULL, NULL);
+    probe.allreduce_ctx = &calls_bwd;
+    probe.bn_bwd(&probe, &d, x, dy, &g, &mean, &invstd, dx, &dg, &db);
+    return calls_fwd > 0 && calls_bwd > 0;
+}
+
+/* Is trainable tensor i a BatchNorm gamma or beta (whose gradient comes out global)? */
+static bool is_bn_param(const model *m, int i) {
+    const ck_tensor *t = model_param(m, i);
+    if (!t) return false;
+    for (int l = 0; l < model_nlayers(m); l++) {
+        model_layer_info li;
+        model_layer(m, l, &li);
+        if (strcmp(li.kind, "bn")) continue;
+        size_t k = strlen(li.name);
+        if (!strncmp(t->name, li.name, k) && (!strcmp(t->name + k, ".gamma") || !strcmp(t->name + k, ".beta")))
+            return true;
+    }
+    return false;
+}
+
+typedef struct dp_state {
+    int P, r;
+    int ng, *gi;          /* trainable tensors summed here (not BN gamma/beta) */
+    size_t len;           /* their elements + 3 */
+    double *buf;
+} dp_state;
+
+static int dp_setup(dp_state *dp, const model *m, char err[256]) {
+    dp->gi = malloc(((size_t)model_nparams(m) + 1) * sizeof *dp->gi);
+    if (!dp->gi) goto oom;
+    dp->ng = 0, dp->len = 3;
+    for (int i = 0; i < model_nparams(m); i++)
+        if (!is_bn_param(m, i)) {
+            dp->gi[dp->ng++] = i;
+            dp->len += model_param(m, i)->numel;
+        }
+    dp->buf = malloc(dp->len * sizeof *dp->buf);
+    if (!dp->buf) goto oom;
+    return 0;
+oom:
+    snprintf(err, 256, "out of memory for the gradient sums");
+    return -1;
+}
+
+/* Sums the non-BN gradients over the ranks, and {loss*n, correct, stop}; returns the
+ * global mean loss and sets the global *correct and *stop. */
+static double dp_reduce(dp_state *dp, const model *m, double loss, int nl, int nb, int *correct, int *stop) {
+    size_t k = 0;
+    for (int j = 0; j < dp->ng; j++) {
+        const float *g = model_grad(m, dp->gi[j]);
+        size_t n = model_param(m, dp->gi[j])->numel;
+        for (size_t e = 0; e < n; e++) dp->buf[k++] = g[e];
+    }
+    dp->buf[k] = loss * nl, dp->buf[k + 1] = *correct, dp->buf[k + 2] = *stop;
+    dist_allreduce(dp->buf, dp->len);
+    k = 0;
+    for (int j = 0; j < dp->ng; j++) {
+        float *g = model_grad(m, dp->gi[j]);
+        size_t n = model_param(m, dp->gi[j])->numel;
+        for (size_t e = 0; e < n; e++) g[e] = (float)dp->buf[k++];
+    }
+    *correct = (int)dp->buf[k + 1];
+    *stop = dp->buf[k + 2] > 0;
+    return dp->buf[k] / nb;
+}
+
+/* FNV-1a over every tensor's bytes: the ranks' weights, buffers and optimizer state must
+ * be the same bits at the end of a run. */
+static uint64_t ck_hash(const checkpoint *ck) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int j = 0; j < ck->nt; j++) {
+        const unsigned char *p = ck->t[j].data;
+        size_t n = ck->t[j].numel * dtype_size(ck->t[j].dtype);
+        for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    }
+    return h;
 }
 
 int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg, train_io *io, bool resume,
@@ -248,6 +361,25 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     }
     const size_t n = train->n, img = ds_image_bytes(&train->h);
     const int64_t spe = (int64_t)((n + (size_t)cfg->batch - 1) / (size_t)cfg->batch);
+    dp_state dp = {dist_size(), dist_rank(), 0, NULL, 0, NULL};
+    if (dp.P > 1) {
+        size_t last = n - (size_t)(spe - 1) * (size_t)cfg->batch;
+        if ((size_t)cfg->batch < (size_t)dp.P || last < (size_t)dp.P) {
+            snprintf(err, 256,
+                     "%d ranks, but %s has %zu image%s: every rank needs at least one image of every batch "
+                     "(a larger batch, another training-set size, or fewer ranks)",
+                     dp.P, last < (size_t)cfg->batch ? "an epoch's last batch" : "a batch",
+                     last < (size_t)cfg->batch ? last : (size_t)cfg->batch, last == 1 ? "" : "s");
+            return TRAIN_ERROR;
+        }
+        if (!backend_reduces_bn(o)) {
+            snprintf(err, 256,
+                     "backend %s does not sum BatchNorm statistics over ranks (ops.h allreduce hook): "
+                     "data-parallel training needs --device ref or a backend that does",
+                     o->name);
+            return TRAIN_ERROR;
+        }
+    }
     int64_t epoch_step = 0, correct = 0, seen = 0;
     double loss_sum = 0;
     if (resume) {
@@ -279,10 +411,20 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     sched.total_steps = cfg->epochs * spe;
     sched.steps_per_epoch = spe;
 
-    model *m = model_build(ck, o, cfg->batch, err);
+    /* a rank's slice of a batch has at most ceil(batch / P) images */
+    const int local_max = (int)(((int64_t)cfg->batch + dp.P - 1) / dp.P);
+    model *m = model_build(ck, o, local_max, err);
     if (!m) return TRAIN_ERROR;
-    float *x = malloc((size_t)cfg->batch * img * sizeof *x);
-    uint8_t *lab = malloc((size_t)cfg->batch);
+    if (dp.P > 1) {
+        dist_attach(o);
+        if (dp_setup(&dp, m, err)) {
+            model_free(m);
+            o->allreduce = NULL, o->allreduce_ctx = NULL;
+            return TRAIN_ERROR;
+        }
+    }
+    float *x = malloc((size_t)local_max * img * sizeof *x);
+    uint8_t *lab = malloc((size_t)local_max);
     uint32_t *order = malloc(n * sizeof *order);
     aug_param *par = malloc(n * sizeof *par);
     int rc = TRAIN_DONE;
@@ -303,12 +445,18 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
         for (int64_t st = epoch_step; st < spe; st++) {
             size_t i0 = (size_t)st * (size_t)cfg->batch;
             int nb = (int)(n - i0 < (size_t)cfg->batch ? n - i0 : (size_t)cfg->batch);
-            batch_fill(x, train, order + i0, par + i0, nb, cfg->augment, &cfg->norm);
-            for (int i = 0; i < nb; i++) lab[i] = train->labels[order[i0 + (size_t)i]];
+            /* this rank's slice [lo, lo + nl) of the batch (all of it in one process) */
+            size_t lo = (size_t)((int64_t)dp.r * nb / dp.P);
+            int nl = (int)((int64_t)(dp.r + 1) * nb / dp.P - (int64_t)lo);
+            batch_fill(x, train, order + i0 + lo, par + i0 + lo, nl, cfg->augment, &cfg->norm);
+            for (int i = 0; i < nl; i++) lab[i] = train->labels[order[i0 + lo + (size_t)i]];
             lr = schedule_lr(&sched, ck->step, epoch);
-            model_forward(m, x, nb, true);
+            if (dp.P > 1) model_set_batch_total(m, nb);
+            model_forward(m, x, nl, true);
             int ok = 0;
-            double loss = model_loss_backward(m, lab, nb, &ok, true);
+            double loss = model_loss_backward(m, lab, nl, &ok, true);
+            int sig = io->stop_signals ? cli_stop_requested() : 0, stop_any = sig != 0;
+            if (dp.P > 1) loss = dp_reduce(&dp, m, loss, nl, nb, &ok, &stop_any);
             if (!isfinite(loss)) {
                 io->bad_epoch = epoch + 1, io->bad_step = ck->step + 1;
                 rc = TRAIN_NAN;
@@ -318,15 +466,14 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
             ck->step++, steps_this_call++;
             loss_sum += loss * nb, correct += ok, seen += nb, images += nb;
             if (io->progress) cli_progress(what, (uint64_t)(st + 1), (uint64_t)spe);
-            int sig = io->stop_signals ? cli_stop_requested() : 0;
-            if (sig || (io->max_steps > 0 && steps_this_call >= io->max_steps)) {
+            if (stop_any || (io->max_steps > 0 && steps_this_call >= io->max_steps)) {
                 io->stop_signal = sig;
                 stop = true;
                 if (st + 1 < spe) {   /* mid-epoch: record the position and stop */
                     set_partial(ck, st + 1, loss_sum, correct, seen);
                     if (io->progress) cli_progress_end();
-                    if (write_ck(io, ck, err)) rc = TRAIN_ERROR;
-                    else rc = TRAIN_STOPPED;
+                    int wr = write_ck(io, ck, err);
+                    rc = wr ? wr : TRAIN_STOPPED;
                     break;
                 }
             }
@@ -364,17 +511,27 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
         }
         bool last = ck->epoch == cfg->epochs;
         if (stop || last || (cfg->every > 0 && ck->epoch % cfg->every == 0))
-            if (write_ck(io, ck, err)) {
-                rc = TRAIN_ERROR;
-                break;
-            }
+            if ((rc = write_ck(io, ck, err)) != 0) break;
         if (stop) rc = last ? TRAIN_DONE : TRAIN_STOPPED; /* stopped at the very end: complete */
     }
     /* nothing left to train (a resumed run already complete, or --epochs 0): the
      * checkpoint still goes out, with its settings */
-    if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0 && write_ck(io, ck, err)) rc = TRAIN_ERROR;
+    if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0) rc = write_ck(io, ck, err);
+    if (dp.P > 1 && rc != TRAIN_ERROR) {
+        /* the ranks must end with the same bits (rank 0 wrote them); a difference would be
+         * a bug in a backend's reduction or the MPI library: never let it pass silently */
+        uint64_t h0 = ck_hash(ck), mine = h0;
+        dist_bcast(&h0, sizeof h0);
+        if (dist_any(mine != h0)) {
+            snprintf(err, 256, "the ranks' weights differ at the end of the run (rank %d): results not trustworthy",
+                     dp.r);
+            rc = TRAIN_ERROR;
+        }
+    }
 done:
     free(x), free(lab), free(order), free(par);
+    free(dp.gi), free(dp.buf);
+    if (dp.P > 1) o->allreduce = NULL, o->allreduce_ctx = NULL;   /* back to a single process */
     model_free(m);
     return rc;
 }

@@ -52,6 +52,7 @@ int train_cfg_from_state(train_cfg *c, const kvlist *state, char err[256]);
 /* What a run writes as it goes. Every field may be NULL / false. */
 typedef struct train_io {
     swriter *out;          /* checkpoint stream: sections after each `every` epochs and the last */
+    const char *out_name;  /* its name, for messages */
     FILE *log;             /* TSV: epoch step lr train_loss train_acc test_loss test_acc images_per_s seconds */
     bool verbose;          /* one line per epoch on stderr */
     bool progress;         /* progress bar (cli_progress draws only on a terminal) */

@@ -11,6 +11,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "dataset.h"
+#include "dist.h"
 #include "ops.h"
 #include "train.h"
 
@@ -65,21 +66,31 @@ _Noreturn static void usage(void) {
         "\n"
         "Machine:\n"
         "      --device D         ref, cpu, cuda or auto (default)\n"
-        "      --threads N        OpenMP threads (results are reproducible for a given count)\n"
+        "      --threads N        OpenMP threads (results are reproducible for a given count; under a\n"
+        "                         launcher, default: the node's processors / its ranks)\n"
+        "      --dist T           data parallel: auto (default: MPI when started by mpirun/mpiexec or\n"
+        "                         srun --mpi=pmix, else one process), none, mpi, or nccl (MPI starts\n"
+        "                         the ranks, NCCL sums on one GPU per rank)\n"
         "  -h, --help             this help\n"
         "  -V, --version          version\n"
         "\n"
         "SIGINT or SIGTERM stop after the current step: the state at that step (position in the\n"
         "epoch included) is written as a last checkpoint, the output committed, exit status 1;\n"
         "--resume continues from it exactly. A NaN or infinite loss stops the run with exit 1;\n"
-        "the output then holds only the checkpoints written before (none: no output file).\n",
+        "the output then holds only the checkpoints written before (none: no output file).\n"
+        "\n"
+        "Data parallel: `mpirun -np P net-train ...` runs P ranks that split every batch (rank r\n"
+        "takes positions [r*b/P, (r+1)*b/P) of the single-process batch b) and sum gradients and\n"
+        "BatchNorm statistics, so the run is the single-process run up to float summation order.\n"
+        "Every rank reads the files (stdin is read by rank 0 and sent to the others); rank 0 alone\n"
+        "writes the checkpoints, the log and the messages. A checkpoint resumes with any P.\n",
         cli_prog);
     exit(EXIT_OK);
 }
 
 enum {
     O_PICK = 256, O_EVERY, O_LOG, O_RECIPE, O_LR, O_OPT, O_MOM, O_NEST, O_WD, O_B1, O_B2, O_EPS, O_SCHED, O_MILE,
-    O_GAMMA, O_WARM, O_DECAY, O_SEED, O_AUG, O_NORM, O_MEAN, O_STD, O_DEVICE, O_THREADS
+    O_GAMMA, O_WARM, O_DECAY, O_SEED, O_AUG, O_NORM, O_MEAN, O_STD, O_DEVICE, O_THREADS, O_DIST
 };
 
 static int parse_doubles(const char *opt, const char *s, double *out, int max) {
@@ -167,12 +178,48 @@ static void apply(train_cfg *c, int code, const char *a, bool *lr_set) {
     }
 }
 
+/* Opens an input. With several ranks stdin ('-') reaches rank 0 alone (launchers forward
+ * it to rank 0): rank 0 reads it whole and sends the bytes to every rank; *mem then holds
+ * them (free after closing). */
+static FILE *open_in(const char *path, char **mem) {
+    *mem = NULL;
+    if (dist_size() < 2 || strcmp(path, "-")) return cli_open_in(path);
+    uint64_t len = 0;
+    char *buf = NULL;
+    if (dist_rank() == 0) {
+        size_t cap = 1 << 20, got;
+        if (!(buf = malloc(cap))) cli_die("out of memory reading stdin");
+        while ((got = fread(buf + len, 1, cap - len, stdin)) > 0) {
+            len += got;
+            if (len == cap) {
+                char *p = realloc(buf, cap *= 2);
+                if (!p) cli_die("out of memory reading stdin");
+                buf = p;
+            }
+        }
+        if (ferror(stdin)) cli_die("stdin: %s", strerror(errno));
+    }
+    dist_bcast(&len, sizeof len);
+    if (dist_rank() != 0 && !(buf = malloc(len ? len : 1))) cli_die("out of memory for stdin's %llu bytes",
+                                                                  (unsigned long long)len);
+    dist_bcast(buf, len);
+    FILE *f = len ? fmemopen(buf, len, "rb") : fopen("/dev/null", "rb");
+    if (!f) cli_die("stdin: %s", strerror(errno));
+    *mem = buf;
+    return f;
+}
+
+static void close_in(FILE *f, char *mem) {
+    if (mem) fclose(f), free(mem);
+    else cli_close_in(f);
+}
+
 static dataset load_ds(const char *path) {
     dataset d;
-    char err[STREAM_ERRMAX];
-    FILE *f = cli_open_in(path);
+    char err[STREAM_ERRMAX], *mem;
+    FILE *f = open_in(path, &mem);
     if (ds_load(f, strcmp(path, "-") ? path : "stdin", &d, err)) cli_die("%s", err);
-    cli_close_in(f);
+    close_in(f, mem);
     return d;
 }
 
@@ -194,10 +241,11 @@ int main(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},    {"augment", required_argument, 0, O_AUG},
         {"normalize", required_argument, 0, O_NORM}, {"mean", required_argument, 0, O_MEAN},
         {"std", required_argument, 0, O_STD},      {"device", required_argument, 0, O_DEVICE},
-        {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, O_THREADS}, {"dist", required_argument, 0, O_DIST},
+        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
     const char *init = NULL, *train_path = NULL, *test_path = NULL, *out = NULL, *log_path = NULL, *recipe = NULL,
-               *device = "auto";
+               *device = "auto", *transport = "auto";
     long long pick = -1, threads = 0;
     bool resume = false;
     setting *set = calloc((size_t)argc + 1, sizeof *set);
@@ -219,6 +267,7 @@ int main(int argc, char **argv) {
             device = cli_choice("--device", optarg, CLI_DEVICES);
             break;
         case O_THREADS: threads = cli_int("--threads", optarg, 1, 4096); break;
+        case O_DIST: transport = cli_choice("--dist", optarg, "auto,none,mpi,nccl"); break;
         case 'h': usage();
         case 'V': cli_version();
         case '?': cli_usage_error("unknown option or missing value");
@@ -247,18 +296,35 @@ int main(int argc, char **argv) {
         cli_usage_error("--log -: stdout already carries the checkpoints");
     if (resume && recipe) cli_usage_error("--recipe with --resume: a resumed run keeps its recorded settings");
 
+    /* ranks (dist.h): MPI starts here when a launcher started this process */
+    char err[STREAM_ERRMAX];
+    if (dist_init(&argc, &argv, transport, err)) cli_die("%s", err);
+    const int rank = dist_rank(), nranks = dist_size();
     const char *why = NULL;
     ops *o = ops_get(device, &why);
     if (!o) cli_die("--device %s: %s", device, why ? why : "not available");
     if (threads > 0) omp_set_num_threads((int)threads);
+    else if (nranks > 1 && !getenv("OMP_NUM_THREADS")) {   /* share the node's processors */
+        const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        if (!ls) ls = getenv("SLURM_NTASKS_PER_NODE");
+        int local = ls ? atoi(ls) : 1, t = omp_get_num_procs() / (local > 0 ? local : 1);
+        omp_set_num_threads(t > 0 ? t : 1);
+    }
 
     cli_install_signals();
-    char err[STREAM_ERRMAX];
     int count = 0;
-    FILE *f = cli_open_in(init);
+    char *mem;
+    FILE *f = open_in(init, &mem);
     checkpoint *ck = ck_read(f, strcmp(init, "-") ? init : "stdin", (int)pick, &count, err);
     if (!ck) cli_die("%s", err);
-    cli_close_in(f);
+    close_in(f, mem);
+    {
+        uint64_t nan = 0, inf = 0;
+        const ck_tensor *bad = ck_nonfinite(ck, NULL, &nan, &inf);
+        if (bad)
+            cli_die("%s: tensor %s holds %llu NaN and %llu infinite values: refusing to train from it",
+                    strcmp(init, "-") ? init : "stdin", bad->name, (unsigned long long)nan, (unsigned long long)inf);
+    }
     dataset train = load_ds(train_path), test;
     if (test_path) test = load_ds(test_path);
     if (train_check_data(ck, &train, train_path, err)) cli_die("%s", err);
@@ -285,19 +351,34 @@ int main(int argc, char **argv) {
     /* from here on SIGINT/SIGTERM stop the run cleanly (a checkpoint is written) */
     cli_catch_stop_signals();
     FILE *log = NULL;
+    if (rank != 0) log_path = NULL;   /* rank 0 alone writes */
     if (log_path) {
         log = strcmp(log_path, "-") ? fopen(log_path, "w") : stdout;
         if (!log) cli_die("cannot write %s: %s", log_path, strerror(errno));
         fprintf(log, "epoch\tstep\tlr\ttrain_loss\ttrain_acc\ttest_loss\ttest_acc\timages_per_s\tseconds\n");
         fflush(log);
     }
-    cli_out *co = cli_out_open(out, true);
+    cli_out *co = rank == 0 ? cli_out_open(out, true) : NULL;
     swriter w;
-    sw_init(&w, co->fd);
+    sw_init(&w, co ? co->fd : -1);
     train_io io = {0};
-    io.out = &w, io.log = log, io.verbose = true, io.progress = true, io.stop_signals = true;
-    io.test = test_path ? &test : NULL;
+    io.out = co ? &w : NULL, io.out_name = out && strcmp(out, "-") ? out : "stdout", io.log = log, io.verbose = rank == 0, io.progress = rank == 0, io.stop_signals = true;
+    io.test = test_path && rank == 0 ? &test : NULL;
+    if (nranks > 1 && rank == 0)
+        fprintf(stderr, "%s: %d ranks (%s), batch %d: %d to %d images per rank\n", cli_prog, nranks,
+                dist_transport(), cfg.batch, cfg.batch / nranks, (cfg.batch + nranks - 1) / nranks);
+    err[0] = 0;
     int rc = train_run(ck, o, &train, &cfg, &io, resume, err);
+    if (rank != 0) {   /* the other ranks: no output, no messages (rank 0 reports) */
+        if (rc == TRAIN_ERROR) cli_die("rank %d: %s", rank, err);
+        sw_free(&w);
+        ds_free(&train);
+        if (test_path) ds_free(&test);
+        ck_free(ck);
+        free(set);
+        dist_finalize();
+        return rc == TRAIN_DONE ? EXIT_OK : EXIT_RUNTIME;
+    }
     const char *where = out && strcmp(out, "-") ? out : "stdout";
     switch (rc) {
     case TRAIN_DONE:
@@ -308,8 +389,10 @@ int main(int argc, char **argv) {
     case TRAIN_NAN:
         if (io.sections) cli_out_commit(co);
         else cli_out_abort(co);
-        cli_warn("loss is NaN at epoch %lld step %lld; %d earlier checkpoint%s written to %s", (long long)io.bad_epoch,
+        cli_warn("%s at epoch %lld step %lld; %d earlier checkpoint%s written to %s",
+                 err[0] ? "the run diverged: weights not finite" : "loss is NaN", (long long)io.bad_epoch,
                  (long long)io.bad_step, io.sections, io.sections == 1 ? "" : "s", where);
+        if (err[0]) cli_warn("%s", err);
         rc = EXIT_RUNTIME;
         break;
     case TRAIN_STOPPED:
@@ -327,5 +410,6 @@ int main(int argc, char **argv) {
     if (test_path) ds_free(&test);
     ck_free(ck);
     free(set);
+    dist_finalize();
     return rc;
 }
