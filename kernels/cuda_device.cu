@@ -1,10 +1,11 @@
-// cuda_device.cu: finding a usable CUDA device. The CUDA ops themselves (issue "GPU")
-// will fill the ops table here; until then a present GPU is reported but not used.
-#include <cuda_runtime.h>
-#include <cudnn.h>
+// cuda_device.cu: finding a usable CUDA device, and the device memory entry points of
+// cuda_mem.h. The ops table itself is in ops_cuda.cu.
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "ops.h"
+#include "cuda_check.h"
+#include "cuda_mem.h"
 
 static char why_buf[256];
 
@@ -14,6 +15,7 @@ extern "C" int cuda_device_count(const char **why) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
+        (void)cudaGetLastError();                       // clear it: it is an answer, not a fault
         snprintf(why_buf, sizeof why_buf, "no usable CUDA device (%s)", cudaGetErrorString(e));
         if (why) *why = why_buf;
         return 0;
@@ -25,10 +27,45 @@ extern "C" int cuda_device_count(const char **why) {
     return n;
 }
 
-extern "C" ops *ops_cuda_get(const char **why) {
-    if (cuda_device_count(why) == 0) return NULL;
-    snprintf(why_buf, sizeof why_buf, "a CUDA device is present but the CUDA ops are not implemented yet (cuDNN %zu)",
-             cudnnGetVersion());
-    if (why) *why = why_buf;
-    return NULL;
+int cuda_sync_each_launch(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *s = getenv("BN_CUDA_SYNC");
+        v = s && strcmp(s, "1") == 0;
+    }
+    return v;
 }
+
+extern "C" void *cuda_alloc(size_t bytes) {
+    if (bytes == 0) return NULL;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    CUDA_CHECK(e);
+    return p;
+}
+
+extern "C" void cuda_free(void *p) {
+    if (p) CUDA_CHECK(cudaFree(p));
+}
+
+extern "C" void cuda_to_device(void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+extern "C" void cuda_to_host(void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+extern "C" void cuda_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+extern "C" void cuda_memset(void *p, int byte, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemset(p, byte, bytes));
+}
+
+extern "C" void cuda_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }

@@ -1,0 +1,216 @@
+// cuda_bn.cu: BatchNorm on the GPU, exactly the definition of ops.h (biased variance to
+// normalise, unbiased for the running variance, eps inside the square root, PyTorch's
+// momentum), in the arithmetic of the reference (lib/ops_ref_impl.h): statistics and the
+// per-element formulas in double, results rounded to float once.
+//
+// Per-channel sums: a channel's m = n*hw values are split in S slices (S chosen so that
+// the whole grid has a few blocks per SM); block (c, s) sums its slice in double
+// (k_bn_partial), then one thread per channel adds the S partial sums in slice order
+// (k_bn_collect). No atomics: the same inputs give the same bits on every run.
+//
+// Data-parallel training (ops.h, o->allreduce non-NULL): the per-channel sums are copied
+// to the host, reduced, and copied back, in the layout of ops.h and of the ref and cpu
+// backends (lib/ops_ref.c, lib/ops_cpu_bn.c), so that ranks on different backends agree:
+//   bn_fwd_train: {sum x [c], m} then {sum (x-mean)^2 [c]};
+//   bn_bwd:       {sum dy [c], sum dy*xhat [c], m}   (dx needs the global count m too).
+#include <math.h>
+
+#include "cuda_internal.h"
+#include "cuda_reduce.cuh"
+
+enum { SUM_X, SUM_SQ, SUM_BWD };
+
+// part[(q*C + c)*S + s] = slice s of channel c's sum of quantity q:
+//   SUM_X: x;   SUM_SQ: (x - mean[c])^2;   SUM_BWD: q=0 dy, q=1 dy*(x - smean[c]).
+template <int MODE>
+__global__ void k_bn_partial(const float *x, const float *dy, const double *mean, const float *smean, int C, int hw,
+                             size_t m, double *part) {
+    int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
+    double mu = MODE == SUM_SQ ? mean[c] : MODE == SUM_BWD ? (double)smean[c] : 0.0;
+    double a = 0.0, b = 0.0;
+    for (size_t j = (size_t)s * blockDim.x + threadIdx.x; j < m; j += (size_t)S * blockDim.x) {
+        size_t ni = j / hw, i = j - ni * hw, at = (ni * C + c) * hw + i;
+        if (MODE == SUM_X) {
+            a += x[at];
+        } else if (MODE == SUM_SQ) {
+            double v = (double)x[at] - mu;
+            a += v * v;
+        } else {
+            double g = dy[at];
+            a += g;
+            b += g * ((double)x[at] - mu);
+        }
+    }
+    block_sum2(a, b);
+    if (threadIdx.x == 0) {
+        part[(size_t)c * S + s] = a;
+        if (MODE == SUM_BWD) part[((size_t)C + c) * S + s] = b;
+    }
+}
+
+// sum[q*C + c] = sum over s of part[(q*C + c)*S + s], in slice order
+__global__ void k_bn_collect(const double *part, int rows, int S, double *sum) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    double a = 0.0;
+    for (int s = 0; s < S; s++) a += part[(size_t)r * S + s];
+    sum[r] = a;
+}
+
+__global__ void k_bn_mean(const double *sum, double M, int C, double *mean) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < C) mean[c] = M > 0 ? sum[c] / M : 0.0;
+}
+
+// From the centred sum of squares: invstd, the saved statistics, the running averages.
+__global__ void k_bn_stats(const double *sumsq, const double *mean, double M, int C, float eps, float momentum,
+                           double *invstd, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    double var = M > 0 ? sumsq[c] / M : 0.0;              // biased: normalises
+    double is = 1.0 / sqrt(var + (double)eps);
+    invstd[c] = is;
+    if (save_mean) save_mean[c] = (float)mean[c];
+    if (save_invstd) save_invstd[c] = (float)is;
+    double mom = momentum, unbiased = M > 1 ? var * M / (M - 1) : var;
+    if (run_mean) run_mean[c] = (float)((1.0 - mom) * (double)run_mean[c] + mom * mean[c]);
+    if (run_var) run_var[c] = (float)((1.0 - mom) * (double)run_var[c] + mom * unbiased);
+}
+
+__global__ void k_bn_apply(const float *x, const float *gamma, const float *beta, const double *mean,
+                           const double *invstd, int C, int hw, size_t total, float *y) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)((i / hw) % C);
+        y[i] = (float)((double)gamma[c] * ((double)x[i] - mean[c]) * invstd[c] + (double)beta[c]);
+    }
+}
+
+__global__ void k_bn_infer(const float *x, const float *gamma, const float *beta, const float *run_mean,
+                           const float *run_var, float eps, int C, int hw, size_t total, float *y) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)((i / hw) % C);
+        double scale = (double)gamma[c] / sqrt((double)run_var[c] + (double)eps);
+        y[i] = (float)(scale * ((double)x[i] - (double)run_mean[c]) + (double)beta[c]);
+    }
+}
+
+// sum[C + c] (sum dy*(x - mean)) times invstd: sum dy*xhat; dbeta, dgamma rounded from them
+__global__ void k_bn_bwd_sums(double *sum, const float *save_invstd, int C, float *dgamma, float *dbeta, int finish) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    if (!finish) {
+        sum[C + c] *= (double)save_invstd[c];
+    } else {
+        dbeta[c] = (float)sum[c];
+        dgamma[c] = (float)sum[C + c];
+    }
+}
+
+// dx = gamma*invstd/M * (M*dy - sum dy - xhat * sum dy*xhat)
+__global__ void k_bn_bwd_dx(const float *x, const float *dy, const float *gamma, const float *save_mean,
+                            const float *save_invstd, const double *sum, double M, int C, int hw, size_t total,
+                            float *dx) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)((i / hw) % C);
+        double is = save_invstd[c], k = (double)gamma[c] * is / M;
+        double xhat = ((double)x[i] - (double)save_mean[c]) * is;
+        dx[i] = (float)(k * (M * (double)dy[i] - sum[c] - xhat * sum[C + c]));
+    }
+}
+
+// ---- host side -------------------------------------------------------------------------
+
+static unsigned small_blocks(int n) { return (unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS); }
+
+// Slices per channel: about 2048 values per block, at most ~2048 blocks in all.
+static int slices(int C, size_t m) {
+    size_t s = (m + 2047) / 2048, cap = 2048 / (size_t)C;
+    if (s > cap) s = cap;
+    if (s > 65535) s = 65535;
+    return s < 1 ? 1 : (int)s;
+}
+
+// rows*C channel sums of one MODE into sum[rows*C]; part is scratch of rows*C*S doubles
+template <int MODE>
+static void channel_sums(const bn_desc *d, const float *x, const float *dy, const double *mean, const float *smean,
+                         double *part, int S, double *sum) {
+    size_t m = (size_t)d->n * (size_t)d->hw;
+    dim3 grid((unsigned)d->c, (unsigned)S);
+    k_bn_partial<MODE><<<grid, CUDA_THREADS>>>(x, dy, mean, smean, d->c, d->hw, m, part);
+    CUDA_LAUNCH_CHECK();
+    int rows = (MODE == SUM_BWD ? 2 : 1) * d->c;
+    k_bn_collect<<<small_blocks(rows), CUDA_THREADS>>>(part, rows, S, sum);
+    CUDA_LAUNCH_CHECK();
+}
+
+// sum[0..k) summed over the ranks in place, with extra (host value) appended when with_extra
+static double reduce_over_ranks(ops *o, double *sum, int k, int with_extra, double extra) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    double *h = (double *)cuda_ctx_hscratch(c, ((size_t)k + 1) * sizeof(double));
+    CUDA_CHECK(cudaMemcpy(h, sum, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost));
+    if (with_extra) h[k] = extra;
+    o->allreduce(o->allreduce_ctx, h, (size_t)k + (with_extra ? 1 : 0));
+    CUDA_CHECK(cudaMemcpy(sum, h, (size_t)k * sizeof(double), cudaMemcpyHostToDevice));
+    return with_extra ? h[k] : 0.0;
+}
+
+void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
+                       float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    if (d->c <= 0) return;
+    int C = d->c;
+    size_t m = d->n > 0 && d->hw > 0 ? (size_t)d->n * (size_t)d->hw : 0;
+    int S = slices(C, m);
+    // scratch: part [C*S], sum [C], mean [C], invstd [C]
+    double *part = (double *)cuda_ctx_scratch(c, ((size_t)C * S + 3 * (size_t)C) * sizeof(double));
+    double *sum = part + (size_t)C * S, *mean = sum + C, *invstd = mean + C;
+    double M = (double)m;
+    channel_sums<SUM_X>(d, x, NULL, NULL, NULL, part, S, sum);
+    if (o->allreduce) M = reduce_over_ranks(o, sum, C, 1, M);
+    k_bn_mean<<<small_blocks(C), CUDA_THREADS>>>(sum, M, C, mean);
+    CUDA_LAUNCH_CHECK();
+    channel_sums<SUM_SQ>(d, x, NULL, mean, NULL, part, S, sum);
+    if (o->allreduce) reduce_over_ranks(o, sum, C, 0, 0.0);
+    k_bn_stats<<<small_blocks(C), CUDA_THREADS>>>(sum, mean, M, C, d->eps, d->momentum, invstd, save_mean, save_invstd,
+                                                  run_mean, run_var);
+    CUDA_LAUNCH_CHECK();
+    size_t total = m * (size_t)C;
+    if (total) {
+        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, mean, invstd, C, d->hw, total, y);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
+void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                       const float *run_mean, const float *run_var, float *y) {
+    (void)o;
+    if (d->c <= 0 || d->n <= 0 || d->hw <= 0) return;
+    size_t total = (size_t)d->n * (size_t)d->c * (size_t)d->hw;
+    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, run_mean, run_var, d->eps, d->c, d->hw, total, y);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
+                 const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    if (d->c <= 0) return;
+    int C = d->c;
+    size_t m = d->n > 0 && d->hw > 0 ? (size_t)d->n * (size_t)d->hw : 0;
+    int S = slices(C, m);
+    // scratch: part [2*C*S], sum [2*C]
+    double *part = (double *)cuda_ctx_scratch(c, (2 * (size_t)C * S + 2 * (size_t)C) * sizeof(double));
+    double *sum = part + 2 * (size_t)C * S;
+    channel_sums<SUM_BWD>(d, x, dy, NULL, save_mean, part, S, sum);
+    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS>>>(sum, save_invstd, C, dgamma, dbeta, 0);
+    CUDA_LAUNCH_CHECK();
+    double M = (double)m;
+    if (o->allreduce) M = reduce_over_ranks(o, sum, 2 * C, 1, M);
+    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS>>>(sum, save_invstd, C, dgamma, dbeta, 1);
+    CUDA_LAUNCH_CHECK();
+    size_t total = m * (size_t)C;
+    if (dx && total && M > 0) {
+        k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS>>>(x, dy, gamma, save_mean, save_invstd, sum, M, C, d->hw,
+                                                          total, dx);
+        CUDA_LAUNCH_CHECK();
+    }
+}

@@ -1,0 +1,54 @@
+// cuda_check.h: every CUDA, cuDNN and cuBLAS call of kernels/ goes through one of these
+// macros. A failure is a bug or a broken device, never a data error the caller could
+// handle, so it ends the program with "prog: CUDA error at kernels/file.cu:123: what
+// (the call)" through cli_die (exit 1, uncommitted output files removed). After a kernel
+// launch, CUDA_LAUNCH_CHECK() catches a bad launch configuration at its own line.
+//
+// Set BN_CUDA_SYNC=1 in the environment to synchronise after every launch: an error inside
+// a kernel (an illegal address) is then reported at the launch that caused it rather than
+// at the next synchronising call.
+#ifndef BN_CUDA_CHECK_H
+#define BN_CUDA_CHECK_H
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+// lib/cli.c (cli.h itself is C11: its _Noreturn is not C++)
+extern "C" void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+int cuda_sync_each_launch(void);   // BN_CUDA_SYNC=1 (read once; cuda_device.cu)
+
+static inline void cuda_check_(cudaError_t e, const char *call, const char *file, int line) {
+    if (e != cudaSuccess) cli_die("CUDA error at %s:%d: %s (%s)", file, line, cudaGetErrorString(e), call);
+}
+static inline void cudnn_check_(cudnnStatus_t s, const char *call, const char *file, int line) {
+    if (s != CUDNN_STATUS_SUCCESS) cli_die("cuDNN error at %s:%d: %s (%s)", file, line, cudnnGetErrorString(s), call);
+}
+static inline const char *cublas_status_name(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "unknown status";
+    }
+}
+static inline void cublas_check_(cublasStatus_t s, const char *call, const char *file, int line) {
+    if (s != CUBLAS_STATUS_SUCCESS)
+        cli_die("cuBLAS error at %s:%d: %s (status %d) (%s)", file, line, cublas_status_name(s), (int)s, call);
+}
+static inline void cuda_launch_check_(const char *file, int line) {
+    cuda_check_(cudaGetLastError(), "kernel launch", file, line);
+    if (cuda_sync_each_launch()) cuda_check_(cudaDeviceSynchronize(), "kernel run (BN_CUDA_SYNC=1)", file, line);
+}
+
+#define CUDA_CHECK(call) cuda_check_((call), #call, __FILE__, __LINE__)
+#define CUDNN_CHECK(call) cudnn_check_((call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(call) cublas_check_((call), #call, __FILE__, __LINE__)
+#define CUDA_LAUNCH_CHECK() cuda_launch_check_(__FILE__, __LINE__)
+#endif

@@ -1,0 +1,76 @@
+// cuda_elem.cu: ReLU, add and global average pooling on the GPU, with the reference's
+// arithmetic: ReLU keeps NaN (NaN < 0 is false), pooling sums in double and rounds once,
+// its backward is the float of dy/hw computed in double. All are grid-stride loops.
+#include "cuda_internal.h"
+
+#define GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+__global__ void k_relu_fwd(size_t n, const float *x, float *y) {
+    GRID_STRIDE(i, n) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+__global__ void k_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+__global__ void k_add(size_t n, const float *a, const float *b, float *y) {
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+// one warp per (image, channel) row of hw values
+__global__ void k_gap_fwd(size_t rows, int hw, const float *x, float *y) {
+    size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x & 31;
+    if (warp >= rows) return;                      // whole warps leave together
+    const float *p = x + warp * hw;
+    double a = 0.0;
+    for (int i = lane; i < hw; i += 32) a += p[i];
+    for (int off = 16; off > 0; off >>= 1) a += __shfl_down_sync(0xffffffffu, a, off);
+    if (lane == 0) y[warp] = (float)(a / hw);
+}
+__global__ void k_gap_bwd(size_t total, int hw, const float *dy, float *dx) {
+    GRID_STRIDE(i, total) dx[i] = (float)((double)dy[i / hw] / hw);
+}
+
+const void *cuda_probe_kernel(void) { return (const void *)k_add; }
+
+void cuda_relu_fwd(ops *o, size_t n, const float *x, float *y) {
+    (void)o;
+    if (!n) return;
+    k_relu_fwd<<<cuda_blocks(n), CUDA_THREADS>>>(n, x, y);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_relu_bwd(ops *o, size_t n, const float *y, const float *dy, float *dx) {
+    (void)o;
+    if (!n) return;
+    k_relu_bwd<<<cuda_blocks(n), CUDA_THREADS>>>(n, y, dy, dx);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_add(ops *o, size_t n, const float *a, const float *b, float *y) {
+    (void)o;
+    if (!n) return;
+    k_add<<<cuda_blocks(n), CUDA_THREADS>>>(n, a, b, y);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_gap_fwd(ops *o, int n, int c, int hw, const float *x, float *y) {
+    (void)o;
+    if (n <= 0 || c <= 0) return;
+    size_t rows = (size_t)n * (size_t)c;
+    if (hw <= 0) {                                 // the mean of nothing: 0/0, as the reference
+        CUDA_CHECK(cudaMemset(y, 0xff, rows * sizeof *y));   // all-ones bits: a NaN
+        return;
+    }
+    size_t blocks = (rows * 32 + CUDA_THREADS - 1) / CUDA_THREADS;
+    k_gap_fwd<<<(unsigned)blocks, CUDA_THREADS>>>(rows, hw, x, y);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx) {
+    (void)o;
+    if (n <= 0 || c <= 0 || hw <= 0) return;
+    size_t total = (size_t)n * (size_t)c * (size_t)hw;
+    k_gap_bwd<<<cuda_blocks(total), CUDA_THREADS>>>(total, hw, dy, dx);
+    CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,88 @@
+// cuda_internal.h: what the files of the CUDA backend share: the backend's state (handles,
+// the convolution cache, growable buffers) and the entry points of each file.
+//
+// Files: ops_cuda.cu (the table, start-up, state), cuda_conv.cu (cuDNN convolutions),
+// cuda_bn.cu (BatchNorm), cuda_elem.cu (ReLU, add, pooling), cuda_linear.cu (cuBLAS linear,
+// softmax cross-entropy), cuda_device.cu (device detection, cuda_mem.h).
+//
+// Every op runs on the legacy default stream (stream 0), as do the copies of cuda_mem.h, so
+// everything is ordered without events. Ops return when their work is queued, except those
+// that hand a result to the host (xent; BatchNorm when it calls allreduce).
+#ifndef BN_CUDA_INTERNAL_H
+#define BN_CUDA_INTERNAL_H
+#include <stddef.h>
+
+#include "cuda_check.h"
+#include "ops.h"
+
+#define CUDA_THREADS 256
+
+// One convolution shape: its cuDNN descriptors and the algorithm chosen for each direction
+// (found on first use of that direction). The whole conv_desc is the key, so the smaller
+// last batch of an epoch is its own entry.
+typedef struct conv_entry {
+    conv_desc key;
+    cudnnTensorDescriptor_t x, y, bias;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    int have_fwd, have_bwd_data, have_bwd_filter;
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t bwd_data;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+} conv_entry;
+
+typedef struct cuda_ctx {
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    conv_entry *conv;               // the convolution cache
+    int nconv, capconv;
+    int find;                       // 1: time the algorithms (cudnnFind*); 0: heuristics (BN_CUDNN_FIND=0)
+    int verbose;                    // BN_CUDA_VERBOSE=1: print each choice on stderr
+    void *ws;                       // cuDNN workspace, grown as needed
+    size_t ws_size;
+    void *scratch;                  // device scratch for BN sums and the loss, grown as needed
+    size_t scratch_size;
+    void *hscratch;                 // pinned host scratch (allreduce, the loss), grown as needed
+    size_t hscratch_size;
+} cuda_ctx;
+
+static inline cuda_ctx *cuda_ctx_of(ops *o) { return (cuda_ctx *)o->ctx; }
+void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes);   // >= bytes of device memory (NULL for 0)
+void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes);     // >= bytes of device memory
+void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes);    // >= bytes of pinned host memory
+
+// Blocks for a grid-stride loop over n elements.
+static inline unsigned cuda_blocks(size_t n) {
+    size_t b = (n + CUDA_THREADS - 1) / CUDA_THREADS;
+    if (b > (1u << 20)) b = 1u << 20;
+    return b ? (unsigned)b : 1u;
+}
+
+// The ops, by file.
+void cuda_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y);
+void cuda_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx);
+void cuda_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
+
+void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
+                       float *save_mean, float *save_invstd, float *run_mean, float *run_var);
+void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                       const float *run_mean, const float *run_var, float *y);
+void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
+                 const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+void cuda_relu_fwd(ops *o, size_t n, const float *x, float *y);
+void cuda_relu_bwd(ops *o, size_t n, const float *y, const float *dy, float *dx);
+void cuda_add(ops *o, size_t n, const float *a, const float *b, float *y);
+void cuda_gap_fwd(ops *o, int n, int c, int hw, const float *x, float *y);
+void cuda_gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx);
+
+void cuda_linear_fwd(ops *o, int n, int in, int out, const float *x, const float *w, const float *b, float *y);
+void cuda_linear_bwd_data(ops *o, int n, int in, int out, const float *dy, const float *w, float *dx);
+void cuda_linear_bwd_filter(ops *o, int n, int in, int out, const float *x, const float *dy, float *dw, float *db);
+void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits, double *loss,
+               int *correct);
+
+// A kernel of this build, to test that the device can run its code (ops_cuda.cu).
+const void *cuda_probe_kernel(void);
+#endif

@@ -1,0 +1,30 @@
+/* cuda_mem.h: device memory for the CUDA backend, callable from C (the model, the tests).
+ * Not in ops.h yet: the model keeps its tensors in host memory today (see docs/gpu.md).
+ *
+ * All of these work on the CUDA device in use (device 0 unless the caller chose another)
+ * and on the legacy default stream, the stream every CUDA op of ops_cuda runs on, so a copy
+ * is ordered after the ops issued before it. cuda_to_host returns when the data is on the
+ * host. Any CUDA error ends the program with a message (kernels/cuda_check.h), except that
+ * cuda_alloc returns NULL when the device is out of memory, so that the caller can say what
+ * it was allocating. Sizes are in bytes; 0 bytes is allowed (cuda_alloc(0) returns NULL,
+ * copies and memsets of 0 bytes do nothing). */
+#ifndef BN_CUDA_MEM_H
+#define BN_CUDA_MEM_H
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+void *cuda_alloc(size_t bytes);                                  /* NULL: out of device memory */
+void cuda_free(void *p);                                         /* NULL: nothing */
+void cuda_to_device(void *dst, const void *src, size_t bytes);   /* host -> device */
+void cuda_to_host(void *dst, const void *src, size_t bytes);     /* device -> host */
+void cuda_copy(void *dst, const void *src, size_t bytes);        /* device -> device */
+void cuda_memset(void *p, int byte, size_t bytes);               /* each byte = byte */
+void cuda_sync(void);                                            /* wait for all queued work */
+/* Number of usable CUDA devices; 0 with *why set when there is none. */
+int cuda_device_count(const char **why);
+#ifdef __cplusplus
+}
+#endif
+#endif

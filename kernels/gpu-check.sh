@@ -1,0 +1,39 @@
+#!/bin/sh
+# gpu-check.sh: run ON THE DEVICE MACHINE (through the device tool, with build/gpu carried;
+# see docs/gpu.md). Finds the device's cuDNN and cuBLAS, runs the CUDA op tests with each
+# cuDNN algorithm choice printed, then once more under compute-sanitizer's memcheck, and
+# writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
+cd "$(dirname "$0")/.." || exit 2
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+nvidia-smi >"$out/nvidia-smi.txt" 2>&1; head -n 12 "$out/nvidia-smi.txt"
+dirs=$PWD/build/gpu/lib
+for so in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
+    f=$(find /usr/local/cuda/lib64 /usr/local/cuda/ /usr/lib/x86_64-linux-gnu /opt -name "$so" 2>/dev/null | head -n 1)
+    if [ -n "$f" ]; then dirs="$dirs:$(dirname "$f")"; echo "gpu-check: $so from $f"; else echo "gpu-check: no $so on this machine"; fi
+done
+export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+ldd build/gpu/test_cuda_ops >"$out/ldd.txt" 2>&1
+grep -q "not found" "$out/ldd.txt" && { echo "gpu-check: missing libraries:"; grep "not found" "$out/ldd.txt"; }
+
+echo "== test_cuda_ops (BN_CUDA_VERBOSE=1: cuDNN choices on stderr)"
+BN_CUDA_VERBOSE=1 timeout 300 ./build/gpu/test_cuda_ops >"$out/test.log" 2>"$out/test.err"
+rc=$?
+grep -v '^ok - ' "$out/test.log" | head -n 60
+echo "exit $rc"
+
+echo "== under compute-sanitizer memcheck (BN_CUDA_SYNC=1, BN_CUDNN_FIND=0: heuristics, no timing runs)"
+cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer \
+    2>/dev/null | head -n 1)
+if [ -n "$cs" ]; then
+    BN_CUDA_SYNC=1 BN_CUDNN_FIND=0 timeout 240 "$cs" --tool memcheck --print-limit 20 ./build/gpu/test_cuda_ops \
+        >"$out/memcheck.log" 2>&1
+    echo "exit $?"
+    grep -E '^(FAIL|# [0-9]+ passed)|ERROR SUMMARY|Invalid' "$out/memcheck.log" | head -n 20
+else
+    echo "compute-sanitizer not found"
+fi
+echo "== summary"
+grep -E '^# [0-9]+ passed' "$out/test.log"
+grep -c '^cuda: conv' "$out/test.err" | sed 's/^/cuDNN choices logged: /'
+exit $rc

@@ -1,0 +1,148 @@
+// ops_cuda.cu: the CUDA backend "cuda": its ops table, start-up and growable buffers.
+//
+// ops_cuda_get starts the backend once (device 0, a cuDNN and a cuBLAS handle) and returns
+// the table, or NULL with the reason when there is no usable device: no driver or GPU, a
+// device this build has no code for (kernels are built for sm_90 only), cuDNN or cuBLAS
+// unable to start, or a cuDNN library of another major version than the headers'.
+//
+// Precision: fp32 throughout, no TF32. cuDNN convolutions are restricted to FMA kernels
+// (CUDNN_FMA_MATH, see cuda_conv.cu); cuBLAS runs in CUBLAS_DEFAULT_MATH, which computes
+// fp32 GEMMs in fp32 (TF32 only with CUBLAS_TF32_TENSOR_OP_MATH, never set here). The
+// environment variable NVIDIA_TF32_OVERRIDE=1 would not enable TF32 either: it can only
+// disable it.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+#include "cuda_mem.h"
+
+static char why_buf[512];
+static cuda_ctx ctx;
+static int started;                 // 1: usable; -1: tried and failed (why_buf says why)
+
+static ops ops_cuda = {
+    .name = "cuda",
+    .ctx = &ctx,
+    .conv_fwd = cuda_conv_fwd,
+    .conv_bwd_data = cuda_conv_bwd_data,
+    .conv_bwd_filter = cuda_conv_bwd_filter,
+    .bn_fwd_train = cuda_bn_fwd_train,
+    .bn_fwd_infer = cuda_bn_fwd_infer,
+    .bn_bwd = cuda_bn_bwd,
+    .relu_fwd = cuda_relu_fwd,
+    .relu_bwd = cuda_relu_bwd,
+    .add = cuda_add,
+    .gap_fwd = cuda_gap_fwd,
+    .gap_bwd = cuda_gap_bwd,
+    .linear_fwd = cuda_linear_fwd,
+    .linear_bwd_data = cuda_linear_bwd_data,
+    .linear_bwd_filter = cuda_linear_bwd_filter,
+    .xent = cuda_xent,
+    .allreduce = NULL,
+    .allreduce_ctx = NULL,
+};
+
+static int env_flag(const char *name, int dflt) {
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    return strcmp(s, "0") != 0;
+}
+
+// 0 when usable; else why_buf says why.
+static int start(void) {
+    const char *why = NULL;
+    if (cuda_device_count(&why) == 0) {
+        snprintf(why_buf, sizeof why_buf, "%s", why);
+        return -1;
+    }
+    cudaError_t e = cudaSetDevice(0);
+    if (e == cudaSuccess) e = cudaFree(0);                  // creates the context now
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(why_buf, sizeof why_buf, "the CUDA device could not be started (%s)", cudaGetErrorString(e));
+        return -1;
+    }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) memset(&p, 0, sizeof p);
+    cudaFuncAttributes fa;
+    e = cudaFuncGetAttributes(&fa, cuda_probe_kernel());
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(why_buf, sizeof why_buf,
+                 "this build has no GPU code for the device %.64s (compute capability %d.%d): %s; rebuild with "
+                 "NVFLAGS naming -arch=sm_%d%d",
+                 p.name, p.major, p.minor, cudaGetErrorString(e), p.major, p.minor);
+        return -1;
+    }
+    size_t v = cudnnGetVersion();
+    if (v / 10000 != CUDNN_MAJOR) {
+        snprintf(why_buf, sizeof why_buf, "cuDNN %zu found at run time, but built with cuDNN %d.%d", v, CUDNN_MAJOR,
+                 CUDNN_MINOR);
+        return -1;
+    }
+    cudnnStatus_t ds = cudnnCreate(&ctx.dnn);
+    if (ds != CUDNN_STATUS_SUCCESS) {
+        snprintf(why_buf, sizeof why_buf, "cuDNN could not start (%s)", cudnnGetErrorString(ds));
+        return -1;
+    }
+    cublasStatus_t bs = cublasCreate(&ctx.blas);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why_buf, sizeof why_buf, "cuBLAS could not start (%s)", cublas_status_name(bs));
+        cudnnDestroy(ctx.dnn);
+        return -1;
+    }
+    CUBLAS_CHECK(cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasSetAtomicsMode(ctx.blas, CUBLAS_ATOMICS_NOT_ALLOWED));   // deterministic
+    ctx.find = env_flag("BN_CUDNN_FIND", 1);
+    ctx.verbose = env_flag("BN_CUDA_VERBOSE", 0);
+    if (ctx.verbose)
+        fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s\n", p.name, p.major, p.minor,
+                p.multiProcessorCount, v, ctx.find ? "timing (cudnnFind)" : "heuristics (cudnnGet_v7)");
+    return 0;
+}
+
+extern "C" ops *ops_cuda_get(const char **why) {
+    if (started == 0) started = start() == 0 ? 1 : -1;
+    if (started < 0) {
+        if (why) *why = why_buf;
+        return NULL;
+    }
+    return &ops_cuda;
+}
+
+// ---- growable buffers ----------------------------------------------------------------
+
+static size_t grown(size_t have, size_t want) {
+    size_t n = have ? have : 1024;
+    while (n < want) n *= 2;
+    return n;
+}
+
+void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
+    if (bytes == 0) return NULL;
+    if (bytes > c->ws_size) {
+        if (c->ws) CUDA_CHECK(cudaFree(c->ws));             // waits for the work that used it
+        c->ws_size = grown(c->ws_size, bytes);
+        CUDA_CHECK(cudaMalloc(&c->ws, c->ws_size));
+    }
+    return c->ws;
+}
+
+void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
+    if (bytes > c->scratch_size || !c->scratch) {
+        if (c->scratch) CUDA_CHECK(cudaFree(c->scratch));
+        c->scratch_size = grown(c->scratch_size, bytes);
+        CUDA_CHECK(cudaMalloc(&c->scratch, c->scratch_size));
+    }
+    return c->scratch;
+}
+
+void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes) {
+    if (bytes > c->hscratch_size || !c->hscratch) {
+        if (c->hscratch) CUDA_CHECK(cudaFreeHost(c->hscratch));
+        c->hscratch_size = grown(c->hscratch_size, bytes);
+        CUDA_CHECK(cudaMallocHost(&c->hscratch, c->hscratch_size));
+    }
+    return c->hscratch;
+}

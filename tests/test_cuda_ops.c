@@ -1,0 +1,786 @@
+/* test_cuda_ops.c: the CUDA backend (kernels/) against the reference (ops_ref) on the host.
+ *
+ * Every op on fresh random inputs (lib/rng.h; BN_TEST_SEED picks the seed) over several
+ * shapes: small odd ones, and ResNet-20's (16/32/64 channels at 32/16/8 pixels, stride 2,
+ * the 1x1 projections) at batch 1, 128 and 80 (the last batch of a 50,000-image epoch), forward and
+ * backward; determinism; NaN/Inf agreement; the allreduce protocol of ops.h; the memory
+ * entry points of kernels/cuda_mem.h. Device outputs are filled with NaN before each call,
+ * so an op that leaves part of its output unwritten fails.
+ *
+ * Where there is no usable GPU (not built with CUDA, no driver, no device), every test
+ * that needs one says "skip - ...: no CUDA device: <why>", and one test checks that the
+ * backend then reports itself unusable with a reason (ops_get returns NULL, "auto" falls
+ * back to cpu).
+ *
+ * Tolerances (EPS32 = 2^-24; errors are max|gpu - ref| / (max|ref| + 1), as in test_ops_cpu.c):
+ * - Convolutions: the reference sums in double and rounds once; cuDNN sums K float products
+ *   in its own order (K = cin*k*k forward, cout*k*k backward data, n*ho*wo filter), maybe
+ *   through Winograd or FFT transforms, which add a few times the rounding error of a direct
+ *   sum. A direct float sum of random-sign terms errs like a random walk, ~EPS32*sqrt(K) of
+ *   the result's scale (oneDNN measured up to 1.3 of that, see test_ops_cpu.c); we allow
+ *   GPU_CONV_TOL(K) = 64*EPS32*sqrt(K): 4x the CPU backend's bound, for the transforms.
+ *   A wrong tap, stride, padding or layout errs by ~max|ref|, >= 1000x more. The worst
+ *   error of each direction is printed (in units of EPS32*sqrt(K)) to tighten this later.
+ *   No TF32: its 10-bit mantissa would err by ~2^-11*sqrt(K), 500x EPS32*sqrt(K), and fail.
+ * - Linear (cuBLAS sgemm, fp32 FMA, no transforms): 16*EPS32*sqrt(K), the CPU test's bound.
+ * - BatchNorm, pooling, the loss and the bias gradients: the kernels compute in double
+ *   exactly the reference's formulas, so results differ only where a double sum in another
+ *   order rounds to another float: a few float ulps. BN_TOL = 5e-7 (8 ulps of the scale);
+ *   bn_bwd's dx against gamma*invstd*max|dy|, the scale of its terms, as in the CPU test.
+ *   A float per-element implementation (4 roundings, like ops_cpu) would need the CPU
+ *   test's 2e-6.
+ * - gap_bwd, ReLU, add: the same single rounding as the reference: identical bits (NaN
+ *   payloads aside: the GPU makes every NaN the canonical one). */
+#include <stdint.h>
+
+#include "../tests/check.h"
+#include "ops.h"
+#include "rng.h"
+
+static rng R;
+static char no_gpu[400];
+
+#ifdef HAVE_CUDA
+#include "../kernels/cuda_mem.h"
+
+static ops *G, *F = &ops_ref;
+
+#define EPS32 5.9604644775390625e-08 /* 2^-24 */
+#define GPU_CONV_TOL(K) (64.0 * EPS32 * sqrt((double)(K)))
+#define LINEAR_TOL(K) (16.0 * EPS32 * sqrt((double)(K)))
+#define BN_TOL 5e-7
+#define NEED_GPU()                                                                               \
+    do {                                                                                         \
+        if (!G) SKIP(no_gpu);                                                                    \
+    } while (0)
+
+/* ---- host buffers ---------------------------------------------------------------------- */
+
+static float *fvec(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) abort();
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+static float *rand_vec(size_t n, double mean, double sd) {
+    float *p = fvec(n);
+    for (size_t i = 0; i < n; i++) p[i] = (float)(mean + sd * rng_normal(&R));
+    return p;
+}
+static float *copy_vec(const float *a, size_t n) {
+    float *p = fvec(n);
+    memcpy(p, a, n * sizeof *p);
+    return p;
+}
+static double max_abs(const float *a, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+/* max|a-b| / (max|b| + 1); NaN anywhere: infinity */
+static double err(const float *a, const float *b, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]);
+        if (e != e) return INFINITY;
+        if (e > worst) worst = e;
+    }
+    return worst / (max_abs(b, n) + 1.0);
+}
+/* the same bits, or NaN on both sides */
+static int same(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) && isnan(b[i])) continue;
+        if (memcmp(&a[i], &b[i], sizeof a[i]) != 0) return 0;
+    }
+    return 1;
+}
+#define CHECK_ERR(a, b, n, tol, what)                                                            \
+    do {                                                                                         \
+        double e_ = err((a), (b), (n));                                                          \
+        CHECK(e_ <= (tol), "%s: error %.3g > %.3g", (what), e_, (double)(tol));                  \
+    } while (0)
+
+/* ---- device buffers -------------------------------------------------------------------- */
+
+static float *dalloc(size_t n) {
+    if (n == 0) return NULL;
+    float *p = cuda_alloc(n * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "test_cuda_ops: out of device memory (%zu floats)\n", n);
+        abort();
+    }
+    return p;
+}
+/* a device copy of host h[n] */
+static float *dup(const float *h, size_t n) {
+    float *p = dalloc(n);
+    cuda_to_device(p, h, n * sizeof *h);
+    return p;
+}
+/* n device floats, all NaN */
+static float *dpoison(size_t n) {
+    float *h = fvec(n), *p = dup(h, n);
+    free(h);
+    return p;
+}
+/* a new host copy of device d[n] */
+static float *back(const float *d, size_t n) {
+    float *h = fvec(n);
+    cuda_to_host(h, d, n * sizeof *h);
+    return h;
+}
+static void refill(float *d, size_t n) {   /* NaN again */
+    float *h = fvec(n);
+    cuda_to_device(d, h, n * sizeof *h);
+    free(h);
+}
+
+/* ---- convolutions ---------------------------------------------------------------------- */
+
+typedef struct { int n, cin, h, w, cout, k, stride, pad; } shape;
+
+static const shape conv_shapes[] = {
+    {1, 3, 8, 8, 4, 3, 1, 1},      /* n = 1 */
+    {3, 5, 7, 9, 6, 3, 2, 1},      /* odd batch, odd sizes, stride 2, non-square */
+    {5, 4, 6, 6, 8, 1, 1, 0},      /* 1x1 */
+    {3, 16, 9, 9, 8, 1, 2, 0},     /* 1x1 stride 2 on an odd size: the last row is never read */
+    {2, 3, 5, 5, 2, 5, 1, 2},      /* 5x5 */
+    {2, 4, 6, 6, 3, 3, 1, 0},      /* no padding */
+    {3, 4, 2, 2, 5, 3, 1, 0},      /* kernel larger than the input: no output, dx = dw = 0 */
+};
+/* ResNet-20's convolutions (run at batch 1, 128 and 80) */
+static const shape resnet_shapes[] = {
+    {0, 3, 32, 32, 16, 3, 1, 1},  {0, 16, 32, 32, 16, 3, 1, 1}, {0, 16, 32, 32, 32, 3, 2, 1},
+    {0, 16, 32, 32, 32, 1, 2, 0}, {0, 32, 16, 16, 32, 3, 1, 1}, {0, 32, 16, 16, 64, 3, 2, 1},
+    {0, 32, 16, 16, 64, 1, 2, 0}, {0, 64, 8, 8, 64, 3, 1, 1},
+};
+
+/* worst error seen per direction, in units of EPS32*sqrt(K) */
+static double worst_fwd, worst_bd, worst_bf;
+
+static void desc_of(conv_desc *d, const shape *s) {
+    conv_desc_init(d, s->n, s->cin, s->h, s->w, s->cout, s->k, s->stride, s->pad);
+}
+
+static void conv_case(const shape *s, int with_bias) {
+    conv_desc d;
+    desc_of(&d, s);
+    size_t nx = (size_t)d.n * d.cin * d.h * d.w, ny = (size_t)d.n * d.cout * d.ho * d.wo;
+    size_t nw = (size_t)d.cout * d.cin * d.k * d.k;
+    float *x = rand_vec(nx, 0, 1), *w = rand_vec(nw, 0, 1), *b = with_bias ? rand_vec(d.cout, 0, 1) : NULL;
+    float *dy = rand_vec(ny, 0, 1);
+    float *y0 = fvec(ny), *dx0 = fvec(nx), *dw0 = fvec(nw), *db0 = fvec(d.cout);
+    float *gx = dup(x, nx), *gw = dup(w, nw), *gb = with_bias ? dup(b, d.cout) : NULL, *gdy = dup(dy, ny);
+    float *gy = dpoison(ny), *gdx = dpoison(nx), *gdw = dpoison(nw), *gdb = dpoison(d.cout);
+    char what[160];
+    snprintf(what, sizeof what, "n%d %d->%d %dx%d k%d s%d p%d bias%d", d.n, d.cin, d.cout, d.h, d.w, d.k, d.stride,
+             d.pad, with_bias);
+
+    G->conv_fwd(G, &d, gx, gw, gb, gy);
+    F->conv_fwd(F, &d, x, w, b, y0);
+    float *y1 = back(gy, ny);
+    double e = err(y1, y0, ny), unit = EPS32 * sqrt((double)(d.cin * d.k * d.k));
+    CHECK(e <= GPU_CONV_TOL(d.cin * d.k * d.k), "fwd %s: error %.3g > %.3g", what, e,
+          GPU_CONV_TOL(d.cin * d.k * d.k));
+    if (e / unit > worst_fwd) worst_fwd = e / unit;
+
+    G->conv_bwd_data(G, &d, gdy, gw, gdx);
+    F->conv_bwd_data(F, &d, dy, w, dx0);
+    float *dx1 = back(gdx, nx);
+    e = err(dx1, dx0, nx), unit = EPS32 * sqrt((double)(d.cout * d.k * d.k));
+    CHECK(e <= GPU_CONV_TOL(d.cout * d.k * d.k), "bwd_data %s: error %.3g", what, e);
+    if (e / unit > worst_bd) worst_bd = e / unit;
+
+    G->conv_bwd_filter(G, &d, gx, gdy, gdw, with_bias ? gdb : NULL);
+    F->conv_bwd_filter(F, &d, x, dy, dw0, with_bias ? db0 : NULL);
+    float *dw1 = back(gdw, nw), *db1 = back(gdb, d.cout);
+    int K = d.n * d.ho * d.wo;
+    e = err(dw1, dw0, nw), unit = EPS32 * sqrt((double)(K > 0 ? K : 1));
+    CHECK(e <= GPU_CONV_TOL(K), "bwd_filter %s: dw error %.3g", what, e);
+    if (e / unit > worst_bf) worst_bf = e / unit;
+    if (with_bias) CHECK_ERR(db1, db0, (size_t)d.cout, BN_TOL, "bwd_filter db (a double sum)");
+
+    cuda_free(gx), cuda_free(gw), cuda_free(gb), cuda_free(gdy), cuda_free(gy), cuda_free(gdx), cuda_free(gdw);
+    cuda_free(gdb);
+    free(x), free(w), free(b), free(dy), free(y0), free(dx0), free(dw0), free(db0), free(y1), free(dx1), free(dw1);
+    free(db1);
+}
+
+TEST(conv_small_vs_ref) {
+    NEED_GPU();
+    for (size_t i = 0; i < sizeof conv_shapes / sizeof *conv_shapes; i++) {
+        conv_case(&conv_shapes[i], 0);
+        conv_case(&conv_shapes[i], 1);
+    }
+}
+
+/* ResNet-20 at batch 1, 128, then the last batch (80): a shape seen at another batch size
+ * is a new cache entry, and going back to 128 must find the first entry again. */
+TEST(conv_resnet_vs_ref) {
+    NEED_GPU();
+    static const int batches[] = {1, 128, 80, 128};
+    for (size_t b = 0; b < sizeof batches / sizeof *batches; b++)
+        for (size_t i = 0; i < sizeof resnet_shapes / sizeof *resnet_shapes; i++) {
+            shape s = resnet_shapes[i];
+            s.n = batches[b];
+            if (b == 3 && i != 1 && i != 5) continue;   /* back at 128: two shapes are enough */
+            conv_case(&s, b == 0);
+        }
+    printf("# conv worst error / (EPS32*sqrt(K)): fwd %.2f, bwd_data %.2f, bwd_filter %.2f (limit 64)\n", worst_fwd,
+           worst_bd, worst_bf);
+}
+
+/* Two calls on the same inputs give the same bits (only deterministic algorithms are picked). */
+TEST(conv_deterministic) {
+    NEED_GPU();
+    shape shapes[] = {{128, 16, 32, 32, 16, 3, 1, 1}, {80, 32, 16, 16, 64, 3, 2, 1}};
+    for (int k = 0; k < 2; k++) {
+        conv_desc d;
+        desc_of(&d, &shapes[k]);
+        size_t nx = (size_t)d.n * d.cin * d.h * d.w, ny = (size_t)d.n * d.cout * d.ho * d.wo;
+        size_t nw = (size_t)d.cout * d.cin * d.k * d.k;
+        float *x = rand_vec(nx, 0, 1), *w = rand_vec(nw, 0, 1), *b = rand_vec(d.cout, 0, 1), *dy = rand_vec(ny, 0, 1);
+        float *gx = dup(x, nx), *gw = dup(w, nw), *gb = dup(b, d.cout), *gdy = dup(dy, ny);
+        float *h[2][4];
+        for (int r = 0; r < 2; r++) {
+            float *gy = dpoison(ny), *gdx = dpoison(nx), *gdw = dpoison(nw), *gdb = dpoison(d.cout);
+            G->conv_fwd(G, &d, gx, gw, gb, gy);
+            G->conv_bwd_data(G, &d, gdy, gw, gdx);
+            G->conv_bwd_filter(G, &d, gx, gdy, gdw, gdb);
+            h[r][0] = back(gy, ny), h[r][1] = back(gdx, nx), h[r][2] = back(gdw, nw), h[r][3] = back(gdb, d.cout);
+            cuda_free(gy), cuda_free(gdx), cuda_free(gdw), cuda_free(gdb);
+        }
+        CHECK(memcmp(h[0][0], h[1][0], ny * 4) == 0, "conv_fwd n%d differs between calls", d.n);
+        CHECK(memcmp(h[0][1], h[1][1], nx * 4) == 0, "conv_bwd_data n%d differs between calls", d.n);
+        CHECK(memcmp(h[0][2], h[1][2], nw * 4) == 0, "conv_bwd_filter dw n%d differs between calls", d.n);
+        CHECK(memcmp(h[0][3], h[1][3], (size_t)d.cout * 4) == 0, "conv_bwd_filter db n%d differs", d.n);
+        for (int r = 0; r < 2; r++)
+            for (int j = 0; j < 4; j++) free(h[r][j]);
+        cuda_free(gx), cuda_free(gw), cuda_free(gb), cuda_free(gdy);
+        free(x), free(w), free(b), free(dy);
+    }
+}
+
+/* A NaN or an Inf in the input: every output the reference makes non-finite is non-finite
+ * on the GPU too. (The converse is not required: a Winograd or FFT algorithm spreads a
+ * non-finite value over its whole tile; the extra ones are counted and printed.) */
+static void nonfinite_case(const shape *s, float bad) {
+    conv_desc d;
+    desc_of(&d, s);
+    size_t nx = (size_t)d.n * d.cin * d.h * d.w, ny = (size_t)d.n * d.cout * d.ho * d.wo;
+    size_t nw = (size_t)d.cout * d.cin * d.k * d.k;
+    float *x = rand_vec(nx, 0, 1), *w = rand_vec(nw, 0, 1), *dy = rand_vec(ny, 0, 1);
+    x[nx / 2 + 3] = bad;
+    dy[ny / 3] = bad;
+    float *y0 = fvec(ny), *dx0 = fvec(nx);
+    float *gx = dup(x, nx), *gw = dup(w, nw), *gdy = dup(dy, ny), *gy = dpoison(ny), *gdx = dpoison(nx);
+    G->conv_fwd(G, &d, gx, gw, NULL, gy);
+    F->conv_fwd(F, &d, x, w, NULL, y0);
+    G->conv_bwd_data(G, &d, gdy, gw, gdx);
+    F->conv_bwd_data(F, &d, dy, w, dx0);
+    float *y1 = back(gy, ny), *dx1 = back(gdx, nx);
+    int bad_ref = 0, missed = 0, extra = 0;
+    for (size_t i = 0; i < ny; i++) {
+        bad_ref += !isfinite(y0[i]);
+        missed += !isfinite(y0[i]) && isfinite(y1[i]);
+        extra += isfinite(y0[i]) && !isfinite(y1[i]);
+    }
+    for (size_t i = 0; i < nx; i++) {
+        bad_ref += !isfinite(dx0[i]);
+        missed += !isfinite(dx0[i]) && isfinite(dx1[i]);
+        extra += isfinite(dx0[i]) && !isfinite(dx1[i]);
+    }
+    CHECK(bad_ref > 0, "the reference has no non-finite output for %g", bad);
+    CHECK(missed == 0, "%d outputs non-finite in the reference are finite on the GPU (input %g)", missed, bad);
+    printf("# conv n%d %d->%d k%d s%d, input %g: %d non-finite outputs in the reference, %d more on the GPU\n", d.n,
+           d.cin, d.cout, d.k, d.stride, bad, bad_ref, extra);
+    cuda_free(gx), cuda_free(gw), cuda_free(gdy), cuda_free(gy), cuda_free(gdx);
+    free(x), free(w), free(dy), free(y0), free(dx0), free(y1), free(dx1);
+}
+
+TEST(conv_nan_inf) {
+    NEED_GPU();
+    shape s1 = conv_shapes[1], s2 = {4, 16, 32, 32, 16, 3, 1, 1};
+    nonfinite_case(&s1, NAN);
+    nonfinite_case(&s2, NAN);
+    nonfinite_case(&s2, INFINITY);
+}
+
+/* ---- BatchNorm ------------------------------------------------------------------------- */
+
+typedef struct { int n, c, hw; } bn_shape;
+static const bn_shape bn_shapes[] = {
+    {1, 3, 1}, {3, 7, 9}, {5, 16, 64}, {2, 64, 64}, {4, 16, 1024}, {1, 5, 33},   /* m = 1, odd sizes */
+    {128, 16, 1024}, {128, 32, 256}, {128, 64, 64}, {80, 16, 1024}, {1, 64, 64}, /* ResNet-20 */
+};
+
+/* gamma*invstd*max|dy|: the scale of bn_bwd's dx terms */
+static double dx_scale(const float *g, const float *is, size_t nc, const float *dy, size_t nx) {
+    double s = 0.0;
+    for (size_t i = 0; i < nc; i++) s = fmax(s, fabs(g[i] * is[i]));
+    return s * max_abs(dy, nx);
+}
+static double max_diff(const float *a, const float *b, size_t n) {
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d != d) return INFINITY;
+        e = fmax(e, d);
+    }
+    return e;
+}
+
+static void bn_case(const bn_shape *s) {
+    bn_desc d = {s->n, s->c, s->hw, 1e-5f, 0.1f};
+    size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c;
+    char what[96];
+    snprintf(what, sizeof what, "bn n%d c%d hw%d", s->n, s->c, s->hw);
+    float *x = rand_vec(nx, 3.0, 1.0), *dy = rand_vec(nx, 0, 1);
+    float *g = rand_vec(nc, 1.0, 0.3), *bt = rand_vec(nc, 0, 0.5);
+    float *rm0 = rand_vec(nc, 0, 1), *rv0 = rand_vec(nc, 2, 0.1);
+    float *y0 = fvec(nx), *m0 = fvec(nc), *is0 = fvec(nc);
+    float *gx = dup(x, nx), *gdy = dup(dy, nx), *gg = dup(g, nc), *gbt = dup(bt, nc);
+    float *grm = dup(rm0, nc), *grv = dup(rv0, nc), *gy = dpoison(nx), *gm = dpoison(nc), *gis = dpoison(nc);
+
+    G->bn_fwd_train(G, &d, gx, gg, gbt, gy, gm, gis, grm, grv);
+    F->bn_fwd_train(F, &d, x, g, bt, y0, m0, is0, rm0, rv0);
+    float *y1 = back(gy, nx), *m1 = back(gm, nc), *is1 = back(gis, nc), *rm1 = back(grm, nc), *rv1 = back(grv, nc);
+    CHECK_ERR(y1, y0, nx, BN_TOL, what);
+    CHECK_ERR(m1, m0, nc, BN_TOL, "save_mean");
+    CHECK_ERR(is1, is0, nc, BN_TOL, "save_invstd");
+    CHECK_ERR(rm1, rm0, nc, BN_TOL, "run_mean");
+    CHECK_ERR(rv1, rv0, nc, BN_TOL, "run_var");
+
+    /* backward from the reference's saved statistics, so that only bn_bwd is compared */
+    float *dx0 = fvec(nx), *dg0 = fvec(nc), *db0 = fvec(nc);
+    float *gm0 = dup(m0, nc), *gis0 = dup(is0, nc), *gdx = dpoison(nx), *gdg = dpoison(nc), *gdb = dpoison(nc);
+    G->bn_bwd(G, &d, gx, gdy, gg, gm0, gis0, gdx, gdg, gdb);
+    F->bn_bwd(F, &d, x, dy, g, m0, is0, dx0, dg0, db0);
+    float *dx1 = back(gdx, nx), *dg1 = back(gdg, nc), *db1 = back(gdb, nc);
+    double scale = dx_scale(g, is0, nc, dy, nx), e = max_diff(dx1, dx0, nx);
+    CHECK(e <= BN_TOL * (scale + 1.0), "%s: bn_bwd dx error %.3g (scale %.3g)", what, e, scale);
+    CHECK_ERR(dg1, dg0, nc, BN_TOL, "dgamma");
+    CHECK_ERR(db1, db0, nc, BN_TOL, "dbeta");
+    refill(gdg, nc), refill(gdb, nc);
+    G->bn_bwd(G, &d, gx, gdy, gg, gm0, gis0, NULL, gdg, gdb);         /* dx not needed */
+    float *dg2 = back(gdg, nc), *db2 = back(gdb, nc);
+    CHECK(memcmp(dg2, dg1, nc * 4) == 0 && memcmp(db2, db1, nc * 4) == 0,
+          "%s: bn_bwd without dx gives other dgamma/dbeta", what);
+
+    refill(gy, nx);
+    float *grm0 = dup(rm0, nc), *grv0 = dup(rv0, nc);
+    G->bn_fwd_infer(G, &d, gx, gg, gbt, grm0, grv0, gy);
+    F->bn_fwd_infer(F, &d, x, g, bt, rm0, rv0, y0);
+    float *y2 = back(gy, nx);
+    CHECK_ERR(y2, y0, nx, BN_TOL, "bn_fwd_infer");
+
+    float *gone[] = {gx, gdy, gg, gbt, grm, grv, gy, gm, gis, gm0, gis0, gdx, gdg, gdb, grm0, grv0};
+    for (size_t i = 0; i < sizeof gone / sizeof *gone; i++) cuda_free(gone[i]);
+    float *hone[] = {x, dy, g, bt, rm0, rv0, y0, m0, is0, y1, m1, is1, rm1, rv1, dx0, dg0, db0, dx1, dg1, db1, dg2,
+                     db2, y2};
+    for (size_t i = 0; i < sizeof hone / sizeof *hone; i++) free(hone[i]);
+}
+
+TEST(bn_vs_ref) {
+    NEED_GPU();
+    for (size_t i = 0; i < sizeof bn_shapes / sizeof *bn_shapes; i++) bn_case(&bn_shapes[i]);
+}
+
+/* Without running statistics or saved statistics (NULL pointers are allowed). */
+TEST(bn_null_stats) {
+    NEED_GPU();
+    bn_desc d = {3, 4, 10, 1e-5f, 0.1f};
+    size_t nx = 120;
+    float *x = rand_vec(nx, 0, 1), *g = rand_vec(4, 1, 0.1), *bt = rand_vec(4, 0, 0.1), *y0 = fvec(nx);
+    float *gx = dup(x, nx), *gg = dup(g, 4), *gbt = dup(bt, 4), *gy = dpoison(nx);
+    G->bn_fwd_train(G, &d, gx, gg, gbt, gy, NULL, NULL, NULL, NULL);
+    F->bn_fwd_train(F, &d, x, g, bt, y0, NULL, NULL, NULL, NULL);
+    float *y1 = back(gy, nx);
+    CHECK_ERR(y1, y0, nx, BN_TOL, "bn_fwd_train without statistics");
+    cuda_free(gx), cuda_free(gg), cuda_free(gbt), cuda_free(gy);
+    free(x), free(g), free(bt), free(y0), free(y1);
+}
+
+TEST(bn_deterministic) {
+    NEED_GPU();
+    bn_desc d = {128, 16, 1024, 1e-5f, 0.1f};
+    size_t nx = (size_t)128 * 16 * 1024;
+    float *x = rand_vec(nx, 1, 2), *dy = rand_vec(nx, 0, 1), *g = rand_vec(16, 1, 0.1), *bt = rand_vec(16, 0, 0.1);
+    float *gx = dup(x, nx), *gdy = dup(dy, nx), *gg = dup(g, 16), *gbt = dup(bt, 16);
+    float *h[2][6];
+    for (int r = 0; r < 2; r++) {
+        float *gy = dpoison(nx), *gm = dpoison(16), *gis = dpoison(16), *gdx = dpoison(nx), *gdg = dpoison(16);
+        float *gdb = dpoison(16);
+        G->bn_fwd_train(G, &d, gx, gg, gbt, gy, gm, gis, NULL, NULL);
+        G->bn_bwd(G, &d, gx, gdy, gg, gm, gis, gdx, gdg, gdb);
+        h[r][0] = back(gy, nx), h[r][1] = back(gm, 16), h[r][2] = back(gis, 16);
+        h[r][3] = back(gdx, nx), h[r][4] = back(gdg, 16), h[r][5] = back(gdb, 16);
+        cuda_free(gy), cuda_free(gm), cuda_free(gis), cuda_free(gdx), cuda_free(gdg), cuda_free(gdb);
+    }
+    CHECK(memcmp(h[0][0], h[1][0], nx * 4) == 0 && memcmp(h[0][1], h[1][1], 64) == 0 &&
+              memcmp(h[0][2], h[1][2], 64) == 0,
+          "bn_fwd_train differs between calls");
+    CHECK(memcmp(h[0][3], h[1][3], nx * 4) == 0 && memcmp(h[0][4], h[1][4], 64) == 0 &&
+              memcmp(h[0][5], h[1][5], 64) == 0,
+          "bn_bwd differs between calls");
+    for (int r = 0; r < 2; r++)
+        for (int j = 0; j < 6; j++) free(h[r][j]);
+    cuda_free(gx), cuda_free(gdy), cuda_free(gg), cuda_free(gbt);
+    free(x), free(dy), free(g), free(bt);
+}
+
+/* A NaN in one value of channel 1 makes that channel's statistics NaN: every output of
+ * channel 1 is NaN, the other channels are untouched; the same positions as the reference. */
+TEST(bn_nan) {
+    NEED_GPU();
+    bn_desc d = {4, 3, 50, 1e-5f, 0.1f};
+    size_t nx = 600;
+    float *x = rand_vec(nx, 0, 1), *g = rand_vec(3, 1, 0.1), *bt = rand_vec(3, 0, 0.1), *y0 = fvec(nx);
+    x[2 * 150 + 50 + 7] = NAN;                     /* image 2, channel 1 */
+    float *gx = dup(x, nx), *gg = dup(g, 3), *gbt = dup(bt, 3), *gy = dpoison(nx);
+    G->bn_fwd_train(G, &d, gx, gg, gbt, gy, NULL, NULL, NULL, NULL);
+    F->bn_fwd_train(F, &d, x, g, bt, y0, NULL, NULL, NULL, NULL);
+    float *y1 = back(gy, nx);
+    int nan0 = 0, differ = 0;
+    for (size_t i = 0; i < nx; i++) {
+        nan0 += isnan(y0[i]) != 0;
+        differ += !isnan(y0[i]) != !isnan(y1[i]);
+    }
+    CHECK(nan0 == 4 * 50, "the reference has %d NaN outputs, expected one channel's 200", nan0);
+    CHECK(differ == 0, "%d outputs NaN on one side only", differ);
+    cuda_free(gx), cuda_free(gg), cuda_free(gbt), cuda_free(gy);
+    free(x), free(g), free(bt), free(y0), free(y1);
+}
+
+/* Data-parallel BatchNorm through o->allreduce (ops.h), with a fake of RANKS identical
+ * ranks: the reduction multiplies every sum (and the count) by RANKS. The global batch is
+ * then RANKS copies of the local one, so: y, mean, invstd and dx are the local ones; the
+ * running variance uses the unbiased factor M/(M-1) with M = RANKS*m; dgamma and dbeta are
+ * RANKS times the local sums. The fake also records the sizes it is called with, which
+ * must be those of ops.h and of the ref and cpu backends (lib/ops_ref.c), so that ranks
+ * on different backends agree: {c sums, m}, then {c sums}; backward {2c sums, m}. */
+#define RANKS 3
+static size_t calls[8];
+static int ncalls;
+static void fake_allreduce(void *ctx, double *buf, size_t n) {
+    (void)ctx;
+    if (ncalls < 8) calls[ncalls] = n;
+    ncalls++;
+    for (size_t i = 0; i < n; i++) buf[i] *= RANKS;
+}
+
+TEST(bn_allreduce) {
+    NEED_GPU();
+    bn_desc d = {5, 6, 49, 1e-5f, 0.1f};
+    size_t nx = (size_t)5 * 6 * 49, nc = 6, m = 5 * 49;
+    float *x = rand_vec(nx, 2.0, 1.5), *dy = rand_vec(nx, 0, 1), *g = rand_vec(nc, 1, 0.3), *bt = rand_vec(nc, 0, 0.5);
+    float *rm = rand_vec(nc, 0, 1), *rv = rand_vec(nc, 2, 0.1), *rv_start = copy_vec(rv, nc);
+    float *y0 = fvec(nx), *m0 = fvec(nc), *is0 = fvec(nc), *dx0 = fvec(nx), *dg0 = fvec(nc), *db0 = fvec(nc);
+    float *gx = dup(x, nx), *gdy = dup(dy, nx), *gg = dup(g, nc), *gbt = dup(bt, nc), *grv = dup(rv, nc);
+    float *grm = dup(rm, nc), *gy = dpoison(nx), *gm = dpoison(nc), *gis = dpoison(nc), *gdx = dpoison(nx);
+    float *gdg = dpoison(nc), *gdb = dpoison(nc);
+
+    ncalls = 0;
+    G->allreduce = fake_allreduce;
+    G->bn_fwd_train(G, &d, gx, gg, gbt, gy, gm, gis, grm, grv);
+    G->bn_bwd(G, &d, gx, gdy, gg, gm, gis, gdx, gdg, gdb);
+    G->allreduce = NULL;
+    CHECK(ncalls == 3 && calls[0] == nc + 1 && calls[1] == nc && calls[2] == 2 * nc + 1,
+          "allreduce called %d times with sizes %zu %zu %zu, expected 3 with %zu %zu %zu", ncalls, calls[0], calls[1],
+          calls[2], nc + 1, nc, 2 * nc + 1);
+
+    F->bn_fwd_train(F, &d, x, g, bt, y0, m0, is0, rm, rv);     /* rm as the GPU's; rv recomputed below */
+    F->bn_bwd(F, &d, x, dy, g, m0, is0, dx0, dg0, db0);
+    float *y1 = back(gy, nx), *m1 = back(gm, nc), *is1 = back(gis, nc), *rm1 = back(grm, nc), *rv1 = back(grv, nc);
+    float *dx1 = back(gdx, nx), *dg1 = back(gdg, nc), *db1 = back(gdb, nc);
+    CHECK_ERR(y1, y0, nx, BN_TOL, "y with allreduce");
+    CHECK_ERR(m1, m0, nc, BN_TOL, "save_mean with allreduce");
+    CHECK_ERR(is1, is0, nc, BN_TOL, "save_invstd with allreduce");
+    CHECK_ERR(rm1, rm, nc, BN_TOL, "run_mean with allreduce");
+    double M = (double)RANKS * m;
+    float *rv_want = fvec(nc), *dg_want = fvec(nc), *db_want = fvec(nc);
+    for (size_t c = 0; c < nc; c++) {
+        double s = 0.0, q = 0.0;
+        for (int n = 0; n < d.n; n++)
+            for (int i = 0; i < d.hw; i++) s += x[((size_t)n * nc + c) * d.hw + i];
+        double mean = s / m;
+        for (int n = 0; n < d.n; n++)
+            for (int i = 0; i < d.hw; i++) {
+                double v = x[((size_t)n * nc + c) * d.hw + i] - mean;
+                q += v * v;
+            }
+        double var = q / m;
+        rv_want[c] = (float)(0.9 * (double)rv_start[c] + 0.1 * var * M / (M - 1));
+        dg_want[c] = (float)(RANKS * (double)dg0[c]);
+        db_want[c] = (float)(RANKS * (double)db0[c]);
+    }
+    CHECK_ERR(rv1, rv_want, nc, BN_TOL, "run_var with allreduce (unbiased over the global batch)");
+    CHECK_ERR(dg1, dg_want, nc, BN_TOL, "dgamma with allreduce (global sum)");
+    CHECK_ERR(db1, db_want, nc, BN_TOL, "dbeta with allreduce (global sum)");
+    double scale = dx_scale(g, is0, nc, dy, nx), e = max_diff(dx1, dx0, nx);
+    CHECK(e <= BN_TOL * (scale + 1.0), "dx with allreduce: error %.3g (scale %.3g)", e, scale);
+
+    /* the reference with the same hook (its data-parallel path) agrees too */
+    float *y2 = fvec(nx), *m2 = fvec(nc), *is2 = fvec(nc), *rv2 = copy_vec(rv_start, nc), *dx2 = fvec(nx);
+    float *dg2 = fvec(nc), *db2 = fvec(nc);
+    ncalls = 0;
+    F->allreduce = fake_allreduce;
+    F->bn_fwd_train(F, &d, x, g, bt, y2, m2, is2, NULL, rv2);
+    F->bn_bwd(F, &d, x, dy, g, m2, is2, dx2, dg2, db2);
+    F->allreduce = NULL;
+    if (ncalls == 3) {                             /* the reference implements the hook */
+        CHECK_ERR(y1, y2, nx, BN_TOL, "y against the reference with allreduce");
+        CHECK_ERR(rv1, rv2, nc, BN_TOL, "run_var against the reference with allreduce");
+        CHECK_ERR(dg1, dg2, nc, BN_TOL, "dgamma against the reference with allreduce");
+        CHECK_ERR(db1, db2, nc, BN_TOL, "dbeta against the reference with allreduce");
+        e = max_diff(dx1, dx2, nx);
+        CHECK(e <= BN_TOL * (scale + 1.0), "dx against the reference with allreduce: error %.3g", e);
+    }
+    free(y2), free(m2), free(is2), free(rv2), free(dx2), free(dg2), free(db2);
+
+    float *gone[] = {gx, gdy, gg, gbt, grv, grm, gy, gm, gis, gdx, gdg, gdb};
+    for (size_t i = 0; i < sizeof gone / sizeof *gone; i++) cuda_free(gone[i]);
+    float *hone[] = {x, dy, g, bt, rm, rv, rv_start, y0, m0, is0, dx0, dg0, db0, y1, m1, is1, rm1, rv1, dx1, dg1, db1,
+                     rv_want, dg_want, db_want};
+    for (size_t i = 0; i < sizeof hone / sizeof *hone; i++) free(hone[i]);
+}
+
+/* ---- elementwise, pooling, linear, loss ---------------------------------------------- */
+
+TEST(elementwise_vs_ref) {
+    NEED_GPU();
+    size_t sizes[] = {1, 7, 1000, 100003, (size_t)128 * 16 * 1024};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t n = sizes[k];
+        float *a = rand_vec(n, 0, 1), *b = rand_vec(n, 0, 1), *y0 = fvec(n);
+        a[n / 2] = NAN;                              /* NaN passes through ReLU and add */
+        if (n > 2) a[n / 3] = -INFINITY, b[n - 1] = INFINITY;
+        float *ga = dup(a, n), *gb = dup(b, n), *gy = dpoison(n);
+        G->relu_fwd(G, n, ga, gy);
+        F->relu_fwd(F, n, a, y0);
+        float *y1 = back(gy, n);
+        CHECK(same(y1, y0, n), "relu_fwd n=%zu differs", n);
+        G->relu_bwd(G, n, gy, gb, gb);               /* in place: dx == dy */
+        F->relu_bwd(F, n, y0, b, y0);
+        free(y1), y1 = back(gb, n);
+        CHECK(same(y1, y0, n), "relu_bwd n=%zu differs", n);
+        cuda_to_device(gb, b, n * 4);
+        refill(gy, n);
+        G->add(G, n, ga, gb, gy);
+        F->add(F, n, a, b, y0);
+        free(y1), y1 = back(gy, n);
+        CHECK(same(y1, y0, n), "add n=%zu differs", n);
+        G->add(G, n, ga, gb, ga);                    /* y == a */
+        free(y1), y1 = back(ga, n);
+        CHECK(same(y1, y0, n), "in-place add n=%zu differs", n);
+        G->relu_fwd(G, n, ga, ga);                   /* y == x */
+        F->relu_fwd(F, n, y0, y0);
+        free(y1), y1 = back(ga, n);
+        CHECK(same(y1, y0, n), "in-place relu n=%zu differs", n);
+        cuda_free(ga), cuda_free(gb), cuda_free(gy);
+        free(a), free(b), free(y0), free(y1);
+    }
+}
+
+TEST(gap_vs_ref) {
+    NEED_GPU();
+    int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {128, 64, 64}, {80, 64, 64}, {2, 3, 1000}};
+    for (int k = 0; k < 5; k++) {
+        int n = shapes[k][0], c = shapes[k][1], hw = shapes[k][2];
+        size_t nx = (size_t)n * c * hw, ny = (size_t)n * c;
+        float *x = rand_vec(nx, 1, 1), *dy = rand_vec(ny, 0, 1), *y0 = fvec(ny), *dx0 = fvec(nx);
+        float *gx = dup(x, nx), *gdy = dup(dy, ny), *gy = dpoison(ny), *gdx = dpoison(nx);
+        G->gap_fwd(G, n, c, hw, gx, gy);
+        F->gap_fwd(F, n, c, hw, x, y0);
+        float *y1 = back(gy, ny);
+        CHECK_ERR(y1, y0, ny, BN_TOL, "gap_fwd");    /* both: a double sum, one rounding */
+        G->gap_bwd(G, n, c, hw, gdy, gdx);
+        F->gap_bwd(F, n, c, hw, dy, dx0);
+        float *dx1 = back(gdx, nx);
+        CHECK(memcmp(dx1, dx0, nx * 4) == 0, "gap_bwd n%d c%d hw%d differs", n, c, hw);
+        cuda_free(gx), cuda_free(gdy), cuda_free(gy), cuda_free(gdx);
+        free(x), free(dy), free(y0), free(dx0), free(y1), free(dx1);
+    }
+}
+
+TEST(linear_vs_ref) {
+    NEED_GPU();
+    int shapes[][3] = {{1, 3, 2}, {5, 64, 10}, {128, 64, 10}, {80, 64, 10}, {7, 33, 17}};
+    for (int k = 0; k < 5; k++)
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
+            size_t nx = (size_t)n * in, ny = (size_t)n * out, nw = (size_t)in * out;
+            char what[80];
+            snprintf(what, sizeof what, "linear n%d %d->%d bias%d", n, in, out, with_bias);
+            float *x = rand_vec(nx, 0, 1), *w = rand_vec(nw, 0, 1), *b = with_bias ? rand_vec(out, 0, 1) : NULL;
+            float *dy = rand_vec(ny, 0, 1), *y0 = fvec(ny), *dx0 = fvec(nx), *dw0 = fvec(nw), *db0 = fvec(out);
+            float *gx = dup(x, nx), *gw = dup(w, nw), *gb = with_bias ? dup(b, out) : NULL, *gdy = dup(dy, ny);
+            float *gy = dpoison(ny), *gdx = dpoison(nx), *gdw = dpoison(nw), *gdb = dpoison(out);
+            G->linear_fwd(G, n, in, out, gx, gw, gb, gy);
+            F->linear_fwd(F, n, in, out, x, w, b, y0);
+            float *y1 = back(gy, ny);
+            CHECK(err(y1, y0, ny) <= LINEAR_TOL(in), "%s fwd: error %.3g", what, err(y1, y0, ny));
+            G->linear_bwd_data(G, n, in, out, gdy, gw, gdx);
+            F->linear_bwd_data(F, n, in, out, dy, w, dx0);
+            float *dx1 = back(gdx, nx);
+            CHECK(err(dx1, dx0, nx) <= LINEAR_TOL(out), "%s bwd_data: error %.3g", what, err(dx1, dx0, nx));
+            G->linear_bwd_filter(G, n, in, out, gx, gdy, gdw, with_bias ? gdb : NULL);
+            F->linear_bwd_filter(F, n, in, out, x, dy, dw0, with_bias ? db0 : NULL);
+            float *dw1 = back(gdw, nw), *db1 = back(gdb, out);
+            CHECK(err(dw1, dw0, nw) <= LINEAR_TOL(n), "%s bwd_filter dw: error %.3g", what, err(dw1, dw0, nw));
+            if (with_bias) CHECK_ERR(db1, db0, (size_t)out, BN_TOL, "linear db (a double sum)");
+            cuda_free(gx), cuda_free(gw), cuda_free(gb), cuda_free(gdy), cuda_free(gy), cuda_free(gdx);
+            cuda_free(gdw), cuda_free(gdb);
+            free(x), free(w), free(b), free(dy), free(y0), free(dx0), free(dw0), free(db0), free(y1), free(dx1);
+            free(dw1), free(db1);
+        }
+}
+
+/* NaN-aware: the same NaN positions, and the finite values within tol of (max|ref| + 1) */
+static int close_nan(const float *a, const float *b, size_t n, double tol) {
+    double scale = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(b[i])) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) {
+            if (!(isnan(a[i]) && isnan(b[i]))) return 0;
+            continue;
+        }
+        if (fabs((double)a[i] - (double)b[i]) > tol * (scale + 1.0)) return 0;
+    }
+    return 1;
+}
+
+/* special: 1 = rows with tied maxima, 2 = a NaN logit and then a label out of range */
+static void xent_case(int n, int classes, int special) {
+    size_t ny = (size_t)n * classes;
+    float *l = rand_vec(ny, 0, 3), *d0 = fvec(ny);
+    uint8_t *lab = malloc((size_t)n);
+    if (!lab) abort();
+    for (int i = 0; i < n; i++) lab[i] = (uint8_t)rng_below(&R, (uint64_t)classes);
+    if (special & 1) {                              /* ties */
+        for (int j = 0; j < classes; j++) l[j] = 1.5f;            /* row 0: all equal: argmax 0 */
+        lab[0] = 0;
+        l[classes + 2] = l[classes + 5] = 9.0f;                   /* row 1: tie between 2 and 5 */
+        lab[1] = 5;
+    }
+    if ((special & 2) && n > 3) l[3 * classes + 1] = NAN;         /* row 3: NaN */
+    float *gl = dup(l, ny), *gd = dpoison(ny);
+    uint8_t *glab = cuda_alloc((size_t)n);
+    if (!glab) abort();
+    cuda_to_device(glab, lab, (size_t)n);
+    double l1 = -1, l0 = -1;
+    int c1 = -1, c0 = -1;
+    G->xent(G, n, classes, gl, glab, gd, &l1, &c1);
+    F->xent(F, n, classes, l, lab, d0, &l0, &c0);
+    float *d1 = back(gd, ny);
+    if (isnan(l0))
+        CHECK(isnan(l1), "xent n%d: loss %.9g where the reference has NaN", n, l1);
+    else
+        CHECK_CLOSE(l1, l0, 1e-12, 1e-12, "xent loss");  /* double exp/log: ~1e-16 each */
+    CHECK(c1 == c0, "xent n%d correct %d vs %d", n, c1, c0);
+    CHECK(close_nan(d1, d0, ny, BN_TOL), "xent n%d dlogits differ", n);
+    double l2 = -1;
+    G->xent(G, n, classes, gl, glab, NULL, &l2, NULL);          /* no gradient, no count */
+    CHECK(memcmp(&l2, &l1, sizeof l1) == 0 || (isnan(l2) && isnan(l1)), "xent without dlogits: %.17g vs %.17g", l2,
+          l1);
+    if ((special & 2) && n > 4) {                   /* a label outside [0, classes): NaN loss */
+        lab[4] = (uint8_t)(classes + 3);
+        cuda_to_device(glab, lab, (size_t)n);
+        G->xent(G, n, classes, gl, glab, gd, &l1, &c1);
+        F->xent(F, n, classes, l, lab, d0, &l0, &c0);
+        free(d1), d1 = back(gd, ny);
+        CHECK(isnan(l0) && isnan(l1), "bad label: losses %g (gpu) and %g (ref), both should be NaN", l1, l0);
+        CHECK(c1 == c0, "bad label: correct %d vs %d", c1, c0);
+        CHECK(close_nan(d1, d0, ny, BN_TOL), "bad label: dlogits differ");
+    }
+    cuda_free(gl), cuda_free(gd), cuda_free(glab);
+    free(l), free(d0), free(d1), free(lab);
+}
+
+TEST(xent_vs_ref) {
+    NEED_GPU();
+    xent_case(1, 10, 0);
+    xent_case(128, 10, 0);
+    xent_case(80, 10, 1);                           /* ties */
+    xent_case(7, 100, 3);                           /* ties, a NaN logit, a bad label */
+}
+
+TEST(memory) {
+    NEED_GPU();
+    CHECK(cuda_alloc(0) == NULL, "cuda_alloc(0) is not NULL");
+    size_t n = 1000;
+    float *a = rand_vec(n, 0, 1), *ga = dup(a, n), *gb = dalloc(n);
+    cuda_copy(gb, ga, n * 4);
+    float *b = back(gb, n);
+    CHECK(memcmp(a, b, n * 4) == 0, "to_device, copy, to_host do not give the data back");
+    cuda_memset(gb + 10, 0, 20 * 4);
+    free(b), b = back(gb, n);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= i >= 10 && i < 30 ? b[i] == 0.0f : memcmp(&b[i], &a[i], 4) == 0;
+    CHECK(ok, "cuda_memset wrote outside [10, 30) or not inside it");
+    cuda_sync();
+    cuda_free(NULL);
+    cuda_free(ga), cuda_free(gb);
+    free(a), free(b);
+}
+#endif /* HAVE_CUDA */
+
+/* Runs everywhere: with a GPU the table is complete; without one, ops_get("cuda") says why
+ * and "auto" falls back to cpu. */
+TEST(backend) {
+#ifndef HAVE_CUDA
+    SKIP("not built with CUDA (make found no nvcc or cuDNN, or CUDA=0)");
+#else
+    const char *why = NULL;
+    ops *o = ops_get("cuda", &why);
+    ops *a = ops_get("auto", NULL);
+    if (!o) {
+        CHECK(why && *why, "ops_get(\"cuda\") gave NULL without a reason");
+        CHECK(a && strcmp(a->name, "cpu") == 0, "auto is %s without a GPU", a ? a->name : "NULL");
+        return;
+    }
+    CHECK(strcmp(o->name, "cuda") == 0 && a == o, "names: %s, auto %s", o->name, a ? a->name : "NULL");
+    int missing = !o->conv_fwd + !o->conv_bwd_data + !o->conv_bwd_filter + !o->bn_fwd_train + !o->bn_fwd_infer +
+                  !o->bn_bwd + !o->relu_fwd + !o->relu_bwd + !o->add + !o->gap_fwd + !o->gap_bwd + !o->linear_fwd +
+                  !o->linear_bwd_data + !o->linear_bwd_filter + !o->xent;
+    CHECK(missing == 0, "%d ops missing from the cuda table", missing);
+    CHECK(o->allreduce == NULL, "allreduce is set in a single process");
+#endif
+}
+
+int main(void) {
+    uint64_t seed = 20240601;
+    const char *s = getenv("BN_TEST_SEED");
+    if (s) seed = strtoull(s, NULL, 10);
+    printf("# seed %llu\n", (unsigned long long)seed);
+    rng_seed(&R, seed, 11);
+#ifdef HAVE_CUDA
+    const char *why = NULL;
+    G = ops_get("cuda", &why);
+    snprintf(no_gpu, sizeof no_gpu, "no CUDA device: %s", why ? why : "(no reason given)");
+    if (!G) printf("# %s\n", no_gpu);
+#else
+    snprintf(no_gpu, sizeof no_gpu, "no CUDA device: not built with CUDA");
+#endif
+    RUN(backend);
+#ifdef HAVE_CUDA
+    RUN(memory);
+    RUN(conv_small_vs_ref);
+    RUN(conv_resnet_vs_ref);
+    RUN(conv_deterministic);
+    RUN(conv_nan_inf);
+    RUN(bn_vs_ref);
+    RUN(bn_null_stats);
+    RUN(bn_deterministic);
+    RUN(bn_nan);
+    RUN(bn_allreduce);
+    RUN(elementwise_vs_ref);
+    RUN(gap_vs_ref);
+    RUN(linear_vs_ref);
+    RUN(xent_vs_ref);
+#endif
+    return DONE();
+}
