@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *cifar10_names[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
                                         "dog",      "frog",       "horse", "ship", "truck"};
@@ -216,15 +217,23 @@ int ds_load(FILE *f, const char *name, dataset *out, char err[STREAM_ERRMAX]) {
         if (k < 0) { rc = -1; break; }
         if (k == 0) break;
         if (out->n + n > cap) {
-            /* the header's count sizes the first reservation, up to 64 MiB of pixels: a count
-             * is a claim, and memory follows the records actually read */
+            /* the header's count sizes the first reservation when the input is a regular
+             * file big enough to hold that many images (one allocation, no copies); otherwise
+             * (a pipe, or a count larger than the file could hold) up to 64 MiB of pixels: a
+             * count is a claim, and memory then follows the records actually read, never
+             * beyond the count */
             size_t want = cap * 2;
+            bool known = d.h.count != DS_COUNT_UNKNOWN;
             if (!cap) {
-                uint64_t first = d.h.count != DS_COUNT_UNKNOWN ? d.h.count : 4096, most = (64u << 20) / ib;
-                want = (size_t)(first < most ? first : most);
+                uint64_t first = known ? d.h.count : 4096, most = (64u << 20) / ib;
+                struct stat st;
+                bool fits = known && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) &&
+                            d.h.count <= (uint64_t)st.st_size / ib;
+                want = (size_t)(fits || first < most ? first : most);
                 if (want < 1) want = 1;
             }
             while (want < out->n + n) want *= 2;
+            if (known && want > d.h.count && d.h.count >= out->n + n) want = (size_t)d.h.count;
             uint8_t *nl = realloc(out->labels, want), *np = realloc(out->pixels, want * ib);
             if (nl) out->labels = nl;
             if (np) out->pixels = np;
