@@ -77,7 +77,7 @@ test-asan: all
 	  ASAN_OPTIONS="detect_leaks=1:exitcode=86:log_path=$(CURDIR)/$(ASAN_LOGS)/asan:abort_on_error=0" \
 	  LSAN_OPTIONS="suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0" \
 	  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=86:log_path=$(CURDIR)/$(ASAN_LOGS)/ubsan" \
-	  sh tests/run.sh $(PATTERN); rc=$$?; \
+	  sh tests/run.sh "$(PATTERN)"; rc=$$?; \
 	if ls $(ASAN_LOGS)/* >/dev/null 2>&1; then \
 	  echo "test-asan: sanitizer reports in $(ASAN_LOGS):"; head -n 40 $(ASAN_LOGS)/*; exit 1; fi; \
 	echo "test-asan: no sanitizer report"; exit $$rc

@@ -248,7 +248,8 @@ int main(int argc, char **argv) {
                *device = "auto", *transport = "auto";
     long long pick = -1, threads = 0;
     bool resume = false;
-    setting *set = calloc((size_t)argc + 1, sizeof *set);
+    static setting *set;   /* static: still reachable when cli_die exits early (LeakSanitizer) */
+    set = calloc((size_t)argc + 1, sizeof *set);
     int nset = 0, c;
     if (!set) cli_die("out of memory");
     while ((c = getopt_long(argc, argv, "i:t:T:o:re:b:hV", opts, NULL)) != -1) {
