@@ -42,6 +42,7 @@ static char no_gpu[400];
 
 #ifdef HAVE_CUDA
 #include "../kernels/cuda_mem.h"
+#include "testvec.h"
 
 static ops *G, *F = &ops_ref;
 
@@ -56,38 +57,6 @@ static ops *G, *F = &ops_ref;
 
 /* ---- host buffers ---------------------------------------------------------------------- */
 
-static float *fvec(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof *p);
-    if (!p) abort();
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
-    return p;
-}
-static float *rand_vec(size_t n, double mean, double sd) {
-    float *p = fvec(n);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(mean + sd * rng_normal(&R));
-    return p;
-}
-static float *copy_vec(const float *a, size_t n) {
-    float *p = fvec(n);
-    memcpy(p, a, n * sizeof *p);
-    return p;
-}
-static double max_abs(const float *a, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m) m = fabs(a[i]);
-    return m;
-}
-/* max|a-b| / (max|b| + 1); NaN anywhere: infinity */
-static double err(const float *a, const float *b, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)b[i]);
-        if (e != e) return INFINITY;
-        if (e > worst) worst = e;
-    }
-    return worst / (max_abs(b, n) + 1.0);
-}
 /* the same bits, or NaN on both sides */
 static int same(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -96,11 +65,6 @@ static int same(const float *a, const float *b, size_t n) {
     }
     return 1;
 }
-#define CHECK_ERR(a, b, n, tol, what)                                                            \
-    do {                                                                                         \
-        double e_ = err((a), (b), (n));                                                          \
-        CHECK(e_ <= (tol), "%s: error %.3g > %.3g", (what), e_, (double)(tol));                  \
-    } while (0)
 
 /* ---- device buffers -------------------------------------------------------------------- */
 

@@ -31,6 +31,7 @@
 extern ops ops_cpu;
 
 static rng R;
+#include "testvec.h"
 static ops *C = &ops_cpu, *F = &ops_ref;
 
 #define EPS32 5.9604644775390625e-08 /* 2^-24 */
@@ -38,38 +39,6 @@ static ops *C = &ops_cpu, *F = &ops_ref;
 #define BN_TOL 2e-6
 enum { B = 8 };
 
-static float *fvec(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof *p);
-    if (!p) abort();
-    for (size_t i = 0; i < n; i++) p[i] = NAN; /* poison: every op must overwrite */
-    return p;
-}
-static float *rand_vec(size_t n, double mean, double sd) {
-    float *p = fvec(n);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(mean + sd * rng_normal(&R));
-    return p;
-}
-static double max_abs(const float *a, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m) m = fabs(a[i]);
-    return m;
-}
-/* max|a-b| / (max|b| + 1); NaN anywhere: infinity */
-static double err(const float *a, const float *b, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)b[i]);
-        if (e != e) return INFINITY;
-        if (e > worst) worst = e;
-    }
-    return worst / (max_abs(b, n) + 1.0);
-}
-#define CHECK_ERR(a, b, n, tol, what)                                                                   \
-    do {                                                                                                \
-        double e_ = err((a), (b), (n));                                                                 \
-        CHECK(e_ <= (tol), "%s: error %.3g > %.3g", (what), e_, (double)(tol));                         \
-    } while (0)
 
 /* NCHW index (n, c, i) -> nChw8c index, the layout of ops.h */
 static size_t blk_index(int c_total, int hw, int n, int c, int i) {
