@@ -19,12 +19,11 @@ rc=0
 if [ -s "$part" ] && "$BIN/net-inspect" --verify "$part" >/dev/null 2>&1; then
   done_epochs=$("$BIN/net-inspect" --last --format tsv "$part" | awk -F'\t' 'NR==2{print $2; exit}')
   echo "train-run: resuming $part after epoch $done_epochs" >&2
+  # keep the metrics rows of the epochs that checkpoint has completed (none when no log yet)
   if [ -s "$part.tsv" ]; then
     awk -F'\t' -v e="$done_epochs" 'NR==1 || $1+0 <= e+0' "$part.tsv" > "$part.tsv.tmp"
-  else
-    head -n 1 /dev/null > "$part.tsv.tmp"
+    mv -f "$part.tsv.tmp" "$part.tsv"
   fi
-  mv -f "$part.tsv.tmp" "$part.tsv"
   "$BIN/net-train" "$part" --resume "$@" -o "$part.new" --log "$part.new.tsv" || rc=$?
   if [ -s "$part.new" ]; then             # committed: finished, or stopped by a signal
     if [ -s "$part.tsv" ]; then tail -n +2 "$part.new.tsv" >> "$part.tsv"; else cp "$part.new.tsv" "$part.tsv"; fi
