@@ -23,7 +23,7 @@ first_published() { awk -F'\t' -v t="$target" -v v="$1" '$1==t && $2==v {print $
   echo "Recipe: $recipe. Data: $data."
   v0=$1
   n_test=$(val images "$dir/$v0.eval.tsv")
-  n_train=$("$BIN/net-inspect" --last "$dir/$v0.ckpt" 2>/dev/null | sed -n 's/.* train_images=\([0-9]*\).*/\1/p' | head -n 1)
+  n_train=$("$BIN/net-inspect" --last "$dir/$v0.ckpt" 2>/dev/null | sed -n 's/.* train_images=\([0-9]*\).*/\1/p' | awk 'NR==1')
   echo "Training images: ${n_train:-?}. Test images: $n_test. Every run: seed and settings below; the full command lines are in $dir/<variant>.settings."
   case "$data" in *sample*) echo; echo "Note: trained on the CIFAR-10 *sample* (not the full 50,000/10,000 images): our numbers are not comparable with the published ones, which used the full dataset.";; esac
   echo
@@ -32,7 +32,7 @@ first_published() { awk -F'\t' -v t="$target" -v v="$1" '$1==t && $2==v {print $
   for v in "$@"; do
     e=$dir/$v.eval.tsv
     acc=$(val accuracy "$e"); loss=$(val loss "$e")
-    tr=$(sed -n 's/.*: \([0-9]*\) of \([0-9]*\) parameters trainable.*/\1 of \2/p' "$dir/$v.frozen.txt" 2>/dev/null | head -1)
+    tr=$(sed -n 's/.*: \([0-9]*\) of \([0-9]*\) parameters trainable.*/\1 of \2/p' "$dir/$v.frozen.txt" 2>/dev/null | awk 'NR==1')
     last=$(tail -n 1 "$dir/$v.tsv")
     ep=$(echo "$last" | cut -f1); tracc=$(echo "$last" | cut -f5)
     p=$(published "$v")

@@ -17,7 +17,8 @@ log=${out%.ckpt}.tsv
 rm -f "$part.new" "$part.new.tsv"
 rc=0
 if [ -s "$part" ] && "$BIN/net-inspect" --verify "$part" >/dev/null 2>&1; then
-  done_epochs=$("$BIN/net-inspect" --last --format tsv "$part" | awk -F'\t' 'NR==2{print $2; exit}')
+  # awk reads to the end: an early exit could SIGPIPE net-inspect, and pipefail would end the script
+  done_epochs=$("$BIN/net-inspect" --last --format tsv "$part" | awk -F'\t' 'NR==2{print $2}')
   echo "train-run: resuming $part after epoch $done_epochs" >&2
   # keep the metrics rows of the epochs that checkpoint has completed (none when no log yet)
   if [ -s "$part.tsv" ]; then

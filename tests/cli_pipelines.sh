@@ -151,13 +151,28 @@ i=0; while [ $i -lt 300 ] && [ "$(cat "$T/int.ckpt.part.tsv" 2>/dev/null | wc -l
 pkill -INT -f "net-train $T/i.ckpt" ; wait $pid; rc=$?
 if [ "$rc" -ne 0 ] && [ -s "$T/int.ckpt.part" ] && [ ! -e "$T/int.ckpt" ]; then t_ok resume.interrupted_leaves_part; else
   t_fail resume.interrupted_leaves_part "status $rc, part $(ls "$T"/int.ckpt* 2>&1 | tr '\n' ' ')"; fi
-pipelines/train-run.sh "$T/int.ckpt" "$T/i.ckpt" $TR 2>"$T/res.err"
-grep -q 'resuming' "$T/res.err" && t_ok resume.resumed || t_fail resume.resumed "$(head -c 300 "$T/res.err")"
+pipelines/train-run.sh "$T/int.ckpt" "$T/i.ckpt" $TR 2>"$T/res.err"; rc=$?
+grep -q 'resuming' "$T/res.err" && t_ok resume.resumed || t_fail resume.resumed "status $rc: $(head -c 300 "$T/res.err")"
 net-freeze "$T/ref.ckpt" 2>/dev/null | md5sum > "$T/a.md5"; net-freeze "$T/int.ckpt" 2>/dev/null | md5sum > "$T/b.md5"
 cmp -s "$T/a.md5" "$T/b.md5" && t_ok resume.bit_identical || t_fail resume.bit_identical "final checkpoints differ"
 rows resume.log_rows "$T/int.tsv" 5
 cut -f1-3 "$T/int.tsv" > "$T/x1"; cut -f1-3 "$T/ref.tsv" > "$T/x2"
 cmp -s "$T/x1" "$T/x2" && t_ok resume.log_epochs_once || t_fail resume.log_epochs_once "$(paste "$T/x1" "$T/x2" | head -5)"
+
+# A big checkpoint (ResNet-110: ~40 KB of net-inspect output) once lost the race between
+# net-inspect and an awk that stopped reading early: SIGPIPE + pipefail ended train-run.sh
+# silently in about half of the resumes. Every one of 8 resumes must now say so and finish.
+cifar-synth --count 64 --seed 2 -o "$T/s64.ds" 2>/dev/null
+net-init --depth 110 --width 4 --seed 5 -o "$T/big.ckpt" 2>/dev/null
+BT="--train $T/s64.ds --batch 64 --device cpu --threads 1"
+net-train "$T/big.ckpt" $BT --epochs 1 -o "$T/big1.ckpt" 2>/dev/null
+n=0
+for i in 1 2 3 4 5 6 7 8; do
+  rm -f "$T/b.ckpt" "$T/b.tsv"; cp "$T/big1.ckpt" "$T/b.ckpt.part"
+  if pipelines/train-run.sh "$T/b.ckpt" "$T/big.ckpt" $BT --epochs 2 2>"$T/b.err" && grep -q resuming "$T/b.err" &&
+     [ -s "$T/b.ckpt" ]; then n=$((n+1)); fi
+done
+[ $n -eq 8 ] && t_ok resume.big_checkpoint || t_fail resume.big_checkpoint "$n of 8 resumes finished; last: $(head -c 300 "$T/b.err")"
 
 # --- net-ablate and net-lr -----------------------------------------------------------------
 C=$R/paper-depths/d8-bnonly.ckpt
