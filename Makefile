@@ -40,7 +40,7 @@ CU_SRC   := $(sort $(wildcard kernels/*.cu))
 ifeq ($(HAVE_CUDA),1)
   CFLAGS   += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
   CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.o)
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcudart -lstdc++
   NVFLAGS  ?= -O2 -std=c++17 -arch=sm_90 -Ilib -Xcompiler -Wall
 else
   CU_OBJ   :=

@@ -1,4 +1,4 @@
-// cuda_check.h: every CUDA, cuDNN and cuBLAS call of kernels/ goes through one of these
+// cuda_check.h: every CUDA and cuDNN call of kernels/ goes through one of these
 // macros. A failure is a bug or a broken device, never a data error the caller could
 // handle, so it ends the program with "prog: CUDA error at kernels/file.cu:123: what
 // (the call)" through cli_die (exit 1, uncommitted output files removed). After a kernel
@@ -9,7 +9,6 @@
 // at the next synchronising call.
 #ifndef BN_CUDA_CHECK_H
 #define BN_CUDA_CHECK_H
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -24,24 +23,6 @@ static inline void cuda_check_(cudaError_t e, const char *call, const char *file
 static inline void cudnn_check_(cudnnStatus_t s, const char *call, const char *file, int line) {
     if (s != CUDNN_STATUS_SUCCESS) cli_die("cuDNN error at %s:%d: %s (%s)", file, line, cudnnGetErrorString(s), call);
 }
-static inline const char *cublas_status_name(cublasStatus_t s) {
-    switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "mapping error";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
-    default: return "unknown status";
-    }
-}
-static inline void cublas_check_(cublasStatus_t s, const char *call, const char *file, int line) {
-    if (s != CUBLAS_STATUS_SUCCESS)
-        cli_die("cuBLAS error at %s:%d: %s (status %d) (%s)", file, line, cublas_status_name(s), (int)s, call);
-}
 static inline void cuda_launch_check_(const char *file, int line) {
     cuda_check_(cudaGetLastError(), "kernel launch", file, line);
     if (cuda_sync_each_launch()) cuda_check_(cudaDeviceSynchronize(), "kernel run (BN_CUDA_SYNC=1)", file, line);
@@ -49,6 +30,5 @@ static inline void cuda_launch_check_(const char *file, int line) {
 
 #define CUDA_CHECK(call) cuda_check_((call), #call, __FILE__, __LINE__)
 #define CUDNN_CHECK(call) cudnn_check_((call), #call, __FILE__, __LINE__)
-#define CUBLAS_CHECK(call) cublas_check_((call), #call, __FILE__, __LINE__)
 #define CUDA_LAUNCH_CHECK() cuda_launch_check_(__FILE__, __LINE__)
 #endif

@@ -2,7 +2,7 @@
 // the convolution cache, growable buffers) and the entry points of each file.
 //
 // Files: ops_cuda.cu (the table, start-up, state), cuda_conv.cu (cuDNN convolutions),
-// cuda_bn.cu (BatchNorm), cuda_elem.cu (ReLU, add, pooling), cuda_linear.cu (cuBLAS linear,
+// cuda_bn.cu (BatchNorm), cuda_elem.cu (ReLU, add, pooling), cuda_linear.cu (linear,
 // softmax cross-entropy), cuda_device.cu (device detection, cuda_mem.h).
 //
 // Every op runs on the legacy default stream (stream 0), as do the copies of cuda_mem.h, so
@@ -34,7 +34,6 @@ typedef struct conv_entry {
 
 typedef struct cuda_ctx {
     cudnnHandle_t dnn;
-    cublasHandle_t blas;
     conv_entry *conv;               // the convolution cache
     int nconv, capconv;
     int find;                       // 1: time the algorithms (cudnnFind*); 0: heuristics (BN_CUDNN_FIND=0)

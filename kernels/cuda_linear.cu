@@ -1,12 +1,16 @@
-// cuda_linear.cu: the fully connected layer through cuBLAS, and softmax cross-entropy.
+// cuda_linear.cu: the fully connected layer, and softmax cross-entropy.
 //
-// Row-major care: cuBLAS is column-major, and a row-major matrix A[r][c] is the
-// column-major matrix A^T with leading dimension c. So with x[n,in], w[out,in], y[n,out]:
-//   y^T (out x n)   = w (out x in, i.e. (col-major w^T)^T)   . x^T (in x n)
-//   dx^T (in x n)   = w^T (in x out)                          . dy^T (out x n)
-//   dw^T (in x out) = x^T (in x n)                            . dy (n x out, i.e. (col-major dy^T)^T)
-// which are the three sgemm calls below. fp32 in fp32 (CUBLAS_DEFAULT_MATH: no TF32).
-// Bias and its gradient are kernels of our own (the gradient summed in double, in order).
+// The layer is tiny (ResNet-20: 64 -> 10; the widest nets a few thousand inputs), so one
+// tiled GEMM kernel of our own does its three products instead of cuBLAS: linking cuBLAS
+// costs every program ~150 MB of resident memory at load time (libcublasLt's relocations),
+// GPU or not, which broke the CPU path's 500 MB budget. The kernel reads its operands
+// through strides, which is how the transposes below are expressed (row-major throughout):
+//   y[n,out]   = x[n,in] . w[out,in]^T      A = x,    B(k,j) = w[j,k]
+//   dx[n,in]   = dy[n,out] . w[out,in]      A = dy,   B = w
+//   dw[out,in] = dy[n,out]^T . x[n,in]      A(o,i) = dy[i,o], B = x
+// Each output element is one thread's sum over k in order, in fp32 (no tensor cores, no
+// atomics: deterministic). Bias and its gradient are kernels of our own (the gradient summed
+// in double, in order).
 //
 // Loss: one thread per row computes the row's loss and gradient in double (the arithmetic
 // of the reference); the per-row losses and hits come back to the host and are added there
@@ -15,7 +19,36 @@
 
 #include "cuda_internal.h"
 
-static const float one = 1.0f, zero = 0.0f;
+enum { TILE = 16 };
+
+// One operand of a product: element (r, k) of the logical matrix is p[r*sr + k*sk].
+typedef struct { const float *p; size_t sr, sk; } operand;
+
+// c[m,n] (row-major, leading dimension n) = (accumulate ? c : 0) + sum_k A(m,k) B(k,n)
+// with B given as its transpose's operand: B(k,j) = bt.p[j*bt.sr + k*bt.sk].
+__global__ void k_gemm(int m, int n, int kk, operand a, operand bt, float *c, int accumulate) {
+    __shared__ float as[TILE][TILE + 1], bs[TILE][TILE + 1];
+    int r = blockIdx.y * TILE + threadIdx.y, j = blockIdx.x * TILE + threadIdx.x;
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < kk; k0 += TILE) {
+        int ka = k0 + threadIdx.x, kb = k0 + threadIdx.y;
+        as[threadIdx.y][threadIdx.x] = r < m && ka < kk ? a.p[(size_t)r * a.sr + (size_t)ka * a.sk] : 0.0f;
+        bs[threadIdx.y][threadIdx.x] = j < n && kb < kk ? bt.p[(size_t)j * bt.sr + (size_t)kb * bt.sk] : 0.0f;
+        __syncthreads();
+        for (int t = 0; t < TILE; t++) acc = fmaf(as[threadIdx.y][t], bs[t][threadIdx.x], acc);
+        __syncthreads();
+    }
+    if (r < m && j < n) {
+        float *out = c + (size_t)r * n + j;
+        *out = accumulate ? *out + acc : acc;
+    }
+}
+
+static void gemm(int m, int n, int kk, operand a, operand bt, float *c, int accumulate) {
+    dim3 block(TILE, TILE), grid((unsigned)((n + TILE - 1) / TILE), (unsigned)((m + TILE - 1) / TILE));
+    k_gemm<<<grid, block>>>(m, n, kk, a, bt, c, accumulate);
+    CUDA_LAUNCH_CHECK();
+}
 
 __global__ void k_fill_rows(int n, int out, const float *b, float *y) {
     size_t total = (size_t)n * out;
@@ -33,36 +66,34 @@ __global__ void k_col_sums(int n, int out, const float *dy, float *db) {
 }
 
 void cuda_linear_fwd(ops *o, int n, int in, int out, const float *x, const float *w, const float *b, float *y) {
-    cuda_ctx *c = cuda_ctx_of(o);
+    (void)o;
     if (n <= 0 || out <= 0) return;
     if (in <= 0 || b) {                            // y = b (then + x.w^T), or 0 when there is no input
         k_fill_rows<<<cuda_blocks((size_t)n * out), CUDA_THREADS>>>(n, out, b, y);
         CUDA_LAUNCH_CHECK();
         if (in <= 0) return;
     }
-    CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, w, in, x, in, b ? &one : &zero, y,
-                             out));
+    gemm(n, out, in, operand{x, (size_t)in, 1}, operand{w, (size_t)in, 1}, y, b != NULL);
 }
 
 void cuda_linear_bwd_data(ops *o, int n, int in, int out, const float *dy, const float *w, float *dx) {
-    cuda_ctx *c = cuda_ctx_of(o);
+    (void)o;
     if (n <= 0 || in <= 0) return;
     if (out <= 0) {
         CUDA_CHECK(cudaMemset(dx, 0, (size_t)n * in * sizeof *dx));
         return;
     }
-    CUBLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &one, w, in, dy, out, &zero, dx, in));
+    gemm(n, in, out, operand{dy, (size_t)out, 1}, operand{w, 1, (size_t)in}, dx, 0);
 }
 
 void cuda_linear_bwd_filter(ops *o, int n, int in, int out, const float *x, const float *dy, float *dw, float *db) {
-    cuda_ctx *c = cuda_ctx_of(o);
+    (void)o;
     if (out <= 0) return;
     if (in > 0) {
         if (n <= 0)
             CUDA_CHECK(cudaMemset(dw, 0, (size_t)out * in * sizeof *dw));
         else
-            CUBLAS_CHECK(
-                cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &one, x, in, dy, out, &zero, dw, in));
+            gemm(out, in, n, operand{dy, 1, (size_t)out}, operand{x, 1, (size_t)in}, dw, 0);
     }
     if (db) {
         k_col_sums<<<(unsigned)((out + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS>>>(n > 0 ? n : 0, out, dy, db);

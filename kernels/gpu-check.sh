@@ -1,6 +1,6 @@
 #!/bin/sh
 # gpu-check.sh: run ON THE DEVICE MACHINE (through the device tool, with build/gpu carried;
-# see docs/gpu.md). Finds the device's cuDNN and cuBLAS, runs the CUDA op tests with each
+# see docs/gpu.md). Finds the device's cuDNN, runs the CUDA op tests with each
 # cuDNN algorithm choice printed, then once more under compute-sanitizer's memcheck, and
 # writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
 cd "$(dirname "$0")/.." || exit 2
@@ -8,7 +8,7 @@ out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1; head -n 12 "$out/nvidia-smi.txt"
 dirs=$PWD/build/gpu/lib
-for so in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
+for so in libcudnn.so.9 libcudart.so.13; do
     f=$(find /usr/local/cuda/lib64 /usr/local/cuda/ /usr/lib/x86_64-linux-gnu /opt -name "$so" 2>/dev/null | head -n 1)
     if [ -n "$f" ]; then dirs="$dirs:$(dirname "$f")"; echo "gpu-check: $so from $f"; else echo "gpu-check: no $so on this machine"; fi
 done

@@ -3,7 +3,7 @@
 # build/gpu/ (ignored by git; name it in the device tool's `carry`) what the device machine
 # needs to run our programs: the CUDA test binary (plus any programs named as arguments)
 # and the shared libraries they need (ldd) that the device machine may lack, except glibc,
-# libstdc++/libgcc_s (the device has newer ones) and cuDNN/cuBLAS (0.8 GB: far over the
+# libstdc++/libgcc_s (the device has newer ones) and cuDNN (0.5 GB with its sub-libraries: far over the
 # 64 MiB a call may carry; the device has its own, found by kernels/gpu-check.sh).
 # libcudart (0.7 MB) travels: the runtime the code was built against.
 # usage: sh kernels/gpu-pack.sh [bin/PROGRAM ...]
@@ -18,7 +18,7 @@ for b in build/tests/test_cuda_ops "$@"; do
     ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | while read -r lib; do
         case "$(basename "$lib")" in
         libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|ld-linux*|libstdc++.so.*|libgcc_s.so.*) ;;
-        libcudnn*|libcublas*) ;;
+        libcudnn*) ;;
         *) cp -L "$lib" build/gpu/lib/ ;;
         esac
     done

@@ -1,15 +1,14 @@
 // ops_cuda.cu: the CUDA backend "cuda": its ops table, start-up and growable buffers.
 //
-// ops_cuda_get starts the backend once (device 0, a cuDNN and a cuBLAS handle) and returns
-// the table, or NULL with the reason when there is no usable device: no driver or GPU, a
-// device this build has no code for (kernels are built for sm_90 only), cuDNN or cuBLAS
-// unable to start, or a cuDNN library of another major version than the headers'.
+// ops_cuda_get starts the backend once (device 0, a cuDNN handle) and returns the table, or
+// NULL with the reason when there is no usable device: no driver or GPU, a device this build
+// has no code for (kernels are built for sm_90 only), cuDNN unable to start, or a cuDNN
+// library of another major version than the headers'.
 //
 // Precision: fp32 throughout, no TF32. cuDNN convolutions are restricted to FMA kernels
-// (CUDNN_FMA_MATH, see cuda_conv.cu); cuBLAS runs in CUBLAS_DEFAULT_MATH, which computes
-// fp32 GEMMs in fp32 (TF32 only with CUBLAS_TF32_TENSOR_OP_MATH, never set here). The
-// environment variable NVIDIA_TF32_OVERRIDE=1 would not enable TF32 either: it can only
-// disable it.
+// (CUDNN_FMA_MATH, see cuda_conv.cu); the linear layer's GEMM is our own fp32 kernel (no
+// cuBLAS: see cuda_linear.cu). The environment variable NVIDIA_TF32_OVERRIDE=1 would not
+// enable TF32 either: it can only disable it.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,14 +85,6 @@ static int start(void) {
         snprintf(why_buf, sizeof why_buf, "cuDNN could not start (%s)", cudnnGetErrorString(ds));
         return -1;
     }
-    cublasStatus_t bs = cublasCreate(&ctx.blas);
-    if (bs != CUBLAS_STATUS_SUCCESS) {
-        snprintf(why_buf, sizeof why_buf, "cuBLAS could not start (%s)", cublas_status_name(bs));
-        cudnnDestroy(ctx.dnn);
-        return -1;
-    }
-    CUBLAS_CHECK(cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));
-    CUBLAS_CHECK(cublasSetAtomicsMode(ctx.blas, CUBLAS_ATOMICS_NOT_ALLOWED));   // deterministic
     ctx.find = env_flag("BN_CUDNN_FIND", 1);
     ctx.verbose = env_flag("BN_CUDA_VERBOSE", 0);
     if (ctx.verbose)

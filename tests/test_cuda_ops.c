@@ -22,7 +22,8 @@
  *   A wrong tap, stride, padding or layout errs by ~max|ref|, >= 1000x more. The worst
  *   error of each direction is printed (in units of EPS32*sqrt(K)) to tighten this later.
  *   No TF32: its 10-bit mantissa would err by ~2^-11*sqrt(K), 500x EPS32*sqrt(K), and fail.
- * - Linear (cuBLAS sgemm, fp32 FMA, no transforms): 16*EPS32*sqrt(K), the CPU test's bound.
+ * - Linear (our tiled GEMM kernel, fp32 FMA in k order, no transforms): 16*EPS32*sqrt(K), the
+ *   CPU test's bound.
  * - BatchNorm, pooling, the loss and the bias gradients: the kernels compute in double
  *   exactly the reference's formulas, so results differ only where a double sum in another
  *   order rounds to another float: a few float ulps. BN_TOL = 5e-7 (8 ulps of the scale);
