@@ -2,7 +2,7 @@
  *
  * Convolutions go to oneDNN (ops_cpu_conv.c), BatchNorm is ops_cpu_bn.c. The rest stream
  * through memory and are written here as OpenMP loops over elements (or rows, or blocks of
- * 8 channels for the blocked layout of ops.h act_blk), with inner loops the compiler
+ * 8 or 16 channels for the blocked layout of ops.h act_blk), with inner loops the compiler
  * vectorises (`omp simd`). The fully connected layer and the loss are a few
  * thousand multiply-adds per batch in ResNet-20 (0.01% of a step): they use the reference
  * code as it is.
@@ -18,6 +18,8 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "ops_cpu.h"
 
@@ -81,15 +83,15 @@ static void gap_fwd_l(ops *o, int flags, int n, int c, int hw, const float *x, f
         gap_fwd(o, n, c, hw, x, y);
         return;
     }
-    int cbs = c / CPU_BLK;
+    const int L = cpu_blk, cbs = c / L;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
     for (int j = 0; j < n * cbs; j++) {
-        const float *p = x + (size_t)j * hw * CPU_BLK;
-        double acc[CPU_BLK] = {0};
+        const float *p = x + (size_t)j * hw * L;
+        double acc[16] = {0};
         for (int i = 0; i < hw; i++)
 #pragma omp simd
-            for (int l = 0; l < CPU_BLK; l++) acc[l] += p[i * CPU_BLK + l];
-        for (int l = 0; l < CPU_BLK; l++) y[(size_t)j * CPU_BLK + l] = (float)(acc[l] / hw);
+            for (int l = 0; l < L; l++) acc[l] += p[i * L + l];
+        for (int l = 0; l < L; l++) y[(size_t)j * L + l] = (float)(acc[l] / hw);
     }
 }
 
@@ -98,30 +100,30 @@ static void gap_bwd_l(ops *o, int flags, int n, int c, int hw, const float *dy, 
         gap_bwd(o, n, c, hw, dy, dx);
         return;
     }
-    int cbs = c / CPU_BLK;
+    const int L = cpu_blk, cbs = c / L;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
     for (int j = 0; j < n * cbs; j++) {
-        float g[CPU_BLK];
-        for (int l = 0; l < CPU_BLK; l++) g[l] = (float)((double)dy[(size_t)j * CPU_BLK + l] / hw);
-        float *q = dx + (size_t)j * hw * CPU_BLK;
+        float g[16];
+        for (int l = 0; l < L; l++) g[l] = (float)((double)dy[(size_t)j * L + l] / hw);
+        float *q = dx + (size_t)j * hw * L;
         for (int i = 0; i < hw; i++)
 #pragma omp simd
-            for (int l = 0; l < CPU_BLK; l++) q[i * CPU_BLK + l] = g[l];
+            for (int l = 0; l < L; l++) q[i * L + l] = g[l];
     }
 }
 
-/* NCHW <-> nChw8c: image n, block b: the hw x 8 tile is the transpose of 8 rows of hw */
+/* NCHW <-> nChwLc: image n, block b: the hw x L tile is the transpose of L rows of hw */
 void cpu_act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y) {
     (void)o;
-    int cbs = c / CPU_BLK;
+    const int L = cpu_blk, cbs = c / L;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
     for (int j = 0; j < n * cbs; j++) {
-        const float *p = x + (size_t)j * hw * CPU_BLK;
-        float *q = y + (size_t)j * hw * CPU_BLK;
-        for (int l = 0; l < CPU_BLK; l++)
+        const float *p = x + (size_t)j * hw * L;
+        float *q = y + (size_t)j * hw * L;
+        for (int l = 0; l < L; l++)
             for (int i = 0; i < hw; i++) {
-                if (to_blocked) q[i * CPU_BLK + l] = p[(size_t)l * hw + i];
-                else q[(size_t)l * hw + i] = p[i * CPU_BLK + l];
+                if (to_blocked) q[i * L + l] = p[(size_t)l * hw + i];
+                else q[(size_t)l * hw + i] = p[i * L + l];
             }
     }
 }
@@ -164,7 +166,7 @@ ops ops_cpu = {
     .linear_bwd_data = linear_bwd_data,
     .linear_bwd_filter = linear_bwd_filter,
     .xent = xent,
-    .act_blk = CPU_BLK,
+    .act_blk = 8,                   /* until cpu_backend() chooses (cpu_blk) */
     .conv_fwd_l = cpu_conv_fwd_l,
     .conv_bwd_data_l = cpu_conv_bwd_data_l,
     .conv_bwd_filter_l = cpu_conv_bwd_filter_l,
@@ -175,3 +177,22 @@ ops ops_cpu = {
     .gap_bwd_l = gap_bwd_l,
     .act_convert = cpu_act_convert,
 };
+
+/* ---- the block width ------------------------------------------------------------------- */
+int cpu_blk = 8;
+
+void cpu_blk_set(int blk) {
+    cpu_blk = blk == 16 ? 16 : 8;
+    ops_cpu.act_blk = cpu_blk;
+}
+
+ops *cpu_backend(void) {
+    static int chosen;
+    if (!chosen) {
+        const char *e = getenv("BN_CPU_BLK");
+        int b = e && strcmp(e, "16") == 0 ? 16 : e && strcmp(e, "8") == 0 ? 8 : cpu_blk_preferred();
+        cpu_blk_set(b);
+        chosen = 1;
+    }
+    return &ops_cpu;
+}

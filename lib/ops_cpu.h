@@ -12,17 +12,30 @@ extern ops ops_cpu;
 void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y);
 void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx);
 void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
-/* The same with the activation layout flags of ops.h (OPS_BLK_IN: x / dx are nChw8c,
- * OPS_BLK_OUT: y / dy are; their channel counts must then be multiples of CPU_BLK). */
+/* The same with the activation layout flags of ops.h (OPS_BLK_IN: x / dx are blocked,
+ * OPS_BLK_OUT: y / dy are, in nChw<cpu_blk>c; their channel counts must then be multiples
+ * of cpu_blk). */
 void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, const float *w, const float *b,
                     float *y);
 void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy, const float *w, float *dx);
 void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *x, const float *dy, float *dw,
                            float *db);
 
-/* The blocked activation layout of this backend: nChw8c (8 fp32 lanes of AVX2). */
-enum { CPU_BLK = 8 };
-/* NCHW <-> nChw8c (ops.h act_convert) */
+/* 1 when the forward convolution of d (blocked in and out, no bias) runs oneDNN's Winograd
+ * algorithm here (builds the primitive if needed; 0: direct or the reference). */
+int cpu_conv_winograd(const conv_desc *d);
+
+/* The blocked activation layout of this backend: nChw8c (8 fp32 lanes: AVX2) or nChw16c
+ * (16 lanes: AVX-512), the layout oneDNN's convolutions compute in on this machine, so no
+ * activation is reordered around a convolution. cpu_blk is the width in use (ops_cpu.act_blk
+ * says the same); cpu_backend() chooses it once, on the first ops_get("cpu"): the
+ * environment's BN_CPU_BLK=8|16 if set, else cpu_blk_preferred(). cpu_blk_set changes it
+ * (tests and benchmarks; models built before keep the old layout, so do it before). */
+extern int cpu_blk;
+int cpu_blk_preferred(void);
+void cpu_blk_set(int blk);
+ops *cpu_backend(void);
+/* NCHW <-> nChw<cpu_blk>c (ops.h act_convert) */
 void cpu_act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y);
 
 /* BatchNorm (ops_cpu_bn.c): plain and _l entries of ops.h */

@@ -1,7 +1,7 @@
-/* ops_cpu_bn.c: BatchNorm of the "cpu" backend, plain NCHW and blocked nChw8c (ops.h
+/* ops_cpu_bn.c: BatchNorm of the "cpu" backend, plain NCHW and blocked nChw8c/nChw16c (ops.h
  * act_blk), with the optional fused ReLU (OPS_RELU) and the data-parallel allreduce hook.
  *
- * Train forward: pass 1 (OpenMP over channels, or over blocks of 8 channels) sums, per
+ * Train forward: pass 1 (OpenMP over channels, or over blocks of 8 or 16 channels) sums, per
  * channel, (x - s) and (x - s)^2 in double with s the channel's first local value (so the
  * variance does not cancel when |mean| >> std). The global mean and the sum of squared
  * deviations follow exactly (ops.h's two reductions, through o->allreduce when set):
@@ -22,7 +22,6 @@
 #include "ops_cpu.h"
 
 #define PAR_MIN ((size_t)1 << 15)
-enum { L8 = CPU_BLK };
 
 /* The blocked loops are compiled twice, for AVX2 and for the baseline x86-64 (SSE2), and
  * the loader picks one per machine (GCC target_clones): the double accumulators of the
@@ -47,29 +46,54 @@ static double *scratch(int c) {
     return scr;
 }
 
-/* element (n, c, i) */
-static inline size_t at(const bn_desc *d, int blk, int n, int c, int i) {
-    if (!blk) return ((size_t)n * d->c + c) * d->hw + i;
-    return (((size_t)n * (d->c / L8) + c / L8) * d->hw + i) * L8 + c % L8;
+/* Blocked tensors are cut into tasks of (channel block, part of the batch) so that a layer
+ * with a single block (16 channels in nChw16c) still keeps every thread busy. The number of
+ * parts depends on the batch alone, never on the thread count, and the parts' double sums
+ * are added in part order: the same bits whatever the threads. */
+enum { MAX_PARTS = 8 };
+static int nparts(const bn_desc *d) { return d->n < MAX_PARTS ? (d->n > 0 ? d->n : 1) : MAX_PARTS; }
+static int part_lo(const bn_desc *d, int part) { return (int)((long)d->n * part / nparts(d)); }
+
+/* per part and channel: two partial sums; grown, never shrunk */
+static double *psum;
+static size_t psum_len;
+static double *partials(int c) {
+    size_t want = (size_t)MAX_PARTS * 2 * (size_t)c;
+    if (want > psum_len) {
+        double *p = realloc(psum, want * sizeof *p);
+        if (!p) abort();
+        psum = p, psum_len = want;
+    }
+    return psum;
 }
 
-/* The blocked loops work on the 8 lanes of a pixel as two vectors of 4 (GCC/Clang vector
- * extensions: the accumulators stay in registers whatever the target's vector width; a
- * plain `omp simd` over an 8-element array kept them in memory and ran 3x slower). */
+/* element (n, c, i); blk: 0 (NCHW) or the block width L (nChwLc) */
+static inline size_t at(const bn_desc *d, int blk, int n, int c, int i) {
+    if (!blk) return ((size_t)n * d->c + c) * d->hw + i;
+    return (((size_t)n * (d->c / blk) + c / blk) * d->hw + i) * blk + c % blk;
+}
+
+/* The blocked loops work on the L lanes of a pixel (L = 8 or 16, cpu_blk) as L/4 vectors of
+ * 4 (GCC/Clang vector extensions: the accumulators stay in registers whatever the target's
+ * vector width; a plain `omp simd` over an 8-element array kept them in memory and ran 3x
+ * slower). Each loop body is one always-inline function of L, instantiated for 8 and 16
+ * (the compiler unrolls the groups); the lanes are summed in the same order whatever L, so
+ * both layouts give the same bits. */
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 typedef int v4i __attribute__((vector_size(16)));
-static inline v4f ld4(const float *p) {
+#define INLINE static inline __attribute__((always_inline))
+enum { LMAX = 16, GMAX = LMAX / 4 };
+INLINE v4f ld4(const float *p) {
     v4f v;
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
+INLINE void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
 /* float lanes to double (a macro: a function returning a 32-byte vector warns on SSE2 ABIs) */
 #define wide(v) __builtin_convertvector((v), v4d)
-static inline v4f set4(const float *p) { return ld4(p); }
 /* v where keep (all ones), else 0 */
-static inline v4f mask4(v4f v, v4i keep) {
+INLINE v4f mask4(v4f v, v4i keep) {
     v4i r;
     memcpy(&r, &v, sizeof r);
     r &= keep;
@@ -77,22 +101,126 @@ static inline v4f mask4(v4f v, v4i keep) {
     return v;
 }
 
-/* pass 1 of the forward, channel block [cb*8, cb*8 + 8) of a blocked tensor */
-static CLONES void sums_blk(const bn_desc *d, int cb, const float *x, double *sh, double *s1, double *s2) {
-    const float *p0 = x + at(d, 1, 0, cb * L8, 0);
-    v4d s[2] = {wide(ld4(p0)), wide(ld4(p0 + 4))}, a[2] = {0}, b[2] = {0};
-    for (int n = 0; n < d->n; n++) {
-        const float *p = x + at(d, 1, n, cb * L8, 0);
-        for (int i = 0; i < d->hw; i++, p += L8)
-            for (int h = 0; h < 2; h++) {
+/* pass 1 of the forward, channel block [cb*L, cb*L + L) of a blocked tensor, images
+ * [n0, n1): sums of (x - s) and (x - s)^2 into a[l], b[l], with s the block's first value
+ * (image 0, pixel 0: the same shift in every part of the batch), stored to sh unless NULL */
+INLINE void sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, const float *x, double *sh,
+                     double *pa, double *pb) {
+    const int G = L / 4;
+    const float *p0 = x + at(d, L, 0, cb * L, 0);
+    v4d s[GMAX], a[GMAX], b[GMAX];
+    for (int h = 0; h < G; h++) s[h] = wide(ld4(p0 + 4 * h)), a[h] = b[h] = (v4d){0, 0, 0, 0};
+    for (int n = n0; n < n1; n++) {
+        const float *p = x + at(d, L, n, cb * L, 0);
+        for (int i = 0; i < d->hw; i++, p += L)
+            for (int h = 0; h < G; h++) {
                 v4d v = wide(ld4(p + 4 * h)) - s[h];
                 a[h] += v;
                 b[h] += v * v;
             }
     }
-    for (int l = 0; l < L8; l++)
-        sh[cb * L8 + l] = s[l / 4][l % 4], s1[cb * L8 + l] = a[l / 4][l % 4], s2[cb * L8 + l] = b[l / 4][l % 4];
+    for (int l = 0; l < L; l++) {
+        if (sh) sh[l] = s[l / 4][l % 4];     /* one part writes the shift */
+        pa[l] = a[l / 4][l % 4], pb[l] = b[l / 4][l % 4];
+    }
 }
+
+INLINE void write_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x, float *y,
+                      const double *mean, const double *s1, const float *beta) {
+    const int G = L / 4;
+    float mf[LMAX], sc[LMAX], bt[LMAX];
+    for (int l = 0; l < L; l++) {
+        int c = cb * L + l;
+        mf[l] = (float)mean[c], sc[l] = (float)s1[c], bt[l] = beta[c];
+    }
+    v4f M4[GMAX], S4[GMAX], B4[GMAX], zero = {0, 0, 0, 0};
+    for (int h = 0; h < G; h++) M4[h] = ld4(mf + 4 * h), S4[h] = ld4(sc + 4 * h), B4[h] = ld4(bt + 4 * h);
+    for (int n = n0; n < n1; n++) {
+        const float *p = x + at(d, L, n, cb * L, 0);
+        float *q = y + at(d, L, n, cb * L, 0);
+        for (int i = 0; i < d->hw; i++, p += L, q += L)
+            for (int h = 0; h < G; h++) {
+                v4f v = (ld4(p + 4 * h) - M4[h]) * S4[h] + B4[h];
+                if (relu) v = mask4(v, ~(v < zero));   /* NaN passes, as relu_fwd */
+                st4(q + 4 * h, v);
+            }
+    }
+}
+
+INLINE void bwd_sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
+                         const float *y, const float *dy, const float *save_mean, double *pa, double *pb) {
+    const int G = L / 4;
+    float muf[LMAX];
+    for (int l = 0; l < L; l++) muf[l] = save_mean[cb * L + l];
+    v4d mu[GMAX], a[GMAX], b[GMAX];
+    for (int h = 0; h < G; h++) mu[h] = wide(ld4(muf + 4 * h)), a[h] = b[h] = (v4d){0, 0, 0, 0};
+    v4f zero = {0, 0, 0, 0};
+    for (int n = n0; n < n1; n++) {
+        size_t off = at(d, L, n, cb * L, 0);
+        const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
+        for (int i = 0; i < d->hw; i++, p += L, g += L, r += L)
+            for (int h = 0; h < G; h++) {
+                v4f gv = ld4(g + 4 * h);
+                if (relu) gv = mask4(gv, ld4(r + 4 * h) > zero);
+                v4d gd = wide(gv);
+                a[h] += gd;
+                b[h] += gd * (wide(ld4(p + 4 * h)) - mu[h]);
+            }
+    }
+    for (int l = 0; l < L; l++) pa[l] = a[l / 4][l % 4], pb[l] = b[l / 4][l % 4];
+}
+
+INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x, const float *y,
+                       const float *dy, const float *gamma, const float *save_mean, const float *save_invstd,
+                       const double *red, double M, float *dx) {
+    const int G = L / 4, C = d->c;
+    float A[LMAX], B[LMAX], K[LMAX], mf[LMAX];
+    for (int l = 0; l < L; l++) {
+        int c = cb * L + l;
+        double invstd = save_invstd[c];
+        A[l] = (float)((double)gamma[c] * invstd), B[l] = (float)(red[c] / M);
+        K[l] = (float)(invstd * red[C + c] / M), mf[l] = save_mean[c];
+    }
+    v4f A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], zero = {0, 0, 0, 0};
+    for (int h = 0; h < G; h++)
+        A4[h] = ld4(A + 4 * h), B4[h] = ld4(B + 4 * h), K4[h] = ld4(K + 4 * h), M4[h] = ld4(mf + 4 * h);
+    for (int n = n0; n < n1; n++) {
+        size_t off = at(d, L, n, cb * L, 0);
+        const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
+        float *q = dx + off;
+        for (int i = 0; i < d->hw; i++, p += L, g += L, r += L, q += L)
+            for (int h = 0; h < G; h++) {
+                v4f gv = ld4(g + 4 * h);
+                if (relu) gv = mask4(gv, ld4(r + 4 * h) > zero);
+                st4(q + 4 * h, A4[h] * (gv - B4[h] - (ld4(p + 4 * h) - M4[h]) * K4[h]));
+            }
+    }
+}
+
+/* The instances: one function per loop and block width, each cloned for AVX2 and the
+ * baseline; bn_train / bn_backward pick the width (cpu_blk) at run time. */
+#define INSTANCES(L)                                                                                             \
+    static CLONES void sums_blk##L(const bn_desc *d, int cb, int n0, int n1, const float *x, double *sh,        \
+                                   double *pa, double *pb) {                                                   \
+        sums_blk(L, d, cb, n0, n1, x, sh, pa, pb);                                                             \
+    }                                                                                                          \
+    static CLONES void write_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,        \
+                                    float *y, const double *mean, const double *s1, const float *beta) {       \
+        write_blk(L, d, cb, n0, n1, relu, x, y, mean, s1, beta);                                               \
+    }                                                                                                          \
+    static CLONES void bwd_sums_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,     \
+                                       const float *y, const float *dy, const float *save_mean, double *pa,    \
+                                       double *pb) {                                                           \
+        bwd_sums_blk(L, d, cb, n0, n1, relu, x, y, dy, save_mean, pa, pb);                                     \
+    }                                                                                                          \
+    static CLONES void bwd_dx_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,       \
+                                     const float *y, const float *dy, const float *gamma,                      \
+                                     const float *save_mean, const float *save_invstd, const double *red,      \
+                                     double M, float *dx) {                                                    \
+        bwd_dx_blk(L, d, cb, n0, n1, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);               \
+    }
+INSTANCES(8)
+INSTANCES(16)
 
 static void sums_plain(const bn_desc *d, int c, const float *x, double *sh, double *s1, double *s2) {
     double a = 0.0, b = 0.0, s = x[at(d, 0, 0, c, 0)];
@@ -108,84 +236,28 @@ static void sums_plain(const bn_desc *d, int c, const float *x, double *sh, doub
     sh[c] = s, s1[c] = a, s2[c] = b;
 }
 
-static CLONES void write_blk(const bn_desc *d, int cb, int relu, const float *x, float *y, const double *mean,
-                              const double *s1, const float *beta) {
-            float mf[L8], sc[L8], bt[L8];
-            for (int l = 0; l < L8; l++) {
-                int c = cb * L8 + l;
-                mf[l] = (float)mean[c], sc[l] = (float)s1[c], bt[l] = beta[c];
-            }
-            v4f M4[2] = {set4(mf), set4(mf + 4)}, S4[2] = {set4(sc), set4(sc + 4)}, B4[2] = {set4(bt), set4(bt + 4)};
-            v4f zero = {0, 0, 0, 0};
-            for (int n = 0; n < d->n; n++) {
-                const float *p = x + at(d, 1, n, cb * L8, 0);
-                float *q = y + at(d, 1, n, cb * L8, 0);
-                for (int i = 0; i < d->hw; i++, p += L8, q += L8)
-                    for (int h = 0; h < 2; h++) {
-                        v4f v = (ld4(p + 4 * h) - M4[h]) * S4[h] + B4[h];
-                        if (relu) v = mask4(v, ~(v < zero));   /* NaN passes, as relu_fwd */
-                        st4(q + 4 * h, v);
-                    }
-            }
-        }
-
-static CLONES void bwd_sums_blk(const bn_desc *d, int cb, int relu, const float *x, const float *y, const float *dy,
-                                 const float *save_mean, double *sdy, double *sdx) {
-            float muf[L8];
-            for (int l = 0; l < L8; l++) muf[l] = save_mean[cb * L8 + l];
-            v4d mu[2] = {wide(set4(muf)), wide(set4(muf + 4))}, a[2] = {0}, b[2] = {0};
-            v4f zero = {0, 0, 0, 0};
-            for (int n = 0; n < d->n; n++) {
-                size_t off = at(d, 1, n, cb * L8, 0);
-                const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
-                for (int i = 0; i < d->hw; i++, p += L8, g += L8, r += L8)
-                    for (int h = 0; h < 2; h++) {
-                        v4f gv = ld4(g + 4 * h);
-                        if (relu) gv = mask4(gv, ld4(r + 4 * h) > zero);
-                        v4d gd = wide(gv);
-                        a[h] += gd;
-                        b[h] += gd * (wide(ld4(p + 4 * h)) - mu[h]);
-                    }
-            }
-            for (int l = 0; l < L8; l++) sdy[cb * L8 + l] = a[l / 4][l % 4], sdx[cb * L8 + l] = b[l / 4][l % 4];
-        }
-
-static CLONES void bwd_dx_blk(const bn_desc *d, int cb, int relu, const float *x, const float *y, const float *dy,
-                               const float *gamma, const float *save_mean, const float *save_invstd,
-                               const double *red, double M, float *dx) {
-    int C = d->c;
-            float A[L8], B[L8], K[L8], mf[L8];
-            for (int l = 0; l < L8; l++) {
-                int c = cb * L8 + l;
-                double invstd = save_invstd[c];
-                A[l] = (float)((double)gamma[c] * invstd), B[l] = (float)(red[c] / M);
-                K[l] = (float)(invstd * red[C + c] / M), mf[l] = save_mean[c];
-            }
-            v4f A4[2] = {set4(A), set4(A + 4)}, B4[2] = {set4(B), set4(B + 4)}, K4[2] = {set4(K), set4(K + 4)},
-                M4[2] = {set4(mf), set4(mf + 4)}, zero = {0, 0, 0, 0};
-            for (int n = 0; n < d->n; n++) {
-                size_t off = at(d, 1, n, cb * L8, 0);
-                const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
-                float *q = dx + off;
-                for (int i = 0; i < d->hw; i++, p += L8, g += L8, r += L8, q += L8)
-                    for (int h = 0; h < 2; h++) {
-                        v4f gv = ld4(g + 4 * h);
-                        if (relu) gv = mask4(gv, ld4(r + 4 * h) > zero);
-                        st4(q + 4 * h, A4[h] * (gv - B4[h] - (ld4(p + 4 * h) - M4[h]) * K4[h]));
-                    }
-            }
-        }
-
 static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
                      float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
-    int C = d->c, blk = (flags & OPS_BLK_IN) != 0, relu = (flags & OPS_RELU) != 0;
+    int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t m = (size_t)d->n * (size_t)d->hw, total = m * (size_t)C;
     double *sh = scratch(C), *s1 = sh + C, *s2 = s1 + C, *mean = s2 + C, *var = mean + C, *red = var + C;
     if (m == 0) {
         for (int c = 0; c < C; c++) sh[c] = s1[c] = s2[c] = 0.0;
     } else if (blk) {
+        int P = nparts(d), tasks = C / blk * P;
+        double *pa = partials(C), *pb = pa + (size_t)P * C;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int cb = 0; cb < C / L8; cb++) sums_blk(d, cb, x, sh, s1, s2);
+        for (int t = 0; t < tasks; t++) {
+            int cb = t / P, part = t % P, n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            size_t off = (size_t)part * C + (size_t)cb * blk;
+            if (blk == 16) sums_blk16(d, cb, n0, n1, x, part ? NULL : sh + cb * blk, pa + off, pb + off);
+            else sums_blk8(d, cb, n0, n1, x, part ? NULL : sh + cb * blk, pa + off, pb + off);
+        }
+        for (int c = 0; c < C; c++) {
+            double a = 0.0, b = 0.0;
+            for (int part = 0; part < P; part++) a += pa[(size_t)part * C + c], b += pb[(size_t)part * C + c];
+            s1[c] = a, s2[c] = b;
+        }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) sums_plain(d, c, x, sh, s1, s2);
@@ -215,8 +287,13 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
     }
     if (m == 0) return;
     if (blk) {
+        int P = nparts(d), tasks = C / blk * P;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int cb = 0; cb < C / L8; cb++) write_blk(d, cb, relu, x, y, mean, s1, beta);
+        for (int t = 0; t < tasks; t++) {
+            int cb = t / P, n0 = part_lo(d, t % P), n1 = part_lo(d, t % P + 1);
+            if (blk == 16) write_blk16(d, cb, n0, n1, relu, x, y, mean, s1, beta);
+            else write_blk8(d, cb, n0, n1, relu, x, y, mean, s1, beta);
+        }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) {
@@ -237,13 +314,13 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
 static void bn_infer(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
                      const float *run_mean, const float *run_var, float *y) {
     (void)o;
-    int C = d->c, blk = (flags & OPS_BLK_IN) != 0, relu = (flags & OPS_RELU) != 0;
+    int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t total = (size_t)d->n * (size_t)d->hw * (size_t)C;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         float sc = (float)((double)gamma[c] / sqrt((double)run_var[c] + (double)d->eps));
         float mf = run_mean[c], bt = beta[c];
-        size_t step = blk ? L8 : 1;
+        size_t step = blk ? (size_t)blk : 1;
         for (int n = 0; n < d->n; n++) {
             const float *p = x + at(d, blk, n, c, 0);
             float *q = y + at(d, blk, n, c, 0);
@@ -260,12 +337,24 @@ static void bn_infer(ops *o, const bn_desc *d, int flags, const float *x, const 
 static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
                         const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                         float *dgamma, float *dbeta) {
-    int C = d->c, blk = (flags & OPS_BLK_IN) != 0, relu = (flags & OPS_RELU) != 0;
+    int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t m = (size_t)d->n * (size_t)d->hw, total = m * (size_t)C;
     double *sdy = scratch(C), *sdx = sdy + C, *red = sdx + C;
     if (blk) {
+        int P = nparts(d), tasks = C / blk * P;
+        double *pa = partials(C), *pb = pa + (size_t)P * C;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int cb = 0; cb < C / L8; cb++) bwd_sums_blk(d, cb, relu, x, y, dy, save_mean, sdy, sdx);
+        for (int t = 0; t < tasks; t++) {
+            int cb = t / P, part = t % P, n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            size_t off = (size_t)part * C + (size_t)cb * blk;
+            if (blk == 16) bwd_sums_blk16(d, cb, n0, n1, relu, x, y, dy, save_mean, pa + off, pb + off);
+            else bwd_sums_blk8(d, cb, n0, n1, relu, x, y, dy, save_mean, pa + off, pb + off);
+        }
+        for (int c = 0; c < C; c++) {
+            double a = 0.0, b = 0.0;
+            for (int part = 0; part < P; part++) a += pa[(size_t)part * C + c], b += pb[(size_t)part * C + c];
+            sdy[c] = a, sdx[c] = b;
+        }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) {
@@ -291,9 +380,13 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
     for (int c = 0; c < C; c++) dbeta[c] = (float)red[c], dgamma[c] = (float)red[C + c];
     if (!dx || m == 0 || !(M > 0)) return;
     if (blk) {
+        int P = nparts(d), tasks = C / blk * P;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int cb = 0; cb < C / L8; cb++)
-            bwd_dx_blk(d, cb, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);
+        for (int t = 0; t < tasks; t++) {
+            int cb = t / P, n0 = part_lo(d, t % P), n1 = part_lo(d, t % P + 1);
+            if (blk == 16) bwd_dx_blk16(d, cb, n0, n1, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);
+            else bwd_dx_blk8(d, cb, n0, n1, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);
+        }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) {

@@ -2,11 +2,12 @@
  *
  * Each (direction, conv_desc, bias or not, layout) gets one oneDNN primitive, created on its
  * first call and kept in a small cache for the life of the process. The _l entries (ops.h
- * act_blk) take activations already in nChw8c (OPS_BLK_IN / OPS_BLK_OUT): oneDNN's choice
- * for them on AVX2, so no reorder is made; the plain entries are the _l ones with layout 0. The interface tensors are
- * plain NCHW / OIHW; oneDNN chooses its own blocked layouts ("any": nChw8c on this AVX2
- * machine) and every call reorders into and out of them through buffers owned by the cache
- * entry, so nothing is allocated after the first call for a shape. Measured on ResNet-20 shapes (see
+ * act_blk) take activations already in nChw8c or nChw16c (OPS_BLK_IN / OPS_BLK_OUT; cpu_blk,
+ * chosen to be oneDNN's own layout on this machine: 8 on AVX2, 16 on AVX-512), so no reorder
+ * is made; the plain entries are the _l ones with layout 0. Plain tensors are NCHW / OIHW;
+ * oneDNN chooses its own blocked layouts ("any") and a call reorders into and out of them
+ * through buffers owned by the cache entry, so nothing is allocated after the first call
+ * for a shape. Measured on ResNet-20 shapes (see
  * docs/cpu-ops.md) the blocked kernels plus reorders beat oneDNN on plain layouts.
  *
  * oneDNN runs on the same OpenMP runtime (libgomp) as the rest of the program and uses
@@ -39,6 +40,8 @@ typedef struct conv_arg {
 
 typedef struct conv_entry {
     int dir, has_bias, layout;      /* layout: OPS_BLK_IN / OPS_BLK_OUT of the user's tensors */
+    int blk;                        /* their block width when blocked (cpu_blk at creation) */
+    int wino;                       /* 1: oneDNN's Winograd algorithm, 0: direct */
     conv_desc d;
     int ok;                         /* 0: oneDNN refused this shape, use the reference */
     dnnl_primitive_t prim;
@@ -97,13 +100,34 @@ static void md1(dnnl_memory_desc_t *md, int a, dnnl_format_tag_t tag) {
     dnnl_memory_desc_init_by_tag(md, 1, dims, dnnl_f32, tag);
 }
 
-/* Set up e's primitive; returns 0 when oneDNN will not take the shape. */
-static int entry_build(conv_entry *e) {
+/* Winograd (oneDNN's F(4x4, 3x3), AVX-512 only) for 3x3 stride-1 convolutions of 32 or more
+ * channels in and out: measured 1.1-1.9x faster than direct there on Zen 5 (16->16 at 32x32 is
+ * slower: docs/cpu-ops.md). A fixed rule, never a timing, so a run is reproducible. It
+ * trades a little accuracy (still within the tolerances of tests/test_fast_layout.c).
+ * BN_CPU_CONV=direct turns it off, =winograd uses it wherever oneDNN takes it. */
+enum { ALG_AUTO, ALG_DIRECT, ALG_WINO };
+static int alg_mode(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *s = getenv("BN_CPU_CONV");
+        mode = s && strcmp(s, "direct") == 0 ? ALG_DIRECT : s && strcmp(s, "winograd") == 0 ? ALG_WINO : ALG_AUTO;
+    }
+    return mode;
+}
+static int want_wino(const conv_desc *d) {
+    int mode = alg_mode();
+    if (mode == ALG_DIRECT || d->k != 3 || d->stride != 1) return 0;
+    return mode == ALG_WINO || (d->cin >= 32 && d->cout >= 32 && d->cin % 16 == 0 && d->cout % 16 == 0);
+}
+
+/* Set up e's primitive with algorithm alg; returns 0 when oneDNN will not take the shape. */
+static int entry_build_alg(conv_entry *e, dnnl_alg_kind_t alg) {
     const conv_desc *d = &e->d;
     dnnl_memory_desc_t src_p, wei_p, dst_p, bias_p, src_a, wei_a, dst_a, bias_a;
-    md4(&src_p, d->n, d->cin, d->h, d->w, (e->layout & OPS_BLK_IN) ? dnnl_nChw8c : dnnl_nchw);
+    dnnl_format_tag_t blk = e->blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    md4(&src_p, d->n, d->cin, d->h, d->w, (e->layout & OPS_BLK_IN) ? blk : dnnl_nchw);
     md4(&wei_p, d->cout, d->cin, d->k, d->k, dnnl_oihw);
-    md4(&dst_p, d->n, d->cout, d->ho, d->wo, (e->layout & OPS_BLK_OUT) ? dnnl_nChw8c : dnnl_nchw);
+    md4(&dst_p, d->n, d->cout, d->ho, d->wo, (e->layout & OPS_BLK_OUT) ? blk : dnnl_nchw);
     md1(&bias_p, d->cout, dnnl_x);
     md4(&src_a, d->n, d->cin, d->h, d->w, dnnl_format_tag_any);
     md4(&wei_a, d->cout, d->cin, d->k, d->k, dnnl_format_tag_any);
@@ -117,7 +141,7 @@ static int entry_build(conv_entry *e) {
                          (d->wo - 1) * d->stride + d->k - d->w - d->pad};
 
     dnnl_convolution_desc_t fwd_cd, cd;
-    if (dnnl_convolution_forward_desc_init(&fwd_cd, dnnl_forward_training, dnnl_convolution_direct, &src_a, &wei_a,
+    if (dnnl_convolution_forward_desc_init(&fwd_cd, dnnl_forward_training, alg, &src_a, &wei_a,
                                            e->has_bias ? &bias_a : NULL, &dst_a, strides, pad_l,
                                            pad_r) != dnnl_success)
         return 0;
@@ -127,12 +151,12 @@ static int entry_build(conv_entry *e) {
     if (e->dir == DIR_FWD) {
         pd = fwd_pd, fwd_pd = NULL;
     } else if (e->dir == DIR_BWD_DATA) {
-        if (dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src_a, &wei_a, &dst_a, strides,
+        if (dnnl_convolution_backward_data_desc_init(&cd, alg, &src_a, &wei_a, &dst_a, strides,
                                                      pad_l, pad_r) != dnnl_success ||
             dnnl_primitive_desc_create(&pd, &cd, NULL, g.eng, fwd_pd) != dnnl_success)
             goto out;
     } else {
-        if (dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src_a, &wei_a,
+        if (dnnl_convolution_backward_weights_desc_init(&cd, alg, &src_a, &wei_a,
                                                         e->has_bias ? &bias_a : NULL, &dst_a, strides, pad_l,
                                                         pad_r) != dnnl_success ||
             dnnl_primitive_desc_create(&pd, &cd, NULL, g.eng, fwd_pd) != dnnl_success)
@@ -168,18 +192,52 @@ out:
     return ok;
 }
 
+/* Winograd where the rule wants it and oneDNN has it (it refuses on AVX2), else direct. */
+static int entry_build(conv_entry *e) {
+    if (want_wino(&e->d)) {
+        conv_entry save = *e;
+        if (entry_build_alg(e, dnnl_convolution_winograd)) return e->wino = 1;
+        *e = save;      /* a refusal comes before any argument is bound */
+    }
+    return entry_build_alg(e, dnnl_convolution_direct);
+}
+
+/* The block width of the layout oneDNN computes a ResNet convolution in on this machine (16
+ * on AVX-512, 8 on AVX2): asked of the forward primitive of a 16->16 3x3 convolution of 32
+ * images of 32x32. 8 when oneDNN is unusable or answers with something else. */
+int cpu_blk_preferred(void) {
+    if (!engine_init()) return 8;
+    dnnl_memory_desc_t src, wei, dst, want;
+    md4(&src, 32, 16, 32, 32, dnnl_format_tag_any);
+    md4(&wei, 16, 16, 3, 3, dnnl_format_tag_any);
+    md4(&dst, 32, 16, 32, 32, dnnl_format_tag_any);
+    md4(&want, 32, 16, 32, 32, dnnl_nChw16c);
+    dnnl_dims_t strides = {1, 1}, pad = {1, 1};
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &src, &wei, NULL,
+                                           &dst, strides, pad, pad) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, g.eng, NULL) != dnnl_success)
+        return 8;
+    int blk = dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), &want) ? 16 : 8;
+    dnnl_primitive_desc_destroy(pd);
+    return blk;
+}
+
 /* The cache entry for (dir, d, has_bias), built on first use; NULL: use the reference. */
 static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias, int layout) {
     if ((size_t)d->n * d->cin * d->h * d->w * d->cout * d->ho * d->wo == 0) return NULL;
     if (!engine_init()) return NULL;
     for (conv_entry *e = g.entries; e; e = e->next)
-        if (e->dir == dir && e->has_bias == has_bias && e->layout == layout && same_desc(&e->d, d))
+        if (e->dir == dir && e->has_bias == has_bias && e->layout == layout && e->blk == cpu_blk &&
+            same_desc(&e->d, d))
             return e->ok ? e : NULL;
     conv_entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->dir = dir;
     e->has_bias = has_bias;
     e->layout = layout;
+    e->blk = cpu_blk;
     e->d = *d;
     e->ok = entry_build(e);     /* a failed build leaks its few half-made objects, once per shape */
     e->next = g.entries;
@@ -232,6 +290,14 @@ static conv_desc sub_desc(const conv_desc *d, int i, int *len) {
     *len = d->n - i < cb ? d->n - i : cb;
     s.n = *len;
     return s;
+}
+
+int cpu_conv_winograd(const conv_desc *d) {
+    int len;
+    conv_desc s = sub_desc(d, 0, &len);
+    int layout = (d->cin % cpu_blk ? 0 : OPS_BLK_IN) | (d->cout % cpu_blk ? 0 : OPS_BLK_OUT);
+    conv_entry *e = entry_get(DIR_FWD, &s, 0, layout);
+    return e && e->wino;
 }
 
 /* The reference loops on plain copies of blocked tensors (shapes oneDNN refuses: rare;

@@ -1,6 +1,8 @@
-/* test_fast_layout.c: the "cpu" backend's fast path (ops.h act_blk: blocked nChw8c
- * activations, BN with a fused ReLU) against the reference ops, op by op, and whole
- * training steps of small ResNets through the model (cpu fast path vs ref).
+/* test_fast_layout.c: the "cpu" backend's fast path (ops.h act_blk: blocked nChw8c or
+ * nChw16c activations, BN with a fused ReLU) against the reference ops, op by op, and whole
+ * training steps of small ResNets through the model (cpu fast path vs ref). Everything runs
+ * for both block widths (cpu_blk_set), whichever the machine prefers: oneDNN takes either
+ * layout on any x86-64 (it reorders when it computes in the other).
  *
  * Every expected value comes from ops_ref on plain NCHW tensors; the blocked tensors are
  * made and read back with this file's own index arithmetic (to_blk / from_blk below), not
@@ -28,7 +30,7 @@
 #include "ops.h"
 #include "rng.h"
 
-extern ops ops_cpu;
+#include "ops_cpu.h"
 
 static rng R;
 #include "testvec.h"
@@ -37,10 +39,10 @@ static ops *C = &ops_cpu, *F = &ops_ref;
 #define EPS32 5.9604644775390625e-08 /* 2^-24 */
 #define CONV_TOL(K) (16.0 * EPS32 * sqrt((double)(K)))
 #define BN_TOL 2e-6
-enum { B = 8 };
+static int B = 8;   /* the block width under test (cpu_blk) */
 
 
-/* NCHW index (n, c, i) -> nChw8c index, the layout of ops.h */
+/* NCHW index (n, c, i) -> nChwBc index, the layout of ops.h */
 static size_t blk_index(int c_total, int hw, int n, int c, int i) {
     return (((size_t)n * (c_total / B) + c / B) * hw + i) * B + c % B;
 }
@@ -67,8 +69,37 @@ TEST(table) {
     CHECK(F->act_blk == 0 && F->conv_fwd_l == NULL, "ref has no fast path");
 }
 
+/* The width the backend chooses is oneDNN's own layout: 16 exactly when the machine has
+ * AVX-512 (oneDNN 2.x computes f32 convolutions in nChw16c there, nChw8c on AVX2). */
+TEST(preferred) {
+    int want = __builtin_cpu_supports("avx512f") ? 16 : 8;
+    CHECK(cpu_blk_preferred() == want, "cpu_blk_preferred %d, expected %d", cpu_blk_preferred(), want);
+    ops *o = ops_get("cpu", NULL);
+    const char *e = getenv("BN_CPU_BLK");
+    if (!e) CHECK(o->act_blk == want && cpu_blk == want, "ops_get(cpu) chose %d", o->act_blk);
+}
+
+/* Winograd (oneDNN's, AVX-512 only) is used by rule: 3x3 stride 1 with >= 32 channels in
+ * and out, never for 16->16 or strided ones; direct everywhere on AVX2. The shapes of
+ * conv_shapes that it takes are then compared with the reference like all others. */
+TEST(winograd_rule) {
+    int avx512 = __builtin_cpu_supports("avx512f");
+    const char *e = getenv("BN_CPU_CONV");
+    if (e && *e) SKIP("BN_CPU_CONV is set");
+    struct { int cin, h, cout, k, s, want; } t[] = {
+        {32, 16, 32, 3, 1, 1}, {64, 8, 64, 3, 1, 1}, {16, 32, 16, 3, 1, 0}, {16, 32, 32, 3, 2, 0}, {32, 16, 32, 1, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        conv_desc d;
+        conv_desc_init(&d, 4, t[i].cin, t[i].h, t[i].h, t[i].cout, t[i].k, t[i].s, t[i].k / 2);
+        int w = cpu_conv_winograd(&d);
+        CHECK(w == (avx512 && t[i].want), "%d->%d k%d s%d: winograd %d (avx512 %d)", t[i].cin, t[i].cout, t[i].k,
+              t[i].s, w, avx512);
+    }
+}
+
 TEST(convert) {
-    int n = 3, c = 24, hw = 35;
+    int n = 3, c = 48, hw = 35;
     size_t nx = (size_t)n * c * hw;
     float *x = rand_vec(nx, 0, 1), *y = fvec(nx), *z = fvec(nx);
     float *want = to_blk(x, n, c, hw);
@@ -91,6 +122,9 @@ static const shape conv_shapes[] = {
     {3, 8, 9, 7, 16, 3, 2, 1},     /* odd sizes, stride 2 */
     {70, 8, 5, 5, 8, 3, 1, 1},     /* three chunks */
     {3, 8, 6, 6, 5, 3, 1, 1},      /* blocked in, plain out (cout not a multiple of 8) */
+    {2, 32, 16, 16, 32, 3, 1, 1},  /* Winograd where oneDNN has it (AVX-512) */
+    {3, 32, 7, 9, 48, 3, 1, 1},    /* Winograd, odd sizes: partial 4x4 tiles */
+    {2, 16, 8, 8, 32, 3, 1, 1},    /* blocked in for 16, out for both */
     {2, 8, 1, 1, 8, 3, 1, 5},      /* a shape oneDNN refuses (pad > k): the reference fallback */
 };
 
@@ -142,6 +176,7 @@ typedef struct { int n, c, hw, blocked, relu; } bn_shape;
 static const bn_shape bn_shapes[] = {
     {4, 16, 1024, 1, 1}, {4, 16, 1024, 1, 0}, {3, 64, 64, 1, 1}, {5, 8, 9, 1, 0},
     {2, 32, 256, 0, 1},  {3, 7, 9, 0, 1},     {1, 8, 1, 1, 1},   {2, 24, 33, 1, 1},
+    {11, 16, 37, 1, 1},  {9, 48, 5, 1, 0},    {1, 16, 3, 1, 1},  /* parts of the batch: 8, 8, 1 */
 };
 
 /* Counts its calls, changes nothing: a one-rank allreduce. */
@@ -158,7 +193,9 @@ static void hook_double(void *ctx, double *buf, size_t n) {
     for (size_t i = 0; i < n; i++) buf[i] *= 2.0;
 }
 
-static void bn_case(const bn_shape *s) {
+static void bn_case(const bn_shape *shape) {
+    bn_shape sh = *shape, *s = &sh;
+    s->blocked = s->blocked && s->c % B == 0;
     bn_desc d = {s->n, s->c, s->hw, 1e-5f, 0.1f};
     size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c;
     int fl = (s->blocked ? OPS_BLK_IN : 0) | (s->relu ? OPS_RELU : 0);
@@ -280,7 +317,7 @@ TEST(bn_allreduce) {
 }
 
 TEST(gap_blocked_vs_ref) {
-    int n = 5, c = 24, hw = 64;
+    int n = 5, c = 48, hw = 64;
     size_t nx = (size_t)n * c * hw, ny = (size_t)n * c;
     float *x = rand_vec(nx, 1, 1), *dy = rand_vec(ny, 0, 1), *xb = to_blk(x, n, c, hw);
     float *y0 = fvec(ny), *y1 = fvec(ny), *dx0 = fvec(nx), *dx1 = fvec(nx);
@@ -429,13 +466,20 @@ int main(void) {
     uint64_t seed = getenv("TEST_SEED") ? strtoull(getenv("TEST_SEED"), NULL, 10) : 20240602;
     printf("# seed %llu\n", (unsigned long long)seed);
     rng_seed(&R, seed, 6);
-    RUN(table);
-    RUN(convert);
-    RUN(conv_blocked_vs_ref);
-    RUN(bn_blocked_relu_vs_ref);
-    RUN(bn_allreduce);
-    RUN(gap_blocked_vs_ref);
-    RUN(train_steps_vs_ref);
-    RUN(model_fast_vs_plain);
+    RUN(preferred);
+    RUN(winograd_rule);
+    for (int b = 8; b <= 16; b += 8) {
+        B = b;
+        cpu_blk_set(b);
+        printf("# block width %d\n", b);
+        RUN(table);
+        RUN(convert);
+        RUN(conv_blocked_vs_ref);
+        RUN(bn_blocked_relu_vs_ref);
+        RUN(bn_allreduce);
+        RUN(gap_blocked_vs_ref);
+        RUN(train_steps_vs_ref);
+        RUN(model_fast_vs_plain);
+    }
     return DONE();
 }
