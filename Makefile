@@ -10,7 +10,7 @@
 VERSION := 0.1.0
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP -Ilib -DBN_VERSION='"$(VERSION)"'
+CFLAGS  += -std=c11 -ffp-contract=off -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP -Ilib -DBN_VERSION='"$(VERSION)"'
 LDLIBS  := -lmsgpackc -lcurl -larchive -lcrypto -lz -ldnnl -lm -lpthread
 LDFLAGS += -fopenmp
 

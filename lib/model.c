@@ -853,10 +853,19 @@ static void backward_layer(model *m, layer *l) {
         bn_desc d = {n, vi->c, vi->h * vi->w, m->bn_eps, m->bn_momentum};
         /* frozen gamma / beta: the op writes them anyway, into scratch (apart from each other) */
         float *dg = l->ggamma ? l->ggamma : m->scratch, *db = l->gbeta ? l->gbeta : m->scratch + m->scratch_n / 2;
+        if (fast && need_dx && m->gof[l->in] < 0 && m->pool[g].refs == 1) {
+            /* dx over dy (ops.h allows it on the fast path): hand the buffer down */
+            o->bn_bwd_l(o, &d, bn_flags(m, l), x, data_of(m, l->out), dy, l->gamma, l->beta, l->save_mean,
+                        l->save_invstd, m->pool[g].p, dg, db);
+            m->gof[l->in] = g;
+            m->gof[l->out] = -1;
+            if (pt) pt[1] += now_s() - t0;
+            return;
+        }
         dx = need_dx ? grad_begin(m, l->in, &tmp) : NULL;
         if (fast)   /* with a fused ReLU, data_of(out) holds the ReLU's output: the mask */
-            o->bn_bwd_l(o, &d, bn_flags(m, l), x, data_of(m, l->out), dy, l->gamma, l->save_mean, l->save_invstd,
-                        dx, dg, db);
+            o->bn_bwd_l(o, &d, bn_flags(m, l), x, data_of(m, l->out), dy, l->gamma, l->beta, l->save_mean,
+                        l->save_invstd, dx, dg, db);
         else
             o->bn_bwd(o, &d, x, dy, l->gamma, l->save_mean, l->save_invstd, dx, dg, db);
         if (need_dx) grad_end(m, l->in, tmp);

@@ -109,10 +109,12 @@ struct ops {
                            float *run_var);
     void (*bn_fwd_infer_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
                            const float *beta, const float *run_mean, const float *run_var, float *y);
-    /* y: the forward's output (read only with OPS_RELU: the mask is y > 0) */
+    /* y: the forward's output, beta its shift. With OPS_RELU the mask is y > 0: a backend
+     * reads it from y, or recomputes y from x, the saved statistics, gamma and beta exactly
+     * as its forward did (the cpu one: no pass over y). dx may equal dy (in place). */
     void (*bn_bwd_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
-                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                     float *dgamma, float *dbeta);
+                     const float *gamma, const float *beta, const float *save_mean, const float *save_invstd,
+                     float *dx, float *dgamma, float *dbeta);
     void (*gap_fwd_l)(ops *o, int flags, int n, int c, int hw, const float *x, float *y);
     void (*gap_bwd_l)(ops *o, int flags, int n, int c, int hw, const float *dy, float *dx);
     /* layout conversion of an activation x[n,c,hw]: to_blocked 1: NCHW -> nCHWB, 0: back */

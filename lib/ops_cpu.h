@@ -51,6 +51,6 @@ void cpu_bn_fwd_infer_l(ops *o, const bn_desc *d, int flags, const float *x, con
 void cpu_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
                 const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 void cpu_bn_bwd_l(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
-                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
-                  float *dbeta);
+                  const float *gamma, const float *beta, const float *save_mean, const float *save_invstd, float *dx,
+                  float *dgamma, float *dbeta);
 #endif

@@ -8,8 +8,9 @@
  *     mean = (sum_r (s1_r + m_r s_r)) / M,
  *     sum (x - mean)^2 = sum_r [ s2_r - 2 (mean - s_r) s1_r + m_r (mean - s_r)^2 ].
  * Pass 2 writes y = (x - mean) * (gamma invstd) + beta (max(0, .) with OPS_RELU), float.
- * Backward: pass 1 sums dy and dy*(x - mean) in double (dy masked by y > 0 with OPS_RELU),
- * allreduce of {sum dy [c], sum dy*xhat [c]}, pass 2 writes dx. With one process the
+ * Backward: pass 1 sums dy and dy*(x - mean) in double (dy masked by y > 0 with OPS_RELU,
+ * y recomputed from x rather than read: relu_scale), allreduce of {sum dy [c], sum dy*xhat
+ * [c]}, pass 2 writes dx (over dy when the caller passes the same buffer). With one process the
  * allreduce is skipped and the formulas are the same.
  *
  * Determinism: each channel (block) is summed by one thread in a fixed order; the results
@@ -147,52 +148,72 @@ INLINE void write_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int
     }
 }
 
+/* The ReLU mask of the backward, without reading y: the forward's y = max(0, v) with
+ * v = (x - mean) * scale + beta, recomputed with the same float operations from the same
+ * float constants (mean = save_mean, scale = (float)(gamma * (double)save_invstd), as the
+ * forward computes it), so v > 0 is exactly the forward's y > 0, NaN included (false). */
+INLINE float relu_scale(const float *gamma, const float *save_invstd, int c) {
+    return (float)((double)gamma[c] * (double)save_invstd[c]);
+}
+
 INLINE void bwd_sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
-                         const float *y, const float *dy, const float *save_mean, double *pa, double *pb) {
+                         const float *dy, const float *gamma, const float *beta, const float *save_mean,
+                         const float *save_invstd, double *pa, double *pb) {
     const int G = L / 4;
-    float muf[LMAX];
-    for (int l = 0; l < L; l++) muf[l] = save_mean[cb * L + l];
+    float muf[LMAX], sc[LMAX], bt[LMAX];
+    for (int l = 0; l < L; l++) {
+        int c = cb * L + l;
+        muf[l] = save_mean[c];
+        sc[l] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[l] = relu ? beta[c] : 0.0f;
+    }
     v4d mu[GMAX], a[GMAX], b[GMAX];
-    for (int h = 0; h < G; h++) mu[h] = wide(ld4(muf + 4 * h)), a[h] = b[h] = (v4d){0, 0, 0, 0};
-    v4f zero = {0, 0, 0, 0};
+    v4f M4[GMAX], S4[GMAX], B4[GMAX], zero = {0, 0, 0, 0};
+    for (int h = 0; h < G; h++) {
+        M4[h] = ld4(muf + 4 * h), S4[h] = ld4(sc + 4 * h), B4[h] = ld4(bt + 4 * h);
+        mu[h] = wide(M4[h]), a[h] = b[h] = (v4d){0, 0, 0, 0};
+    }
     for (int n = n0; n < n1; n++) {
         size_t off = at(d, L, n, cb * L, 0);
-        const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
-        for (int i = 0; i < d->hw; i++, p += L, g += L, r += L)
+        const float *p = x + off, *g = dy + off;
+        for (int i = 0; i < d->hw; i++, p += L, g += L)
             for (int h = 0; h < G; h++) {
-                v4f gv = ld4(g + 4 * h);
-                if (relu) gv = mask4(gv, ld4(r + 4 * h) > zero);
+                v4f xv = ld4(p + 4 * h), gv = ld4(g + 4 * h);
+                if (relu) gv = mask4(gv, (xv - M4[h]) * S4[h] + B4[h] > zero);
                 v4d gd = wide(gv);
                 a[h] += gd;
-                b[h] += gd * (wide(ld4(p + 4 * h)) - mu[h]);
+                b[h] += gd * (wide(xv) - mu[h]);
             }
     }
     for (int l = 0; l < L; l++) pa[l] = a[l / 4][l % 4], pb[l] = b[l / 4][l % 4];
 }
 
-INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x, const float *y,
-                       const float *dy, const float *gamma, const float *save_mean, const float *save_invstd,
-                       const double *red, double M, float *dx) {
+/* dx; may write over dy (each element reads its own dy before writing dx) */
+INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
+                       const float *dy, const float *gamma, const float *beta, const float *save_mean,
+                       const float *save_invstd, const double *red, double M, float *dx) {
     const int G = L / 4, C = d->c;
-    float A[LMAX], B[LMAX], K[LMAX], mf[LMAX];
+    float A[LMAX], B[LMAX], K[LMAX], mf[LMAX], sc[LMAX], bt[LMAX];
     for (int l = 0; l < L; l++) {
         int c = cb * L + l;
         double invstd = save_invstd[c];
         A[l] = (float)((double)gamma[c] * invstd), B[l] = (float)(red[c] / M);
         K[l] = (float)(invstd * red[C + c] / M), mf[l] = save_mean[c];
+        sc[l] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[l] = relu ? beta[c] : 0.0f;
     }
-    v4f A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], zero = {0, 0, 0, 0};
-    for (int h = 0; h < G; h++)
+    v4f A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], S4[GMAX], T4[GMAX], zero = {0, 0, 0, 0};
+    for (int h = 0; h < G; h++) {
         A4[h] = ld4(A + 4 * h), B4[h] = ld4(B + 4 * h), K4[h] = ld4(K + 4 * h), M4[h] = ld4(mf + 4 * h);
+        S4[h] = ld4(sc + 4 * h), T4[h] = ld4(bt + 4 * h);
+    }
     for (int n = n0; n < n1; n++) {
         size_t off = at(d, L, n, cb * L, 0);
-        const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
+        const float *p = x + off, *g = dy + off;
         float *q = dx + off;
-        for (int i = 0; i < d->hw; i++, p += L, g += L, r += L, q += L)
+        for (int i = 0; i < d->hw; i++, p += L, g += L, q += L)
             for (int h = 0; h < G; h++) {
-                v4f gv = ld4(g + 4 * h);
-                if (relu) gv = mask4(gv, ld4(r + 4 * h) > zero);
-                st4(q + 4 * h, A4[h] * (gv - B4[h] - (ld4(p + 4 * h) - M4[h]) * K4[h]));
+                v4f xc = ld4(p + 4 * h) - M4[h], gv = ld4(g + 4 * h);
+                if (relu) gv = mask4(gv, xc * S4[h] + T4[h] > zero);
+                st4(q + 4 * h, A4[h] * (gv - B4[h] - xc * K4[h]));
             }
     }
 }
@@ -209,15 +230,16 @@ INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, in
         write_blk(L, d, cb, n0, n1, relu, x, y, mean, s1, beta);                                               \
     }                                                                                                          \
     static CLONES void bwd_sums_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,     \
-                                       const float *y, const float *dy, const float *save_mean, double *pa,    \
+                                       const float *dy, const float *gamma, const float *beta,                 \
+                                       const float *save_mean, const float *save_invstd, double *pa,           \
                                        double *pb) {                                                           \
-        bwd_sums_blk(L, d, cb, n0, n1, relu, x, y, dy, save_mean, pa, pb);                                     \
+        bwd_sums_blk(L, d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa, pb);              \
     }                                                                                                          \
     static CLONES void bwd_dx_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,       \
-                                     const float *y, const float *dy, const float *gamma,                      \
+                                     const float *dy, const float *gamma, const float *beta,                   \
                                      const float *save_mean, const float *save_invstd, const double *red,      \
                                      double M, float *dx) {                                                    \
-        bwd_dx_blk(L, d, cb, n0, n1, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);               \
+        bwd_dx_blk(L, d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);            \
     }
 INSTANCES(8)
 INSTANCES(16)
@@ -283,7 +305,8 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
         double unbiased = M > 1 ? var[c] * M / (M - 1) : var[c];
         if (M > 0 && run_mean) run_mean[c] = (float)((1.0 - mom) * (double)run_mean[c] + mom * mean[c]);
         if (M > 0 && run_var) run_var[c] = (float)((1.0 - mom) * (double)run_var[c] + mom * unbiased);
-        s1[c] = (double)gamma[c] * invstd;      /* s1, s2 now: scale and shift of pass 2 */
+        /* s1 now: the scale of pass 2, from the float invstd that the backward sees */
+        s1[c] = (double)gamma[c] * (double)(float)invstd;
     }
     if (m == 0) return;
     if (blk) {
@@ -333,9 +356,10 @@ static void bn_infer(ops *o, const bn_desc *d, int flags, const float *x, const 
 }
 
 /* dbeta = sum g, dgamma = sum g*xhat, dx = gamma*invstd * (g - dbeta/M - xhat*dgamma/M),
- * g = dy (OPS_RELU: dy where y > 0, else 0; y is the fused op's output). */
-static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
-                        const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+ * g = dy (OPS_RELU: dy where the forward's y > 0, else 0, with y recomputed from x: see
+ * relu_scale). dx may be dy. */
+static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, const float *dy, const float *gamma,
+                        const float *beta, const float *save_mean, const float *save_invstd, float *dx,
                         float *dgamma, float *dbeta) {
     int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t m = (size_t)d->n * (size_t)d->hw, total = m * (size_t)C;
@@ -347,8 +371,9 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
         for (int t = 0; t < tasks; t++) {
             int cb = t / P, part = t % P, n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
             size_t off = (size_t)part * C + (size_t)cb * blk;
-            if (blk == 16) bwd_sums_blk16(d, cb, n0, n1, relu, x, y, dy, save_mean, pa + off, pb + off);
-            else bwd_sums_blk8(d, cb, n0, n1, relu, x, y, dy, save_mean, pa + off, pb + off);
+            if (blk == 16)
+                bwd_sums_blk16(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa + off, pb + off);
+            else bwd_sums_blk8(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa + off, pb + off);
         }
         for (int c = 0; c < C; c++) {
             double a = 0.0, b = 0.0;
@@ -359,12 +384,13 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) {
             double a = 0.0, b = 0.0, mu = save_mean[c];
+            float mf = save_mean[c], sc = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt = relu ? beta[c] : 0.0f;
             for (int n = 0; n < d->n; n++) {
                 size_t off = at(d, 0, n, c, 0);
-                const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
+                const float *p = x + off, *g = dy + off;
 #pragma omp simd reduction(+ : a, b)
                 for (int i = 0; i < d->hw; i++) {
-                    float gv = relu && !(r[i] > 0.0f) ? 0.0f : g[i];
+                    float gv = relu && !((p[i] - mf) * sc + bt > 0.0f) ? 0.0f : g[i];
                     a += gv;
                     b += (double)gv * ((double)p[i] - mu);
                 }
@@ -384,8 +410,9 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int t = 0; t < tasks; t++) {
             int cb = t / P, n0 = part_lo(d, t % P), n1 = part_lo(d, t % P + 1);
-            if (blk == 16) bwd_dx_blk16(d, cb, n0, n1, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);
-            else bwd_dx_blk8(d, cb, n0, n1, relu, x, y, dy, gamma, save_mean, save_invstd, red, M, dx);
+            if (blk == 16)
+                bwd_dx_blk16(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);
+            else bwd_dx_blk8(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);
         }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
@@ -393,14 +420,16 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
             double invstd = save_invstd[c];
             float a = (float)((double)gamma[c] * invstd), b = (float)(red[c] / M);
             float k = (float)(invstd * red[C + c] / M), mf = save_mean[c];
+            float sc = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt = relu ? beta[c] : 0.0f;
             for (int n = 0; n < d->n; n++) {
                 size_t off = at(d, 0, n, c, 0);
-                const float *p = x + off, *g = dy + off, *r = relu ? y + off : g;
+                const float *p = x + off, *g = dy + off;
                 float *q = dx + off;
 #pragma omp simd
                 for (int i = 0; i < d->hw; i++) {
-                    float gv = relu && !(r[i] > 0.0f) ? 0.0f : g[i];
-                    q[i] = a * (gv - b - (p[i] - mf) * k);
+                    float xc = p[i] - mf;
+                    float gv = relu && !(xc * sc + bt > 0.0f) ? 0.0f : g[i];
+                    q[i] = a * (gv - b - xc * k);
                 }
             }
         }
@@ -427,10 +456,11 @@ void cpu_bn_fwd_infer_l(ops *o, const bn_desc *d, int flags, const float *x, con
 }
 void cpu_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
                 const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
-    bn_backward(o, d, 0, x, NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    bn_backward(o, d, 0, x, dy, gamma, NULL, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 void cpu_bn_bwd_l(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
-                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
-                  float *dbeta) {
-    bn_backward(o, d, flags, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+                  const float *gamma, const float *beta, const float *save_mean, const float *save_invstd, float *dx,
+                  float *dgamma, float *dbeta) {
+    (void)y;    /* the ReLU mask is recomputed from x (relu_scale) */
+    bn_backward(o, d, flags, x, dy, gamma, beta, save_mean, save_invstd, dx, dgamma, dbeta);
 }

@@ -219,15 +219,17 @@ static void bn_case(const bn_shape *shape) {
     CHECK_ERR(rm1, rm0, nc, 1e-6, "run_mean");
     CHECK_ERR(rv1, rv0, nc, 1e-6, "run_var");
 
-    /* backward: the reference's relu_bwd then bn_bwd, from the reference's statistics; the
-     * fused op gets the reference's y (so both use the same mask) */
+    /* backward: the reference's relu_bwd then bn_bwd, with the mask of our forward's y and
+     * our forward's statistics (those the model hands the backward); the fused op is given
+     * that y too, but the cpu one recomputes the mask from x, which must give the same */
     float *g0 = fvec(nx), *dx0 = fvec(nx), *dx1 = fvec(nx), *dg0 = fvec(nc), *dg1 = fvec(nc), *db0 = fvec(nc),
           *db1 = fvec(nc);
-    if (s->relu) F->relu_bwd(F, nx, y0, dy, g0);
+    if (s->relu) F->relu_bwd(F, nx, y1p, dy, g0);
     else memcpy(g0, dy, nx * sizeof *g0);
+    memcpy(m0, m1, nc * sizeof *m0), memcpy(is0, is1, nc * sizeof *is0);
     F->bn_bwd(F, &d, x, g0, g, m0, is0, dx0, dg0, db0);
-    float *yb = s->blocked ? to_blk(y0, s->n, s->c, s->hw) : y0;
-    C->bn_bwd_l(C, &d, fl, xb, yb, dyb, g, m0, is0, dx1, dg1, db1);
+    float *yb = s->blocked ? to_blk(y1p, s->n, s->c, s->hw) : y1p;
+    C->bn_bwd_l(C, &d, fl, xb, yb, dyb, g, bt, m0, is0, dx1, dg1, db1);
     float *dx1p = s->blocked ? from_blk(dx1, s->n, s->c, s->hw) : dx1;
     double scale = 0.0, e = 0.0;  /* dx cancels: compare to the scale of gamma*invstd*dy */
     for (size_t i = 0; i < nc; i++) scale = fmax(scale, fabs(g[i] * is0[i]));
@@ -237,9 +239,29 @@ static void bn_case(const bn_shape *shape) {
     CHECK_ERR(dg1, dg0, nc, 1e-6, "dgamma");
     CHECK_ERR(db1, db0, nc, 1e-6, "dbeta");
     float *dg2 = fvec(nc), *db2 = fvec(nc);
-    C->bn_bwd_l(C, &d, fl, xb, yb, dyb, g, m0, is0, NULL, dg2, db2);
+    C->bn_bwd_l(C, &d, fl, xb, yb, dyb, g, bt, m0, is0, NULL, dg2, db2);
     CHECK(memcmp(dg2, dg1, nc * sizeof(float)) == 0 && memcmp(db2, db1, nc * sizeof(float)) == 0,
           "%s: without dx, other dgamma/dbeta", what);
+    /* in place: dx written over dy gives the same bits */
+    float *dyi = fvec(nx);
+    memcpy(dyi, dyb, nx * sizeof *dyi);
+    C->bn_bwd_l(C, &d, fl, xb, yb, dyi, g, bt, m0, is0, dyi, dg2, db2);
+    CHECK(memcmp(dyi, dx1, nx * sizeof *dyi) == 0, "%s: in place (dx = dy) differs", what);
+    /* the mask exactly: with dy = 1, dbeta counts the elements the mask keeps, which must be
+     * those where our forward's y > 0 (exact integers in float below 2^24) */
+    if (s->relu) {
+        for (size_t i = 0; i < nx; i++) dyi[i] = 1.0f;
+        C->bn_bwd_l(C, &d, fl, xb, yb, dyi, g, bt, m0, is0, NULL, dg2, db2);
+        int bad = 0;
+        for (int c = 0; c < s->c; c++) {
+            long kept = 0;
+            for (int a = 0; a < s->n; a++)
+                for (int i = 0; i < s->hw; i++) kept += y1p[((size_t)a * s->c + c) * s->hw + i] > 0.0f;
+            bad += db2[c] != (float)kept;
+        }
+        CHECK(bad == 0, "%s: the recomputed ReLU mask differs from the forward's y > 0 in %d channels", what, bad);
+    }
+    free(dyi);
 
     /* inference */
     F->bn_fwd_infer(F, &d, x, g, bt, rm0, rv0, y0);
@@ -286,8 +308,8 @@ TEST(bn_allreduce) {
         CHECK(!memcmp(y1, y2, nx * 4) && !memcmp(m1, m2, nc * 4) && !memcmp(is1, is2, nc * 4),
               "one-rank hook changes the forward");
         hook_calls = 0;
-        C->bn_bwd_l(C, &d, flags, xx, NULL, gg, g, m1, is1, dx1, dg1, db1);
-        hooked.bn_bwd_l(&hooked, &d, flags, xx, NULL, gg, g, m1, is1, dx2, dg2, db2);
+        C->bn_bwd_l(C, &d, flags, xx, NULL, gg, g, bt, m1, is1, dx1, dg1, db1);
+        hooked.bn_bwd_l(&hooked, &d, flags, xx, NULL, gg, g, bt, m1, is1, dx2, dg2, db2);
         CHECK(hook_calls == 1 && hook_len[0] == 2 * nc + 1, "backward: %d calls (%zu)", hook_calls, hook_len[0]);
         CHECK(!memcmp(dx1, dx2, nx * 4) && !memcmp(dg1, dg2, nc * 4), "one-rank hook changes the backward");
     }
@@ -305,7 +327,7 @@ TEST(bn_allreduce) {
     CHECK_ERR(m2, m0, nc, 1e-6, "two ranks: mean");
     CHECK_ERR(is2, is0, nc, 1e-6, "two ranks: invstd");
     CHECK_ERR(rv2, rv1, nc, 1e-6, "two ranks: running var (global count)");
-    hooked.bn_bwd_l(&hooked, &d, OPS_BLK_IN, xb, NULL, dyb, g, m0, is0, dx2, dg2, db2);
+    hooked.bn_bwd_l(&hooked, &d, OPS_BLK_IN, xb, NULL, dyb, g, bt, m0, is0, dx2, dg2, db2);
     float *dx2p = from_blk(dx2, n, c, hw);
     CHECK_ERR(dx2p, dx0, nx, 1e-5, "two ranks: dx");
     CHECK_ERR(dg2, dg0, nc, 1e-6, "two ranks: dgamma");
@@ -363,12 +385,16 @@ static checkpoint *train(ops *o, const char *regime, int steps, const float *x, 
 
 /* Whole steps, cpu (fast path) vs ref, all parameters and BN only. After a few SGD steps
  * the two runs differ by the convolutions' float summation order (relative ~1e-7 per op,
- * see above) carried through the network and the updates; the loss is compared with a
- * relative 1e-4 and each tensor with max|cpu-ref| <= 1e-4 * (max|ref| + 1)... measured
- * differences are ~1e-6 after 4 steps, so the bound leaves ~100x room, while one wrong
- * layer (a missed ReLU mask, a wrong block index) changes the first loss or the updates
- * by far more than 1e-2. Frozen tensors must come out bit-identical to their initial
- * values; BN running statistics are buffers and compared like parameters. */
+ * see above) carried through the network and the updates, and now and then by a ReLU whose
+ * input lies within that much of 0 and so passes in one run and not in the other, which
+ * moves that step's gradient discretely. The loss is compared with a relative 1e-4, each
+ * tensor with max|cpu-ref| <= TRAIN_TOL * (max|ref| + 1): typical differences are ~1e-6
+ * after 4 steps, but over 60 seeds (TEST_SEED=1..60) the worst was 1.9e-4 (a beta of the
+ * stem after such a flip), so TRAIN_TOL = 1e-3 leaves 5x room; one wrong layer (a missed
+ * ReLU mask, a wrong block index) changes the first loss or the updates by far more than
+ * 1e-2. Frozen tensors must come out bit-identical to their initial values; BN running
+ * statistics are buffers and compared like parameters. */
+#define TRAIN_TOL 1e-3
 static void train_case(const char *regime) {
     enum { N = 12, STEPS = 4 };
     float *x = images(N);
@@ -393,7 +419,7 @@ static void train_case(const char *regime) {
             continue;
         }
         moved += memcmp(b->data, z->data, b->numel * 4) != 0;
-        CHECK_ERR((float *)b->data, (float *)a->data, a->numel, 1e-4, b->name);
+        CHECK_ERR((float *)b->data, (float *)a->data, a->numel, TRAIN_TOL, b->name);
     }
     CHECK(strcmp(regime, "bn") || frozen > 0, "bn: some tensors frozen");
     CHECK(moved > 0, "%s: training changed something", regime);
