@@ -58,8 +58,9 @@ typedef struct layer {
     bool tw, tb, tgamma, tbeta; /* trainable */
     float *gw, *gb, *ggamma, *gbeta;
     float *save_mean, *save_invstd;
-    bool fuse_relu;             /* fast path: this BN also applies the ReLU that follows it */
+    bool fuse_relu;             /* fast path: this BN (or add: forward only) also applies the ReLU after it */
     bool fused;                 /* fast path: this ReLU is done by the BN before it */
+    bool fwd_by_add;            /* fast path: this ReLU's forward is done by the add before it */
 } layer;
 
 typedef struct value {
@@ -105,6 +106,9 @@ struct model {
     gbuf *pool;
     int npool, cappool;
     int *gof;                   /* per value: pool index of its gradient, -1 none */
+    int *pend;                  /* per value: a second part of its gradient not yet added in
+                                 * (pool index, -1 none): the ReLU that made it adds it (relu_bwd_add) */
+    bool *defer;                /* per value: its gradient parts may wait for that ReLU */
     size_t max_elems;           /* largest value for max_batch images */
     size_t act_elems;           /* all activation storage */
     float *scratch;             /* gradients of frozen tensors that an op must write anyway */
@@ -512,6 +516,22 @@ static void fast_setup(model *m) {
         b->fuse_relu = true;
         r->fused = true;
     }
+    /* an add whose output only a ReLU reads applies it in the forward (add_relu); the
+     * backward of that ReLU stays (it masks the gradient the add hands to both inputs) */
+    for (int i = 0; o->add_relu && i + 1 < m->nl; i++) {
+        layer *a = &m->L[i], *r = &m->L[i + 1];
+        if (a->type != L_ADD || r->type != L_RELU || r->in != a->out) continue;
+        int readers = 0;
+        for (int j = 0; j < m->nl; j++)
+            readers += (m->L[j].in == a->out) + (m->L[j].in2 == a->out);
+        if (readers != 1) continue;
+        a->fuse_relu = true;
+        r->fwd_by_add = true;
+    }
+    /* the output of a plain ReLU read by two layers (a block's output: the next conv and the
+     * shortcut) gets its gradient in two parts: the ReLU's backward adds them (relu_bwd_add) */
+    for (int i = 0; o->relu_bwd_add && i < m->nl; i++)
+        if (m->L[i].type == L_RELU && !m->L[i].fused) m->defer[m->L[i].out] = true;
 }
 static int lay(const model *m, int v) { return m->v[v].blk ? OPS_BLK_IN : 0; }
 static int conv_flags(const model *m, const layer *l) {
@@ -650,7 +670,9 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
     /* which values need a gradient */
     m->need = calloc((size_t)m->nv, sizeof *m->need);
     m->gof = malloc((size_t)m->nv * sizeof *m->gof);
-    if (!m->need || !m->gof) abort();
+    m->pend = malloc((size_t)m->nv * sizeof *m->pend);
+    m->defer = calloc((size_t)m->nv, sizeof *m->defer);
+    if (!m->need || !m->gof || !m->pend || !m->defer) abort();
     for (int i = 0; i < m->nl; i++) {
         layer *l = &m->L[i];
         m->need[l->out] = m->need[l->in] || (l->in2 >= 0 && m->need[l->in2]) || l->tw || l->tb || l->tgamma ||
@@ -695,6 +717,8 @@ void model_free(model *m) {
     free(m->pool);
     free(m->need);
     free(m->gof);
+    free(m->pend);
+    free(m->defer);
     free(m->scratch);
     free(m->plain);
     if (m->pf) {
@@ -754,9 +778,12 @@ void model_forward(model *m, const float *x, int n, bool train) {
             break;
         }
         case L_RELU:
-            if (!l->fused) o->relu_fwd(o, elems(m, l->in, n), in, out);
+            if (!l->fused && !l->fwd_by_add) o->relu_fwd(o, elems(m, l->in, n), in, out);
             break;
-        case L_ADD: o->add(o, elems(m, l->in, n), in, data_of(m, l->in2), out); break;
+        case L_ADD:
+            if (l->fuse_relu) o->add_relu(o, elems(m, l->in, n), in, data_of(m, l->in2), out);
+            else o->add(o, elems(m, l->in, n), in, data_of(m, l->in2), out);
+            break;
         case L_GAP:
             if (fast) o->gap_fwd_l(o, lay(m, l->in), n, vi->c, vi->h * vi->w, in, out);
             else o->gap_fwd(o, n, vi->c, vi->h * vi->w, in, out);
@@ -807,6 +834,15 @@ static float *grad_begin(model *m, int v, int *tmp) {
 static void grad_end(model *m, int v, int tmp) {
     if (tmp < 0) return;
     size_t e = elems(m, v, m->n);
+    if (m->defer[v]) {      /* the ReLU that made v adds the parts (relu_bwd_add) */
+        if (m->pend[v] < 0) {
+            m->pend[v] = tmp;
+            return;
+        }
+        m->o->add(m->o, e, m->pool[m->pend[v]].p, m->pool[tmp].p, m->pool[m->pend[v]].p);
+        pool_put(m, tmp);
+        return;
+    }
     int g = m->gof[v];
     if (m->pool[g].refs == 1) {
         m->o->add(m->o, e, m->pool[g].p, m->pool[tmp].p, m->pool[g].p);
@@ -883,7 +919,29 @@ static void backward_layer(model *m, layer *l) {
             grad_end(m, l->in, tmp);
             break;
         }
-        if (!need_dx) break;
+        if (m->pend[l->out] >= 0) {     /* dy arrives in two parts: add them while masking */
+            int q = m->pend[l->out];
+            m->pend[l->out] = -1;
+            if (!need_dx) {
+                pool_put(m, q);
+                break;
+            }
+            size_t e = elems(m, l->out, n);
+            if (m->gof[l->in] < 0) {    /* into the part that is ours alone, handed down */
+                int own = m->pool[g].refs == 1 ? g : q;
+                o->relu_bwd_add(o, e, data_of(m, l->out), dy, m->pool[q].p, m->pool[own].p);
+                m->gof[l->in] = own;
+                pool_put(m, own == g ? q : g);
+                m->gof[l->out] = -1;
+                if (pt) pt[1] += now_s() - t0;
+                return;
+            }
+            dx = grad_begin(m, l->in, &tmp);
+            o->relu_bwd_add(o, e, data_of(m, l->out), dy, m->pool[q].p, dx);
+            pool_put(m, q);
+            grad_end(m, l->in, tmp);
+            break;
+        }
         if (m->gof[l->in] < 0 && m->pool[g].refs == 1) { /* in place: hand the buffer down */
             o->relu_bwd(o, elems(m, l->out, n), data_of(m, l->out), dy, m->pool[g].p);
             m->gof[l->in] = g;
@@ -955,7 +1013,7 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
         if (correct) *correct = ok;
         return loss;
     }
-    for (int i = 0; i < m->nv; i++) m->gof[i] = -1;
+    for (int i = 0; i < m->nv; i++) m->gof[i] = -1, m->pend[i] = -1;
     for (int i = 0; i < m->npool; i++) m->pool[i].refs = 0;
     int g = pool_get(m);                  /* the logits' gradient */
     m->o->xent(m->o, n, m->classes, logits, labels, m->pool[g].p, &loss, &ok);

@@ -119,6 +119,13 @@ struct ops {
     void (*gap_bwd_l)(ops *o, int flags, int n, int c, int hw, const float *dy, float *dx);
     /* layout conversion of an activation x[n,c,hw]: to_blocked 1: NCHW -> nCHWB, 0: back */
     void (*act_convert)(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y);
+    /* Optional fused elementwise ops (NULL: the model composes the plain ones). Each gives
+     * the same bits as the composition (a + b is rounded once either way):
+     *   add_relu:     y = max(0, a + b) as add then relu_fwd; y may equal a or b;
+     *   relu_bwd_add: dx = y > 0 ? dy + dy2 : 0 as add(dy, dy2) then relu_bwd (a ReLU whose
+     *                 output's gradient arrives in two parts); dx may equal dy or dy2. */
+    void (*add_relu)(ops *o, size_t n, const float *a, const float *b, float *y);
+    void (*relu_bwd_add)(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx);
 };
 enum { OPS_BLK_IN = 1, OPS_BLK_OUT = 2, OPS_RELU = 4 };
 

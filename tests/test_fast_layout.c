@@ -353,6 +353,30 @@ TEST(gap_blocked_vs_ref) {
     free(x), free(dy), free(xb), free(y0), free(y1), free(dx0), free(dx1), free(dx1p);
 }
 
+/* The fused elementwise ops give the bits of the composition of the plain ones (ops.h),
+ * NaN and infinities included, in place too. */
+TEST(fused_elementwise) {
+    size_t n = 100003;      /* odd: vector remainders; above the one-thread threshold */
+    float *a = rand_vec(n, 0, 1), *b = rand_vec(n, 0, 1), *y0 = fvec(n), *y1 = fvec(n), *g = rand_vec(n, 0, 1);
+    a[5] = NAN, b[7] = INFINITY, a[9] = -INFINITY, a[11] = -0.0f, b[11] = 0.0f, g[13] = NAN;
+    F->add(F, n, a, b, y0);
+    F->relu_fwd(F, n, y0, y0);
+    C->add_relu(C, n, a, b, y1);
+    CHECK(memcmp(y0, y1, n * 4) == 0, "add_relu differs from add + relu_fwd");
+    float *s = fvec(n), *d0 = fvec(n), *d1 = fvec(n);
+    F->add(F, n, g, b, s);
+    F->relu_bwd(F, n, y0, s, d0);
+    C->relu_bwd_add(C, n, y0, g, b, d1);
+    CHECK(memcmp(d0, d1, n * 4) == 0, "relu_bwd_add differs from add + relu_bwd");
+    memcpy(d1, g, n * 4);
+    C->relu_bwd_add(C, n, y0, d1, b, d1);
+    CHECK(memcmp(d0, d1, n * 4) == 0, "relu_bwd_add in place (dx = dy)");
+    memcpy(d1, b, n * 4);
+    C->relu_bwd_add(C, n, y0, g, d1, d1);
+    CHECK(memcmp(d0, d1, n * 4) == 0, "relu_bwd_add in place (dx = dy2)");
+    free(a), free(b), free(y0), free(y1), free(g), free(s), free(d0), free(d1);
+}
+
 /* ---- whole training steps ---------------------------------------------------------------- */
 static float *images(int n) {
     float *x = fvec((size_t)n * 3 * 32 * 32);
@@ -494,6 +518,7 @@ int main(void) {
     rng_seed(&R, seed, 6);
     RUN(preferred);
     RUN(winograd_rule);
+    RUN(fused_elementwise);
     for (int b = 8; b <= 16; b += 8) {
         B = b;
         cpu_blk_set(b);
