@@ -2,6 +2,7 @@
  * ops_ref_impl.h instantiated for float, plus the elementwise ops. Slow and obviously
  * correct; every other backend is tested against it and its double twin (ops_ref_f64.c). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -30,16 +31,24 @@ static void conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const fl
  * normalises with the global batch's statistics and gets the global dgamma / dbeta. With
  * one rank (a hook that changes nothing) the results are those of the plain functions, bit
  * for bit: the same double sums in the same order. */
+/* A thread's scratch for the reductions (ranks are threads in tests/test_dist.c): kept
+ * between calls, freed when its thread ends (the key's destructor). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_key_make(void) { (void)pthread_key_create(&scratch_key, free); }
+
 static double *ref_scratch(size_t n) {
     static _Thread_local double *buf;
     static _Thread_local size_t cap;
     if (n > cap) {
+        pthread_once(&scratch_once, scratch_key_make);
         double *p = realloc(buf, n * sizeof *p);
         if (!p) {
             fprintf(stderr, "ops ref: out of memory (%zu doubles for a BatchNorm reduction)\n", n);
             exit(1);
         }
         buf = p, cap = n;
+        (void)pthread_setspecific(scratch_key, p);
     }
     return buf;
 }

@@ -88,13 +88,13 @@ cat "$T/ign.out"; grep -q '^ok - ' "$T/ign.out" && _p=$((_p+1)) || _f=$((_f+1))
 
 # ---- SIGTERM mid-epoch, then --resume: bit-identical ---------------------------------------
 cifar-synth --count 1000 --seed 3 --pattern gradient -o "$T/sig.ds" 2>/dev/null
-SIG="--batch 25 --epochs 3 --lr 0.02 --schedule cosine --augment crop-flip --normalize none --threads 2 --every 0"
+SIG="--batch 25 --epochs 12 --lr 0.02 --schedule cosine --augment crop-flip --normalize none --threads 2 --every 0"
 net-train "$T/d8.ck" --train "$T/sig.ds" $SIG -o "$T/full.ck" 2>/dev/null
 net-train "$T/d8.ck" --train "$T/sig.ds" $SIG --log "$T/term.tsv" -o "$T/term.ck" 2>"$T/term.err" &
 pid=$!
 i=0; while [ ! -s "$T/term.tsv" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 i=0; while [ "$(lines "$T/term.tsv")" -lt 2 ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
-sleep 0.3
+sleep 0.1   # into epoch 2 of 12 (an epoch is ~0.1-0.3 s here)
 kill -TERM $pid 2>/dev/null
 wait $pid; rc=$?
 if [ "$rc" -eq 0 ]; then
