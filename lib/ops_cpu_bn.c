@@ -24,13 +24,13 @@
 
 #define PAR_MIN ((size_t)1 << 15)
 
-/* The blocked loops are compiled twice, for AVX2 and for the baseline x86-64 (SSE2), and
- * the loader picks one per machine (GCC target_clones): the double accumulators of the
- * statistics run twice as wide on AVX2. No FMA in the clone: both give the same bits
+/* The blocked loops are compiled three times, for AVX-512, AVX2 and the baseline x86-64
+ * (SSE2), and the loader picks one per machine (GCC target_clones). No FMA in any clone
+ * (-ffp-contract=off: an AVX-512 target could contract a*b+c): all give the same bits
  * ("arch=haswell" would add FMA, but GCC's resolver tests the CPU model, not its features,
  * and picks the baseline on AMD Zen). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CLONES
 #endif
@@ -74,28 +74,30 @@ static inline size_t at(const bn_desc *d, int blk, int n, int c, int i) {
     return (((size_t)n * (d->c / blk) + c / blk) * d->hw + i) * blk + c % blk;
 }
 
-/* The blocked loops work on the L lanes of a pixel (L = 8 or 16, cpu_blk) as L/4 vectors of
- * 4 (GCC/Clang vector extensions: the accumulators stay in registers whatever the target's
- * vector width; a plain `omp simd` over an 8-element array kept them in memory and ran 3x
- * slower). Each loop body is one always-inline function of L, instantiated for 8 and 16
- * (the compiler unrolls the groups); the lanes are summed in the same order whatever L, so
- * both layouts give the same bits. */
-typedef float v4f __attribute__((vector_size(16)));
-typedef double v4d __attribute__((vector_size(32)));
-typedef int v4i __attribute__((vector_size(16)));
+/* The blocked loops work on the L lanes of a pixel (L = 8 or 16, cpu_blk) as L/8 vectors of
+ * 8 floats (GCC/Clang vector extensions: the accumulators stay in registers whatever the
+ * target's vector width; a plain `omp simd` over an 8-element array kept them in memory and
+ * ran 3x slower), their double sums as vectors of 8 doubles (one zmm on AVX-512, two ymm on
+ * AVX2). Each loop body is one always-inline function of L, instantiated for 8 and 16 (the
+ * compiler unrolls the groups); every lane is summed in the same order whatever L and
+ * whatever the clone, so all give the same bits. */
+#pragma GCC diagnostic ignored "-Wpsabi"    /* vectors in static functions: no ABI to keep */
+enum { VW = 8 };
+typedef float vf __attribute__((vector_size(4 * VW)));
+typedef double vd __attribute__((vector_size(8 * VW)));
+typedef int vi __attribute__((vector_size(4 * VW)));
 #define INLINE static inline __attribute__((always_inline))
-enum { LMAX = 16, GMAX = LMAX / 4 };
-INLINE v4f ld4(const float *p) {
-    v4f v;
+enum { LMAX = 16, GMAX = LMAX / VW };
+INLINE vf ldv(const float *p) {
+    vf v;
     memcpy(&v, p, sizeof v);
     return v;
 }
-INLINE void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
-/* float lanes to double (a macro: a function returning a 32-byte vector warns on SSE2 ABIs) */
-#define wide(v) __builtin_convertvector((v), v4d)
+INLINE void stv(float *p, vf v) { memcpy(p, &v, sizeof v); }
+#define wide(v) __builtin_convertvector((v), vd)
 /* v where keep (all ones), else 0 */
-INLINE v4f mask4(v4f v, v4i keep) {
-    v4i r;
+INLINE vf maskv(vf v, vi keep) {
+    vi r;
     memcpy(&r, &v, sizeof r);
     r &= keep;
     memcpy(&v, &r, sizeof v);
@@ -107,43 +109,43 @@ INLINE v4f mask4(v4f v, v4i keep) {
  * (image 0, pixel 0: the same shift in every part of the batch), stored to sh unless NULL */
 INLINE void sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, const float *x, double *sh,
                      double *pa, double *pb) {
-    const int G = L / 4;
+    const int G = L / VW;
     const float *p0 = x + at(d, L, 0, cb * L, 0);
-    v4d s[GMAX], a[GMAX], b[GMAX];
-    for (int h = 0; h < G; h++) s[h] = wide(ld4(p0 + 4 * h)), a[h] = b[h] = (v4d){0, 0, 0, 0};
+    vd s[GMAX], a[GMAX], b[GMAX];
+    for (int h = 0; h < G; h++) s[h] = wide(ldv(p0 + VW * h)), a[h] = b[h] = (vd){0};
     for (int n = n0; n < n1; n++) {
         const float *p = x + at(d, L, n, cb * L, 0);
         for (int i = 0; i < d->hw; i++, p += L)
             for (int h = 0; h < G; h++) {
-                v4d v = wide(ld4(p + 4 * h)) - s[h];
+                vd v = wide(ldv(p + VW * h)) - s[h];
                 a[h] += v;
                 b[h] += v * v;
             }
     }
     for (int l = 0; l < L; l++) {
-        if (sh) sh[l] = s[l / 4][l % 4];     /* one part writes the shift */
-        pa[l] = a[l / 4][l % 4], pb[l] = b[l / 4][l % 4];
+        if (sh) sh[l] = s[l / VW][l % VW];     /* one part writes the shift */
+        pa[l] = a[l / VW][l % VW], pb[l] = b[l / VW][l % VW];
     }
 }
 
 INLINE void write_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x, float *y,
                       const double *mean, const double *s1, const float *beta) {
-    const int G = L / 4;
+    const int G = L / VW;
     float mf[LMAX], sc[LMAX], bt[LMAX];
     for (int l = 0; l < L; l++) {
         int c = cb * L + l;
         mf[l] = (float)mean[c], sc[l] = (float)s1[c], bt[l] = beta[c];
     }
-    v4f M4[GMAX], S4[GMAX], B4[GMAX], zero = {0, 0, 0, 0};
-    for (int h = 0; h < G; h++) M4[h] = ld4(mf + 4 * h), S4[h] = ld4(sc + 4 * h), B4[h] = ld4(bt + 4 * h);
+    vf M4[GMAX], S4[GMAX], B4[GMAX], zero = {0};
+    for (int h = 0; h < G; h++) M4[h] = ldv(mf + VW * h), S4[h] = ldv(sc + VW * h), B4[h] = ldv(bt + VW * h);
     for (int n = n0; n < n1; n++) {
         const float *p = x + at(d, L, n, cb * L, 0);
         float *q = y + at(d, L, n, cb * L, 0);
         for (int i = 0; i < d->hw; i++, p += L, q += L)
             for (int h = 0; h < G; h++) {
-                v4f v = (ld4(p + 4 * h) - M4[h]) * S4[h] + B4[h];
-                if (relu) v = mask4(v, ~(v < zero));   /* NaN passes, as relu_fwd */
-                st4(q + 4 * h, v);
+                vf v = (ldv(p + VW * h) - M4[h]) * S4[h] + B4[h];
+                if (relu) v = maskv(v, ~(v < zero));   /* NaN passes, as relu_fwd */
+                stv(q + VW * h, v);
             }
     }
 }
@@ -159,39 +161,39 @@ INLINE float relu_scale(const float *gamma, const float *save_invstd, int c) {
 INLINE void bwd_sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
                          const float *dy, const float *gamma, const float *beta, const float *save_mean,
                          const float *save_invstd, double *pa, double *pb) {
-    const int G = L / 4;
+    const int G = L / VW;
     float muf[LMAX], sc[LMAX], bt[LMAX];
     for (int l = 0; l < L; l++) {
         int c = cb * L + l;
         muf[l] = save_mean[c];
         sc[l] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[l] = relu ? beta[c] : 0.0f;
     }
-    v4d mu[GMAX], a[GMAX], b[GMAX];
-    v4f M4[GMAX], S4[GMAX], B4[GMAX], zero = {0, 0, 0, 0};
+    vd mu[GMAX], a[GMAX], b[GMAX];
+    vf M4[GMAX], S4[GMAX], B4[GMAX], zero = {0};
     for (int h = 0; h < G; h++) {
-        M4[h] = ld4(muf + 4 * h), S4[h] = ld4(sc + 4 * h), B4[h] = ld4(bt + 4 * h);
-        mu[h] = wide(M4[h]), a[h] = b[h] = (v4d){0, 0, 0, 0};
+        M4[h] = ldv(muf + VW * h), S4[h] = ldv(sc + VW * h), B4[h] = ldv(bt + VW * h);
+        mu[h] = wide(M4[h]), a[h] = b[h] = (vd){0};
     }
     for (int n = n0; n < n1; n++) {
         size_t off = at(d, L, n, cb * L, 0);
         const float *p = x + off, *g = dy + off;
         for (int i = 0; i < d->hw; i++, p += L, g += L)
             for (int h = 0; h < G; h++) {
-                v4f xv = ld4(p + 4 * h), gv = ld4(g + 4 * h);
-                if (relu) gv = mask4(gv, (xv - M4[h]) * S4[h] + B4[h] > zero);
-                v4d gd = wide(gv);
+                vf xv = ldv(p + VW * h), gv = ldv(g + VW * h);
+                if (relu) gv = maskv(gv, (xv - M4[h]) * S4[h] + B4[h] > zero);
+                vd gd = wide(gv);
                 a[h] += gd;
                 b[h] += gd * (wide(xv) - mu[h]);
             }
     }
-    for (int l = 0; l < L; l++) pa[l] = a[l / 4][l % 4], pb[l] = b[l / 4][l % 4];
+    for (int l = 0; l < L; l++) pa[l] = a[l / VW][l % VW], pb[l] = b[l / VW][l % VW];
 }
 
 /* dx; may write over dy (each element reads its own dy before writing dx) */
 INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
                        const float *dy, const float *gamma, const float *beta, const float *save_mean,
                        const float *save_invstd, const double *red, double M, float *dx) {
-    const int G = L / 4, C = d->c;
+    const int G = L / VW, C = d->c;
     float A[LMAX], B[LMAX], K[LMAX], mf[LMAX], sc[LMAX], bt[LMAX];
     for (int l = 0; l < L; l++) {
         int c = cb * L + l;
@@ -200,10 +202,10 @@ INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, in
         K[l] = (float)(invstd * red[C + c] / M), mf[l] = save_mean[c];
         sc[l] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[l] = relu ? beta[c] : 0.0f;
     }
-    v4f A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], S4[GMAX], T4[GMAX], zero = {0, 0, 0, 0};
+    vf A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], S4[GMAX], T4[GMAX], zero = {0};
     for (int h = 0; h < G; h++) {
-        A4[h] = ld4(A + 4 * h), B4[h] = ld4(B + 4 * h), K4[h] = ld4(K + 4 * h), M4[h] = ld4(mf + 4 * h);
-        S4[h] = ld4(sc + 4 * h), T4[h] = ld4(bt + 4 * h);
+        A4[h] = ldv(A + VW * h), B4[h] = ldv(B + VW * h), K4[h] = ldv(K + VW * h), M4[h] = ldv(mf + VW * h);
+        S4[h] = ldv(sc + VW * h), T4[h] = ldv(bt + VW * h);
     }
     for (int n = n0; n < n1; n++) {
         size_t off = at(d, L, n, cb * L, 0);
@@ -211,9 +213,9 @@ INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, in
         float *q = dx + off;
         for (int i = 0; i < d->hw; i++, p += L, g += L, q += L)
             for (int h = 0; h < G; h++) {
-                v4f xc = ld4(p + 4 * h) - M4[h], gv = ld4(g + 4 * h);
-                if (relu) gv = mask4(gv, xc * S4[h] + T4[h] > zero);
-                st4(q + 4 * h, A4[h] * (gv - B4[h] - xc * K4[h]));
+                vf xc = ldv(p + VW * h) - M4[h], gv = ldv(g + VW * h);
+                if (relu) gv = maskv(gv, xc * S4[h] + T4[h] > zero);
+                stv(q + VW * h, A4[h] * (gv - B4[h] - xc * K4[h]));
             }
     }
 }
