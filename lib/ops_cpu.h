@@ -21,9 +21,10 @@ void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy
 void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *x, const float *dy, float *dw,
                            float *db);
 
-/* 1 when the forward convolution of d (blocked in and out, no bias) runs oneDNN's Winograd
- * algorithm here (builds the primitive if needed; 0: direct or the reference). */
-int cpu_conv_winograd(const conv_desc *d);
+/* 1 when the convolution of d in direction dir (0 forward, 1 data gradient, 2 filter
+ * gradient; blocked where the channels allow, no bias) runs oneDNN's Winograd algorithm
+ * here (builds the primitive if needed; 0: direct or the reference). */
+int cpu_conv_winograd(const conv_desc *d, int dir);
 
 /* The blocked activation layout of this backend: nChw8c (8 fp32 lanes: AVX2) or nChw16c
  * (16 lanes: AVX-512), the layout oneDNN's convolutions compute in on this machine, so no

@@ -101,8 +101,9 @@ static void md1(dnnl_memory_desc_t *md, int a, dnnl_format_tag_t tag) {
 }
 
 /* Winograd (oneDNN's F(4x4, 3x3), AVX-512 only) for 3x3 stride-1 convolutions of 32 or more
- * channels in and out: measured 1.1-1.9x faster than direct there on Zen 5 (16->16 at 32x32 is
- * slower: docs/cpu-ops.md). A fixed rule, never a timing, so a run is reproducible. It
+ * channels in and out (the filter gradient: 64 or more): measured 1.1-1.9x faster than
+ * direct there on Zen 5 (16->16 at 32x32 is slower, and so is the 32->32 filter gradient in
+ * a training step: docs/cpu-ops.md). A fixed rule, never a timing, so a run is reproducible. It
  * trades a little accuracy (still within the tolerances of tests/test_fast_layout.c).
  * BN_CPU_CONV=direct turns it off, =winograd uses it wherever oneDNN takes it. */
 enum { ALG_AUTO, ALG_DIRECT, ALG_WINO };
@@ -114,10 +115,10 @@ static int alg_mode(void) {
     }
     return mode;
 }
-static int want_wino(const conv_desc *d) {
-    int mode = alg_mode();
+static int want_wino(const conv_desc *d, int dir) {
+    int mode = alg_mode(), least = dir == DIR_BWD_FILTER ? 64 : 32;
     if (mode == ALG_DIRECT || d->k != 3 || d->stride != 1) return 0;
-    return mode == ALG_WINO || (d->cin >= 32 && d->cout >= 32 && d->cin % 16 == 0 && d->cout % 16 == 0);
+    return mode == ALG_WINO || (d->cin >= least && d->cout >= least && d->cin % 16 == 0 && d->cout % 16 == 0);
 }
 
 /* Set up e's primitive with algorithm alg; returns 0 when oneDNN will not take the shape. */
@@ -194,7 +195,7 @@ out:
 
 /* Winograd where the rule wants it and oneDNN has it (it refuses on AVX2), else direct. */
 static int entry_build(conv_entry *e) {
-    if (want_wino(&e->d)) {
+    if (want_wino(&e->d, e->dir)) {
         conv_entry save = *e;
         if (entry_build_alg(e, dnnl_convolution_winograd)) return e->wino = 1;
         *e = save;      /* a refusal comes before any argument is bound */
@@ -297,10 +298,10 @@ static conv_desc sub_desc(const conv_desc *d, int dir, int layout, int i, int *l
     return s;
 }
 
-int cpu_conv_winograd(const conv_desc *d) {
+int cpu_conv_winograd(const conv_desc *d, int dir) {
     int len, layout = (d->cin % cpu_blk ? 0 : OPS_BLK_IN) | (d->cout % cpu_blk ? 0 : OPS_BLK_OUT);
-    conv_desc s = sub_desc(d, DIR_FWD, layout, 0, &len);
-    conv_entry *e = entry_get(DIR_FWD, &s, 0, layout);
+    conv_desc s = sub_desc(d, dir, layout, 0, &len);
+    conv_entry *e = entry_get(dir, &s, 0, layout);
     return e && e->wino;
 }
 

@@ -80,21 +80,25 @@ TEST(preferred) {
 }
 
 /* Winograd (oneDNN's, AVX-512 only) is used by rule: 3x3 stride 1 with >= 32 channels in
- * and out, never for 16->16 or strided ones; direct everywhere on AVX2. The shapes of
- * conv_shapes that it takes are then compared with the reference like all others. */
+ * and out (filter gradient: >= 64), never for 16->16 or strided ones; direct everywhere on
+ * AVX2. The shapes of conv_shapes that it takes are compared with the reference like all
+ * others. */
 TEST(winograd_rule) {
     int avx512 = __builtin_cpu_supports("avx512f");
     const char *e = getenv("BN_CPU_CONV");
     if (e && *e) SKIP("BN_CPU_CONV is set");
-    struct { int cin, h, cout, k, s, want; } t[] = {
-        {32, 16, 32, 3, 1, 1}, {64, 8, 64, 3, 1, 1}, {16, 32, 16, 3, 1, 0}, {16, 32, 32, 3, 2, 0}, {32, 16, 32, 1, 1, 0},
+    struct { int cin, h, cout, k, s, fwd, bwd_filter; } t[] = {
+        {32, 16, 32, 3, 1, 1, 0}, {64, 8, 64, 3, 1, 1, 1}, {16, 32, 16, 3, 1, 0, 0}, {16, 32, 32, 3, 2, 0, 0},
+        {32, 16, 32, 1, 1, 0, 0}, {32, 8, 64, 3, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         conv_desc d;
         conv_desc_init(&d, 4, t[i].cin, t[i].h, t[i].h, t[i].cout, t[i].k, t[i].s, t[i].k / 2);
-        int w = cpu_conv_winograd(&d);
-        CHECK(w == (avx512 && t[i].want), "%d->%d k%d s%d: winograd %d (avx512 %d)", t[i].cin, t[i].cout, t[i].k,
-              t[i].s, w, avx512);
+        for (int dir = 0; dir < 3; dir++) {
+            int w = cpu_conv_winograd(&d, dir), want = avx512 && (dir == 2 ? t[i].bwd_filter : t[i].fwd);
+            CHECK(w == want, "%d->%d k%d s%d direction %d: winograd %d (avx512 %d)", t[i].cin, t[i].cout, t[i].k,
+                  t[i].s, dir, w, avx512);
+        }
     }
 }
 
