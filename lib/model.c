@@ -543,6 +543,7 @@ static int bn_flags(const model *m, const layer *l) { return lay(m, l->in) | (l-
 struct prof {
     double *t;                  /* per layer: forward, backward (data), filter gradient (s) */
     long fwd, bwd;              /* train-mode forward passes, backward passes */
+    double img_fwd, img_bwd;    /* images through them */
 };
 static clockid_t prof_clock = CLOCK_MONOTONIC;   /* BN_PROFILE=cpu: the process's CPU time */
 static double now_s(void) {
@@ -559,35 +560,69 @@ static void layer_label(const model *m, const layer *l, char *buf, size_t len) {
     else
         snprintf(buf, len, "%s%s %dx%dx%d", kind_names[l->type], l->fuse_relu ? "+relu" : "", y->c, x->h, x->w);
 }
+/* floating-point operations of one image through conv layer l in direction dir (0 forward,
+ * 1 data gradient, 2 filter gradient), counted as a direct convolution; 0 when l is not a
+ * conv or that direction is never computed (a frozen filter, nothing upstream to train) */
+static double conv_flops(const model *m, const layer *l, int dir) {
+    if (l->type != L_CONV || (dir == 1 && !m->need[l->in]) || (dir == 2 && !l->tw && !l->tb)) return 0.0;
+    const value *x = &m->v[l->in], *y = &m->v[l->out];
+    return 2.0 * x->c * l->cout * l->k * l->k * y->h * y->w;
+}
+
+/* The table: ms per step by layer kind and direction; for convolutions also GFLOP/s per
+ * direction and, with BN_PEAK_GFLOPS (the machine's fp32 peak), their share of it. The
+ * flops are those of a direct convolution, so a Winograd layer can show more than 100%. */
 static void prof_print(const model *m) {
     const prof *p = m->pf;
     if (!p->fwd) return;
-    double nf = (double)p->fwd, nb = p->bwd ? (double)p->bwd : 1.0, tot[3] = {0, 0, 0};
+    double nf = (double)p->fwd, nb = p->bwd ? (double)p->bwd : 1.0, tot[3] = {0, 0, 0}, ctot[3] = {0, 0, 0},
+           cfl[3] = {0, 0, 0};
+    const char *pk = getenv("BN_PEAK_GFLOPS");
+    double peak = pk ? atof(pk) : 0.0;
     bool *done = calloc((size_t)m->nl, sizeof *done);
     if (!done) return;
     fprintf(stderr, "model profile: ms %s per step, mean of %ld forward / %ld backward passes (%s backend%s)\n"
-                    "%-28s %5s %9s %9s %9s\n",
+                    "%-28s %5s %9s %9s %9s   %s\n",
             prof_clock == CLOCK_MONOTONIC ? "wall" : "CPU", p->fwd, p->bwd, m->o->name,
-            m->fast ? ", blocked layout" : "", "layer kind", "count", "fwd", "bwd", "bwd_filt");
+            m->fast ? ", blocked layout" : "", "layer kind", "count", "fwd", "bwd", "bwd_filt",
+            peak > 0 ? "GFLOP/s fwd/bwd/filt (% of peak)" : "GFLOP/s fwd/bwd/filt");
     for (int i = 0; i < m->nl; i++) {
         if (done[i] || m->L[i].fused) continue;
         char a[96], b[96];
         layer_label(m, &m->L[i], a, sizeof a);
-        double t[3] = {0, 0, 0};
+        double t[3] = {0, 0, 0}, fl[3] = {0, 0, 0};
         int count = 0;
         for (int j = i; j < m->nl; j++) {
             layer_label(m, &m->L[j], b, sizeof b);
             if (done[j] || m->L[j].fused || strcmp(a, b)) continue;
             done[j] = true, count++;
             for (int k = 0; k < 3; k++) t[k] += p->t[3 * j + k];
+            for (int k = 0; k < 3; k++) fl[k] += conv_flops(m, &m->L[j], k);
         }
         if (!count) continue;
-        fprintf(stderr, "%-28s %5d %9.3f %9.3f %9.3f\n", a, count, 1e3 * t[0] / nf, 1e3 * t[1] / nb,
-                1e3 * t[2] / nb);
+        fprintf(stderr, "%-28s %5d %9.3f %9.3f %9.3f", a, count, 1e3 * t[0] / nf, 1e3 * t[1] / nb, 1e3 * t[2] / nb);
+        if (fl[0] > 0) {
+            double imgs[3] = {p->img_fwd, p->img_bwd, p->img_bwd};
+            for (int k = 0; k < 3; k++) {
+                double rate = t[k] > 0 ? fl[k] * imgs[k] / t[k] / 1e9 : 0.0;
+                if (fl[k] > 0 && t[k] > 0) ctot[k] += t[k] / (k ? nb : nf), cfl[k] += fl[k] * imgs[k] / (k ? nb : nf);
+                if (fl[k] <= 0 || t[k] <= 0) fprintf(stderr, peak > 0 ? "        -" : "       -");
+                else if (peak > 0) fprintf(stderr, " %4.0f %3.0f%%", rate, 100.0 * rate / peak);
+                else fprintf(stderr, " %7.0f", rate);
+            }
+        }
+        fputc('\n', stderr);
         tot[0] += t[0] / nf, tot[1] += t[1] / nb, tot[2] += t[2] / nb;
     }
     fprintf(stderr, "%-28s %5s %9.3f %9.3f %9.3f  (total %.1f ms)\n", "all layers", "", 1e3 * tot[0], 1e3 * tot[1],
             1e3 * tot[2], 1e3 * (tot[0] + tot[1] + tot[2]));
+    double ct = ctot[0] + ctot[1] + ctot[2], cf = cfl[0] + cfl[1] + cfl[2];
+    if (ct > 0) {
+        fprintf(stderr, "%-28s %5s %9.3f %9.3f %9.3f  (total %.1f ms, %.1f GFLOP per step, %.0f GFLOP/s", "convolutions",
+                "", 1e3 * ctot[0], 1e3 * ctot[1], 1e3 * ctot[2], 1e3 * ct, cf / 1e9, cf / ct / 1e9);
+        if (peak > 0) fprintf(stderr, ", %.0f%% of %.0f", 100.0 * cf / ct / 1e9 / peak, peak);
+        fprintf(stderr, ")\n");
+    }
     free(done);
 }
 
@@ -704,6 +739,11 @@ oom:
 
 void model_free(model *m) {
     if (!m) return;
+    if (m->pf) {    /* first: the table reads need[] */
+        prof_print(m);
+        free(m->pf->t);
+        free(m->pf);
+    }
     for (int i = 0; i < m->nl; i++) {
         free(m->L[i].save_mean);
         free(m->L[i].save_invstd);
@@ -721,11 +761,6 @@ void model_free(model *m) {
     free(m->defer);
     free(m->scratch);
     free(m->plain);
-    if (m->pf) {
-        prof_print(m);
-        free(m->pf->t);
-        free(m->pf);
-    }
     plan_free(m);
 }
 
@@ -749,7 +784,7 @@ void model_forward(model *m, const float *x, int n, bool train) {
     m->n = n;
     m->last_train = train;
     bool fast = m->fast;
-    if (m->pf && train) m->pf->fwd++;
+    if (m->pf && train) m->pf->fwd++, m->pf->img_fwd += n;
     for (int i = 0; i < m->nl; i++) {
         layer *l = &m->L[i];
         const float *in = data_of(m, l->in);
@@ -1023,7 +1058,7 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
         for (size_t i = 0; i < (size_t)n * (size_t)m->classes; i++) dl[i] *= s;
     }
     m->gof[last] = g;
-    if (m->pf) m->pf->bwd++;
+    if (m->pf) m->pf->bwd++, m->pf->img_bwd += n;
     for (int i = m->nl - 1; i >= 0; i--) {
         layer *l = &m->L[i];
         if (!m->need[l->out] || m->gof[l->out] < 0) continue;

@@ -5,7 +5,8 @@
 # ratios. Synthetic images (throughput does not depend on pixel values).
 #   ROUNDS=3 STEPS=10 THREADS=2 DEVICE=cpu BATCH=128 sh tests/bench.sh
 # PROFILE=1: after the rounds, one more full and BN-only run of ours with BN_PROFILE=1 (time
-#   per layer kind and direction, ms per step; docs/cpu-ops.md explains the table).
+#   per layer kind and direction, ms per step, GFLOP/s of the convolutions; with
+#   BN_PEAK_GFLOPS=<the machine's fp32 peak> also their % of it; docs/cpu-ops.md explains it).
 # RSS=1: then the peak resident memory of one full training run over a synthetic
 #   50,000-image stream (CIFAR-10's size), stopped by SIGINT after RSS_SECONDS (default 60),
 #   measured with /usr/bin/time -v (the budget is 500 MB).

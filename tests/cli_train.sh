@@ -81,6 +81,21 @@ else
   t_skip "checkpoint counts" "python3-msgpack missing"
 fi
 
+# ---- BN_PROFILE: the per-layer table (docs/cpu-ops.md) ----------------------------------------
+for dev in cpu ref; do
+  BN_PROFILE=1 BN_PEAK_GFLOPS=100 net-train "$T/init.ck" --train "$T/syn.ds" --epochs 1 --batch 64 --threads 2 \
+    --device $dev -o /dev/null 2>"$T/prof.err"
+  check "BN_PROFILE ($dev): header, conv rows with GFLOP/s, totals" awk '
+    /^model profile: ms wall per step, mean of 5 forward \/ 5 backward passes/ {h=1}
+    /^conv 3->4 32x32 k3 s1 / {c++; if ($10 !~ /^[0-9]+$/ || $12 != "-") bad=1}   # stem: no data gradient
+    /^conv / {n++; if ($(NF) !~ /%$/) bad=1}
+    /^all layers / {a=1} /^convolutions .*GFLOP per step/ {t=1}
+    END {exit !(h && c==1 && n>=3 && a && t && !bad)}' "$T/prof.err"
+done
+BN_PROFILE=1 net-train "$T/init.ck" --train "$T/syn.ds" --epochs 1 --batch 64 --threads 2 -o "$T/prof.ck" 2>/dev/null
+net-train "$T/init.ck" --train "$T/syn.ds" --epochs 1 --batch 64 --threads 2 -o "$T/noprof.ck" 2>/dev/null
+check "BN_PROFILE changes nothing in the result" cmp -s "$T/prof.ck" "$T/noprof.ck"
+
 # ---- determinism and resume ----------------------------------------------------------------
 net-train "$T/init.ck" --train "$T/syn.ds" --epochs 3 $COMMON -o "$T/b.ck" 2>/dev/null
 check "same inputs, same bytes" cmp -s "$T/a.ck" "$T/b.ck"
