@@ -1,5 +1,5 @@
-/* cuda_mem.h: device memory for the CUDA backend, callable from C (the model, the tests).
- * Not in ops.h yet: the model keeps its tensors in host memory today (see docs/gpu.md).
+/* cuda_mem.h: device memory for the CUDA backend, callable from C (the tests; the model
+ * reaches the same functions through ops.h's mem_* entries of the table ops_cuda).
  *
  * All of these work on the CUDA device in use (device 0 unless the caller chose another)
  * and on the legacy default stream, the stream every CUDA op of ops_cuda runs on, so a copy

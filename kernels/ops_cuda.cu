@@ -20,6 +20,18 @@ static char why_buf[512];
 static cuda_ctx ctx;
 static int started;                 // 1: usable; -1: tried and failed (why_buf says why)
 
+// ops.h's memory entries: the model keeps every tensor in device memory through these
+static void *mem_alloc(ops *o, size_t bytes) {
+    (void)o;
+    void *p = cuda_alloc(bytes);
+    if (p) cuda_memset(p, 0, bytes);
+    return p;
+}
+static void mem_free(ops *o, void *p) { (void)o, cuda_free(p); }
+static void mem_upload(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_to_device(dst, src, bytes); }
+static void mem_download(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_to_host(dst, src, bytes); }
+static void mem_copy(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_copy(dst, src, bytes); }
+
 static ops ops_cuda = {
     .name = "cuda",
     .ctx = &ctx,
@@ -40,6 +52,11 @@ static ops ops_cuda = {
     .xent = cuda_xent,
     .allreduce = NULL,
     .allreduce_ctx = NULL,
+    .mem_alloc = mem_alloc,
+    .mem_free = mem_free,
+    .mem_upload = mem_upload,
+    .mem_download = mem_download,
+    .mem_copy = mem_copy,
 };
 
 static int env_flag(const char *name, int dflt) {

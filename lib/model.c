@@ -24,8 +24,15 @@
  * "resnet" (PyTorch kaiming_normal_), truncated at 2 std and rescaled by 1/0.8796 for
  * "bottleneck" (Keras he_normal). Biases 0, beta 0, running mean 0, running var 1.
  *
- * Memory is allocated host-side (ops.h has no allocator): fine for the ref and cpu
- * backends; a device backend needs an allocator in ops.h (see buf_alloc).
+ * Memory: with a host backend (ref, cpu) every tensor is host memory and parameters are
+ * the checkpoint's own arrays, updated in place. A backend with ops.h's mem_* entries (cuda)
+ * gets everything an op reads or writes in its own memory (tensor_alloc): activations,
+ * gradients, BN statistics, the input batch and labels, and a copy of each bound checkpoint
+ * tensor. The host side then holds the checkpoint (the optimizer updates it there) and a
+ * host copy of each gradient; model_loss_backward downloads the gradients,
+ * model_upload_params sends the updated parameters back, model_sync brings the BN running
+ * statistics home before a checkpoint is written. Nothing on the host dereferences backend
+ * memory (tests/test_devmem.c checks that with a backend whose pointers fault on the host).
  *
  * Fast path (backends with ops.h act_blk, the cpu one): activations in the backend's
  * blocked layout and BN+ReLU fused (fast_setup); BN_PROFILE=1|cpu times every layer
@@ -74,10 +81,18 @@ typedef struct gbuf { float *p; int refs; } gbuf;
 
 typedef struct mparam {         /* a trainable tensor and its gradient */
     char name[CK_NAMELEN];
-    float *data;                /* identifies the tensor in the checkpoint */
-    float *grad;
+    float *data;                /* the checkpoint's array (host); identifies the tensor */
+    float *dptr;                /* what the ops see: data, or its copy in backend memory */
+    float *grad;                /* backend memory */
+    float *hgrad;               /* host: grad itself, or its copy after model_loss_backward */
     size_t numel;
 } mparam;
+
+typedef struct binding {        /* a checkpoint tensor copied to backend memory */
+    float *host, *dev;
+    size_t numel;
+    bool buffer;                /* a BN running statistic: the forward updates it */
+} binding;
 
 struct model {
     char arch[32];
@@ -115,6 +130,13 @@ struct model {
     size_t scratch_n;
     mparam *P;
     int np;
+    /* backend memory (ops.h mem_*), when the backend has it */
+    bool dev;
+    binding *B;
+    int nb, capb;
+    uint8_t *dlabels;           /* max_batch labels */
+    float *hlogits;             /* host: logits / their gradient, max_batch * classes */
+    float *dplain;              /* backend: model_activation's NCHW conversion */
 };
 
 /* ---- memory --------------------------------------------------------------------------- */
@@ -125,6 +147,43 @@ static float *buf_alloc(size_t n) {
     if (posix_memalign(&p, 64, bytes) != 0) return NULL;
     memset(p, 0, bytes);
     return p;
+}
+
+/* Backend memory for n floats (zero-filled), and its release; the host's with a host backend. */
+static float *tensor_alloc(model *m, size_t n) {
+    if (!m->dev) return buf_alloc(n);
+    return m->o->mem_alloc(m->o, (n ? n : 1) * sizeof(float));
+}
+static void tensor_free(model *m, void *p) {
+    if (!p) return;
+    if (m->dev) m->o->mem_free(m->o, p);
+    else free(p);
+}
+static void to_backend(model *m, void *dst, const void *src, size_t bytes) {
+    if (m->dev) m->o->mem_upload(m->o, dst, src, bytes);
+    else memcpy(dst, src, bytes);
+}
+static void to_host(const model *m, void *dst, const void *src, size_t bytes) {
+    if (m->dev) m->o->mem_download(m->o, dst, src, bytes);
+    else memcpy(dst, src, bytes);
+}
+
+/* The pointer the ops get for checkpoint array `host` (numel floats): the array itself with
+ * a host backend, else its copy in backend memory (made on first use). NULL: out of memory. */
+static float *bind_tensor(model *m, float *host, size_t numel, bool buffer) {
+    if (!m->dev) return host;
+    for (int i = 0; i < m->nb; i++)
+        if (m->B[i].host == host) return m->B[i].dev;
+    if (m->nb == m->capb) {
+        m->capb = m->capb ? 2 * m->capb : 64;
+        m->B = realloc(m->B, (size_t)m->capb * sizeof *m->B);
+        if (!m->B) abort();
+    }
+    float *d = tensor_alloc(m, numel);
+    if (!d) return NULL;
+    to_backend(m, d, host, numel * sizeof *host);
+    m->B[m->nb++] = (binding){host, d, numel, buffer};
+    return d;
 }
 
 /* ---- the plan ---------------------------------------------------------------------------- */
@@ -476,15 +535,19 @@ static int bind_layer(model *m, layer *l, char err[256]) {
             return -1;
         }
         l->ti[j] = ix;
-        *ptr[j] = t->data;
+        if (!(*ptr[j] = bind_tensor(m, t->data, t->numel, !param))) {
+            snprintf(err, 256, "out of backend memory for tensor %s", names[j]);
+            return -1;
+        }
         if (tr[j]) *tr[j] = t->trainable;
     }
     return 0;
 }
 
-static float *grad_for(model *m, const float *data) {
+/* the gradient of the tensor the ops see at `ptr` */
+static float *grad_for(model *m, const float *ptr) {
     for (int i = 0; i < m->np; i++)
-        if (m->P[i].data == data) return m->P[i].grad;
+        if (m->P[i].dptr == ptr) return m->P[i].grad;
     return NULL;
 }
 
@@ -645,6 +708,7 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
     model *m = plan(arch, (int)depth, (int)width, (int)classes, err);
     if (!m) return NULL;
     m->ck = ck, m->o = o, m->max_batch = max_batch;
+    m->dev = o->mem_alloc && o->mem_free && o->mem_upload && o->mem_download && o->mem_copy;
     /* the checkpoint's BN conventions win over the architecture's defaults */
     double mom = kv_double(&ck->arch, "bn_momentum", m->bn_momentum), eps = kv_double(&ck->arch, "bn_eps", m->bn_eps);
     if (!(mom >= 0 && mom <= 1) || !(eps > 0 && eps < 1)) {
@@ -683,7 +747,9 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
         mparam *p = &m->P[m->np++];
         snprintf(p->name, sizeof p->name, "%s", t->name);
         p->data = t->data, p->numel = t->numel;
-        if (!(p->grad = buf_alloc(t->numel))) goto oom;
+        p->dptr = bind_tensor(m, t->data, t->numel, false);
+        if (!p->dptr || !(p->grad = tensor_alloc(m, t->numel))) goto oom;
+        if (!(p->hgrad = m->dev ? buf_alloc(t->numel) : p->grad)) goto oom;
     }
     size_t maxparam = 0;
     for (int i = 0; i < m->nl; i++) {
@@ -696,11 +762,12 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
             if (l->ti[j] >= 0 && ck->t[l->ti[j]].numel > maxparam) maxparam = ck->t[l->ti[j]].numel;
         if (l->type == L_BN) {
             int c = m->v[l->in].c;
-            if (!(l->save_mean = buf_alloc((size_t)c)) || !(l->save_invstd = buf_alloc((size_t)c))) goto oom;
+            if (!(l->save_mean = tensor_alloc(m, (size_t)c)) || !(l->save_invstd = tensor_alloc(m, (size_t)c)))
+                goto oom;
         }
     }
     m->scratch_n = 2 * maxparam;   /* two halves: weight-like and bias-like gradients */
-    if (!(m->scratch = buf_alloc(m->scratch_n))) goto oom;
+    if (!(m->scratch = tensor_alloc(m, m->scratch_n))) goto oom;
 
     /* which values need a gradient */
     m->need = calloc((size_t)m->nv, sizeof *m->need);
@@ -721,8 +788,14 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
         size_t e = (size_t)max_batch * (size_t)m->v[i].c * (size_t)m->v[i].h * (size_t)m->v[i].w;
         if (e > m->max_elems) m->max_elems = e;
         if (i == 0 || m->store[m->v[i].storage]) continue;
-        if (!(m->store[m->v[i].storage] = buf_alloc(e))) goto oom;
+        if (!(m->store[m->v[i].storage] = tensor_alloc(m, e))) goto oom;
         m->act_elems += e;
+    }
+    if (m->dev) {   /* the input batch, its labels, the logits' host side */
+        size_t img = (size_t)max_batch * (size_t)m->v[0].c * (size_t)m->v[0].h * (size_t)m->v[0].w;
+        if (!(m->store[0] = tensor_alloc(m, img))) goto oom;
+        if (!(m->dlabels = m->o->mem_alloc(m->o, (size_t)max_batch))) goto oom;
+        if (!(m->hlogits = buf_alloc((size_t)max_batch * (size_t)m->classes))) goto oom;
     }
     fast_setup(m);
     if (getenv("BN_PROFILE") && *getenv("BN_PROFILE") && strcmp(getenv("BN_PROFILE"), "0")) {
@@ -745,21 +818,29 @@ void model_free(model *m) {
         free(m->pf);
     }
     for (int i = 0; i < m->nl; i++) {
-        free(m->L[i].save_mean);
-        free(m->L[i].save_invstd);
+        tensor_free(m, m->L[i].save_mean);
+        tensor_free(m, m->L[i].save_invstd);
     }
-    for (int i = 0; i < m->np; i++) free(m->P[i].grad);
+    for (int i = 0; i < m->np; i++) {
+        if (m->P[i].hgrad != m->P[i].grad) free(m->P[i].hgrad);
+        tensor_free(m, m->P[i].grad);
+    }
     free(m->P);
     if (m->store)
-        for (int i = 1; i < m->nstore; i++) free(m->store[i]);
+        for (int i = m->dev ? 0 : 1; i < m->nstore; i++) tensor_free(m, m->store[i]);
     free(m->store);
-    for (int i = 0; i < m->npool; i++) free(m->pool[i].p);
+    for (int i = 0; i < m->npool; i++) tensor_free(m, m->pool[i].p);
     free(m->pool);
+    for (int i = 0; i < m->nb; i++) tensor_free(m, m->B[i].dev);
+    free(m->B);
+    if (m->dlabels) m->o->mem_free(m->o, m->dlabels);
+    free(m->hlogits);
+    tensor_free(m, m->dplain);
     free(m->need);
     free(m->gof);
     free(m->pend);
     free(m->defer);
-    free(m->scratch);
+    tensor_free(m, m->scratch);
     free(m->plain);
     plan_free(m);
 }
@@ -780,7 +861,8 @@ void model_forward(model *m, const float *x, int n, bool train) {
         fprintf(stderr, "model_forward: batch of %d images, model built for 1..%d\n", n, m->max_batch);
         abort();
     }
-    m->store[0] = (float *)x;   /* read only */
+    if (m->dev) to_backend(m, m->store[0], x, elems(m, 0, n) * sizeof *x);
+    else m->store[0] = (float *)x;   /* read only */
     m->n = n;
     m->last_train = train;
     bool fast = m->fast;
@@ -829,7 +911,13 @@ void model_forward(model *m, const float *x, int n, bool train) {
     }
 }
 
-const float *model_logits(const model *m) { return data_of(m, m->L[m->nl - 1].out); }
+/* the logits as the ops see them (backend memory) */
+static const float *logits_of(const model *m) { return data_of(m, m->L[m->nl - 1].out); }
+const float *model_logits(const model *m) {
+    if (!m->dev) return logits_of(m);
+    to_host(m, m->hlogits, logits_of(m), (size_t)m->n * (size_t)m->classes * sizeof *m->hlogits);
+    return m->hlogits;
+}
 
 /* ---- backward ---------------------------------------------------------------------------- */
 static int pool_get(model *m) {
@@ -843,7 +931,7 @@ static int pool_get(model *m) {
         m->pool = realloc(m->pool, (size_t)m->cappool * sizeof *m->pool);
         if (!m->pool) abort();
     }
-    float *p = buf_alloc(m->max_elems);
+    float *p = tensor_alloc(m, m->max_elems);
     if (!p) {
         fprintf(stderr, "model: out of memory for a gradient buffer\n");
         abort();
@@ -950,7 +1038,8 @@ static void backward_layer(model *m, layer *l) {
                 return;
             }
             dx = grad_begin(m, l->in, &tmp);   /* not reached: the BN output has one reader */
-            memcpy(dx, dy, elems(m, l->out, n) * sizeof *dx);
+            if (m->dev) o->mem_copy(o, dx, dy, elems(m, l->out, n) * sizeof *dx);
+            else memcpy(dx, dy, elems(m, l->out, n) * sizeof *dx);
             grad_end(m, l->in, tmp);
             break;
         }
@@ -1041,8 +1130,12 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     for (int i = 0; i < n; i++)
         if (labels[i] >= m->classes) return NAN;
     if (backward && !m->last_train) return NAN;   /* BN backward needs batch statistics */
-    const float *logits = model_logits(m);
+    const float *logits = logits_of(m);
     int last = m->L[m->nl - 1].out;
+    if (m->dev) {   /* the ops read labels from backend memory */
+        m->o->mem_upload(m->o, m->dlabels, labels, (size_t)n);
+        labels = m->dlabels;
+    }
     if (!backward || !m->need[last]) {    /* no backward, or nothing trainable */
         m->o->xent(m->o, n, m->classes, logits, labels, NULL, &loss, &ok);
         if (correct) *correct = ok;
@@ -1053,9 +1146,12 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     int g = pool_get(m);                  /* the logits' gradient */
     m->o->xent(m->o, n, m->classes, logits, labels, m->pool[g].p, &loss, &ok);
     if (correct) *correct = ok;
-    if (m->batch_total > 0 && m->batch_total != n) {   /* host memory: see model.h */
-        float s = (float)n / (float)m->batch_total, *dl = m->pool[g].p;
-        for (size_t i = 0; i < (size_t)n * (size_t)m->classes; i++) dl[i] *= s;
+    if (m->batch_total > 0 && m->batch_total != n) {   /* each image weighs 1/batch_total */
+        size_t k = (size_t)n * (size_t)m->classes;
+        float s = (float)n / (float)m->batch_total, *dl = m->dev ? m->hlogits : m->pool[g].p;
+        if (m->dev) to_host(m, dl, m->pool[g].p, k * sizeof *dl);
+        for (size_t i = 0; i < k; i++) dl[i] *= s;
+        if (m->dev) to_backend(m, m->pool[g].p, dl, k * sizeof *dl);
     }
     m->gof[last] = g;
     if (m->pf) m->pf->bwd++, m->pf->img_bwd += n;
@@ -1064,7 +1160,20 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
         if (!m->need[l->out] || m->gof[l->out] < 0) continue;
         backward_layer(m, l);
     }
+    if (m->dev)     /* the optimizer and the data-parallel sums read the host copies */
+        for (int i = 0; i < m->np; i++) to_host(m, m->P[i].hgrad, m->P[i].grad, m->P[i].numel * sizeof(float));
     return loss;
+}
+
+void model_upload_params(model *m) {
+    if (!m->dev) return;
+    for (int i = 0; i < m->np; i++) to_backend(m, m->P[i].dptr, m->P[i].data, m->P[i].numel * sizeof(float));
+}
+
+void model_sync(model *m) {
+    if (!m->dev) return;
+    for (int i = 0; i < m->nb; i++)
+        if (m->B[i].buffer) to_host(m, m->B[i].host, m->B[i].dev, m->B[i].numel * sizeof(float));
 }
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
@@ -1077,7 +1186,7 @@ ck_tensor *model_param(const model *m, int i) {
         if (m->ck->t[j].data == m->P[i].data) return &m->ck->t[j];
     return NULL;
 }
-float *model_grad(const model *m, int i) { return i >= 0 && i < m->np ? m->P[i].grad : NULL; }
+float *model_grad(const model *m, int i) { return i >= 0 && i < m->np ? m->P[i].hgrad : NULL; }
 int model_classes(const model *m) { return m->classes; }
 
 /* ---- model_extra.h ---------------------------------------------------------------------- */
@@ -1098,11 +1207,18 @@ const float *model_activation(const model *m, const char *name, int *c, int *h, 
         if (c) *c = v->c;
         if (h) *h = v->h;
         if (w) *w = v->w;
-        if (!v->blk) return data_of(m, l->out);
-        /* blocked: an NCHW copy (the model is not const underneath; the copy is a cache) */
+        const float *a = data_of(m, l->out);
+        if (!v->blk && !m->dev) return a;
+        /* an NCHW host copy (the model is not const underneath; the copies are caches) */
         model *mm = (model *)m;
         if (!mm->plain && !(mm->plain = buf_alloc(m->max_elems))) return NULL;
-        m->o->act_convert(m->o, 0, m->n, v->c, v->h * v->w, data_of(m, l->out), mm->plain);
+        if (v->blk) {
+            if (m->dev && !mm->dplain && !(mm->dplain = tensor_alloc(mm, m->max_elems))) return NULL;
+            float *to = m->dev ? mm->dplain : mm->plain;
+            m->o->act_convert(m->o, 0, m->n, v->c, v->h * v->w, a, to);
+            a = to;
+        }
+        if (m->dev) to_host(m, mm->plain, a, (size_t)m->n * v->c * v->h * v->w * sizeof(float));
         return mm->plain;
     }
     return NULL;

@@ -24,26 +24,36 @@ checkpoint *model_init(const char *arch, int depth, int width, int classes,
                        const char *gamma_init, uint64_t seed, char err[256]);
 
 /* Builds the graph for ck (which it keeps pointers into: parameters are updated in place
- * in ck's tensors when the backend is host-side) for batches of up to max_batch images of
- * 3x32x32 floats. NULL with err when the checkpoint does not describe a known model. */
+ * in ck's tensors) for batches of up to max_batch images of 3x32x32 floats. NULL with err
+ * when the checkpoint does not describe a known model. With a backend that has memory of
+ * its own (ops.h mem_*), the ops work on copies of ck's tensors there: after changing ck's
+ * parameters call model_upload_params, and before reading ck's BN running statistics (a
+ * checkpoint to write) model_sync. With host backends both do nothing. */
 model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]);
 void model_free(model *m);
 
-/* Forward pass on n <= max_batch images x[n,3,32,32] (backend memory). train: BN uses
- * batch statistics and updates running averages; otherwise running averages. */
+/* Forward pass on n <= max_batch images x[n,3,32,32] (host memory: copied to the backend's
+ * when it has its own, ops.h mem_*). train: BN uses batch statistics and updates running
+ * averages; otherwise running averages. */
 void model_forward(model *m, const float *x, int n, bool train);
-const float *model_logits(const model *m);      /* [n, classes] of the last forward */
+const float *model_logits(const model *m);      /* [n, classes] of the last forward (host) */
 /* Loss of the last forward against labels (host); *correct = right top-1 predictions.
  * When backward is true, also runs the backward pass: gradients of every trainable tensor
  * (and nothing for frozen ones: no filter gradient work for a frozen conv). */
 double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward);
 
+/* Backend memory (see model_build): send ck's trainable parameters to the backend after an
+ * optimizer step; bring the BN running statistics back into ck. No-ops on host backends. */
+void model_upload_params(model *m);
+void model_sync(model *m);
+
 /* Data-parallel training: this rank's n images are part of a global batch of total images,
  * so the gradient is that of the mean loss over total (each image weighs 1/total instead of
- * 1/n). 0 (the default) means total = n. Host backends only (ref, cpu). */
+ * 1/n). 0 (the default) means total = n. */
 void model_set_batch_total(model *m, int total);
 
-/* The trainable tensors and their gradients (after model_loss_backward). */
+/* The trainable tensors (the checkpoint's, host) and their gradients (host memory, valid
+ * after model_loss_backward). */
 int model_nparams(const model *m);
 ck_tensor *model_param(const model *m, int i);
 float *model_grad(const model *m, int i);

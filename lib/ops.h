@@ -119,6 +119,18 @@ struct ops {
     void (*gap_bwd_l)(ops *o, int flags, int n, int c, int hw, const float *dy, float *dx);
     /* layout conversion of an activation x[n,c,hw]: to_blocked 1: NCHW -> nCHWB, 0: back */
     void (*act_convert)(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y);
+    /* Memory. NULL in the host backends (ref, cpu): their tensors are ordinary host memory
+     * and the model allocates and copies them itself. A backend whose tensors live elsewhere
+     * (cuda: device memory) sets all five, and the model then keeps every tensor an op sees
+     * (activations, gradients, parameters, BN statistics, labels) in memory from mem_alloc
+     * and never touches it on the host: it moves data only through these. All sizes in
+     * bytes; mem_alloc's memory is zero-filled, NULL when out of memory (or for 0 bytes). */
+    void *(*mem_alloc)(ops *o, size_t bytes);
+    void (*mem_free)(ops *o, void *p);
+    void (*mem_upload)(ops *o, void *dst, const void *src, size_t bytes);     /* host -> backend */
+    void (*mem_download)(ops *o, void *dst, const void *src, size_t bytes);   /* backend -> host */
+    void (*mem_copy)(ops *o, void *dst, const void *src, size_t bytes);       /* within the backend */
+
     /* Optional fused elementwise ops (NULL: the model composes the plain ones). Each gives
      * the same bits as the composition (a + b is rounded once either way):
      *   add_relu:     y = max(0, a + b) as add then relu_fwd; y may equal a or b;

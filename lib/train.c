@@ -219,8 +219,9 @@ void eval_free(eval_result *r) {
 /* Writes the checkpoint: 0, TRAIN_ERROR (err says why), or TRAIN_NAN when a parameter or a
  * BN running statistic is no longer finite (a diverged run whose loss was still finite):
  * such a checkpoint is never written, so the stream keeps only good ones. */
-static int write_ck(train_io *io, const checkpoint *ck, char err[256]) {
+static int write_ck(train_io *io, model *m, const checkpoint *ck, char err[256]) {
     uint64_t nan = 0, inf = 0;
+    model_sync(m);      /* the BN running statistics, from a backend with memory of its own */
     const ck_tensor *bad = ck_nonfinite(ck, "param", &nan, &inf);
     if (!bad) bad = ck_nonfinite(ck, "buffer", &nan, &inf);
     if (bad) {
@@ -463,6 +464,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 break;
             }
             optim_step(ck, m, &cfg->opt, lr, ck->step + 1);
+            model_upload_params(m);
             ck->step++, steps_this_call++;
             loss_sum += loss * nb, correct += ok, seen += nb, images += nb;
             if (io->progress) cli_progress(what, (uint64_t)(st + 1), (uint64_t)spe);
@@ -472,7 +474,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 if (st + 1 < spe) {   /* mid-epoch: record the position and stop */
                     set_partial(ck, st + 1, loss_sum, correct, seen);
                     if (io->progress) cli_progress_end();
-                    int wr = write_ck(io, ck, err);
+                    int wr = write_ck(io, m, ck, err);
                     rc = wr ? wr : TRAIN_STOPPED;
                     break;
                 }
@@ -511,12 +513,13 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
         }
         bool last = ck->epoch == cfg->epochs;
         if (stop || last || (cfg->every > 0 && ck->epoch % cfg->every == 0))
-            if ((rc = write_ck(io, ck, err)) != 0) break;
+            if ((rc = write_ck(io, m, ck, err)) != 0) break;
         if (stop) rc = last ? TRAIN_DONE : TRAIN_STOPPED; /* stopped at the very end: complete */
     }
     /* nothing left to train (a resumed run already complete, or --epochs 0): the
      * checkpoint still goes out, with its settings */
-    if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0) rc = write_ck(io, ck, err);
+    if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0) rc = write_ck(io, m, ck, err);
+    model_sync(m);      /* the caller's checkpoint holds the final state, whatever the backend */
     if (dp.P > 1 && rc != TRAIN_ERROR) {
         /* the ranks must end with the same bits (rank 0 wrote them); a difference would be
          * a bug in a backend's reduction or the MPI library: never let it pass silently */

@@ -1,0 +1,303 @@
+/* test_devmem.c: the model and the training loop on a backend with memory of its own
+ * (ops.h mem_*), as the cuda one is, checked here without a GPU.
+ *
+ * "devref" is the reference backend behind a wall: its memory comes from mem_alloc as
+ * pointers with bit 62 set (x86-64 addresses are canonical below 2^47, so such a pointer
+ * faults the moment the host dereferences it, while pointer arithmetic on it still works:
+ * no carry reaches bit 62). Its ops strip the bit and call ops_ref; mem_upload /
+ * mem_download / mem_copy are the only other way in. So any place where the model, the
+ * optimizer or the loop touches backend memory on the host crashes this test, and any
+ * place where they forget to move data (an input not uploaded, gradients not downloaded,
+ * parameters not sent back after the optimizer, running statistics not brought home before
+ * a checkpoint is written) makes its results differ from ops_ref's. With the same ops in
+ * the same order the two must agree bit for bit: checkpoints, losses, logits,
+ * activations. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tests/check.h"
+#include "checkpoint.h"
+#include "dataset.h"
+#include "freeze.h"
+#include "model.h"
+#include "model_extra.h"
+#include "ops.h"
+#include "rng.h"
+#include "stream.h"
+#include "train.h"
+
+#define WALL ((uintptr_t)1 << 62)
+static size_t live_allocs, uploads, downloads;
+
+static void *in(const void *p) { return p ? (void *)((uintptr_t)p ^ WALL) : NULL; }   /* backend -> real */
+static void *out(void *p) { return p ? (void *)((uintptr_t)p ^ WALL) : NULL; }        /* real -> backend */
+#define R(p) ((float *)in(p))
+
+static void *d_alloc(ops *o, size_t bytes) {
+    (void)o;
+    if (!bytes) return NULL;
+    void *p = calloc(1, bytes);
+    if (p) live_allocs++;
+    return out(p);
+}
+static void d_free(ops *o, void *p) {
+    (void)o;
+    if (p) live_allocs--;
+    free(in(p));
+}
+static void d_upload(ops *o, void *dst, const void *src, size_t n) { (void)o, uploads++, memcpy(in(dst), src, n); }
+static void d_download(ops *o, void *dst, const void *src, size_t n) {
+    (void)o, downloads++, memcpy(dst, in(src), n);
+}
+static void d_copy(ops *o, void *dst, const void *src, size_t n) { (void)o, memcpy(in(dst), in(src), n); }
+
+static ops *F = &ops_ref;
+static void conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y) {
+    (void)o, F->conv_fwd(F, d, R(x), R(w), R(b), R(y));
+}
+static void conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx) {
+    (void)o, F->conv_bwd_data(F, d, R(dy), R(w), R(dx));
+}
+static void conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
+    (void)o, F->conv_bwd_filter(F, d, R(x), R(dy), R(dw), R(db));
+}
+static void bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *g, const float *b, float *y,
+                         float *sm, float *si, float *rm, float *rv) {
+    (void)o, F->bn_fwd_train(F, d, R(x), R(g), R(b), R(y), R(sm), R(si), R(rm), R(rv));
+}
+static void bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *g, const float *b, const float *rm,
+                         const float *rv, float *y) {
+    (void)o, F->bn_fwd_infer(F, d, R(x), R(g), R(b), R(rm), R(rv), R(y));
+}
+static void bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *g, const float *sm,
+                   const float *si, float *dx, float *dg, float *db) {
+    (void)o, F->bn_bwd(F, d, R(x), R(dy), R(g), R(sm), R(si), R(dx), R(dg), R(db));
+}
+static void relu_fwd(ops *o, size_t n, const float *x, float *y) { (void)o, F->relu_fwd(F, n, R(x), R(y)); }
+static void relu_bwd(ops *o, size_t n, const float *y, const float *dy, float *dx) {
+    (void)o, F->relu_bwd(F, n, R(y), R(dy), R(dx));
+}
+static void add(ops *o, size_t n, const float *a, const float *b, float *y) { (void)o, F->add(F, n, R(a), R(b), R(y)); }
+static void gap_fwd(ops *o, int n, int c, int hw, const float *x, float *y) { (void)o, F->gap_fwd(F, n, c, hw, R(x), R(y)); }
+static void gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx) {
+    (void)o, F->gap_bwd(F, n, c, hw, R(dy), R(dx));
+}
+static void linear_fwd(ops *o, int n, int i, int k, const float *x, const float *w, const float *b, float *y) {
+    (void)o, F->linear_fwd(F, n, i, k, R(x), R(w), R(b), R(y));
+}
+static void linear_bwd_data(ops *o, int n, int i, int k, const float *dy, const float *w, float *dx) {
+    (void)o, F->linear_bwd_data(F, n, i, k, R(dy), R(w), R(dx));
+}
+static void linear_bwd_filter(ops *o, int n, int i, int k, const float *x, const float *dy, float *dw, float *db) {
+    (void)o, F->linear_bwd_filter(F, n, i, k, R(x), R(dy), R(dw), R(db));
+}
+static void xent(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
+                 double *loss, int *correct) {   /* loss and correct are host pointers (ops.h) */
+    (void)o, F->xent(F, n, classes, R(logits), (const uint8_t *)in(labels), R(dlogits), loss, correct);
+}
+
+static ops devref = {
+    .name = "devref",
+    .conv_fwd = conv_fwd, .conv_bwd_data = conv_bwd_data, .conv_bwd_filter = conv_bwd_filter,
+    .bn_fwd_train = bn_fwd_train, .bn_fwd_infer = bn_fwd_infer, .bn_bwd = bn_bwd,
+    .relu_fwd = relu_fwd, .relu_bwd = relu_bwd, .add = add, .gap_fwd = gap_fwd, .gap_bwd = gap_bwd,
+    .linear_fwd = linear_fwd, .linear_bwd_data = linear_bwd_data, .linear_bwd_filter = linear_bwd_filter,
+    .xent = xent,
+    .mem_alloc = d_alloc, .mem_free = d_free, .mem_upload = d_upload, .mem_download = d_download,
+    .mem_copy = d_copy,
+};
+
+/* ---- data ----------------------------------------------------------------------------------- */
+static dataset make_ds(size_t n, uint64_t seed) {
+    dataset d;
+    memset(&d, 0, sizeof d);
+    ds_header_cifar10(&d.h, n);
+    d.n = n;
+    d.labels = malloc(n);
+    d.pixels = malloc(n * 3072);
+    rng r;
+    rng_seed(&r, seed, 7);
+    for (size_t i = 0; i < n; i++) {
+        d.labels[i] = (uint8_t)rng_below(&r, 10);
+        for (size_t j = 0; j < 3072; j++) d.pixels[i * 3072 + j] = (uint8_t)rng_below(&r, 256);
+    }
+    return d;
+}
+
+static checkpoint *net(const char *arch, int depth, const char *regime) {
+    char err[256];
+    checkpoint *c = model_init(arch, depth, 4, 10, "uniform", 3, err);
+    if (!c || freeze_regime(c, regime, 2, 5, err)) {
+        printf("  %s\n", err);
+        abort();
+    }
+    return c;
+}
+
+/* every tensor of a and b has the same bits */
+static int same_tensors(const checkpoint *a, const checkpoint *b, const char *what) {
+    int diff = 0;
+    if (a->nt != b->nt) {
+        printf("  %s: %d vs %d tensors\n", what, a->nt, b->nt);
+        return 0;
+    }
+    for (int i = 0; i < a->nt; i++) {
+        const ck_tensor *x = &a->t[i], *y = &b->t[i];
+        if (strcmp(x->name, y->name) || x->numel != y->numel || x->dtype != y->dtype ||
+            memcmp(x->data, y->data, x->numel * dtype_size(x->dtype))) {
+            if (diff++ < 3) printf("  %s: tensor %s differs\n", what, x->name);
+        }
+    }
+    return diff == 0;
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+/* The whole loop (SGD with momentum and weight decay, crop + flip, a test set evaluated each
+ * epoch, a checkpoint per epoch), on ref and on devref: identical checkpoints, logs, and
+ * nothing of the backend's memory left allocated. Both architectures, all parameters, BN
+ * only and random-k (masked updates). */
+static void loop_case(const char *arch, int depth, const char *regime, int opt_adam) {
+    dataset d = make_ds(40, 4), t = make_ds(12, 5);
+    checkpoint *c[2];
+    char logs[2][2048];
+    char what[96];
+    snprintf(what, sizeof what, "%s-%d %s %s", arch, depth, regime, opt_adam ? "adam" : "sgd");
+    for (int k = 0; k < 2; k++) {
+        c[k] = net(arch, depth, regime);
+        train_cfg cfg;
+        train_cfg_defaults(&cfg);
+        cfg.epochs = 2, cfg.batch = 16, cfg.every = 1, cfg.seed = 9;
+        cfg.augment = AUG_CROP_FLIP;
+        if (opt_adam) cfg.opt.kind = OPT_ADAM;
+        cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4;
+        cfg.sched.lr = 0.05;
+        char err[256] = "";
+        if (cfg.norm.meanstd && cfg.norm.c == 0 && norm_compute(&d, &cfg.norm, err)) printf("  %s\n", err);
+        train_io io = {0};
+        io.test = &t;
+        io.log = tmpfile();
+        size_t before = live_allocs;
+        int rc = train_run(c[k], k ? &devref : &ops_ref, &d, &cfg, &io, false, err);
+        CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, k ? "devref" : "ref", rc, err);
+        CHECK(live_allocs == before, "%s: %zu backend allocations not freed", what, live_allocs - before);
+        /* the log without its last two columns (images/s, seconds) */
+        logs[k][0] = 0;
+        rewind(io.log);
+        char line[512];
+        while (fgets(line, sizeof line, io.log)) {
+            for (int tabs = 0, j = 0; line[j]; j++)
+                if (line[j] == '\t' && ++tabs == 7) line[j] = 0;
+            strncat(logs[k], line, sizeof logs[k] - strlen(logs[k]) - 2);
+            strcat(logs[k], ";");
+        }
+        fclose(io.log);
+    }
+    CHECK(same_tensors(c[0], c[1], what), "%s: checkpoints differ between ref and devref", what);
+    CHECK(strcmp(logs[0], logs[1]) == 0 && strstr(logs[0], "nan") == NULL, "%s: logs differ: %s | %s", what,
+          logs[0], logs[1]);
+    ck_free(c[0]), ck_free(c[1]);
+    ds_free(&d), ds_free(&t);
+}
+
+TEST(train_loop_matches_ref) {
+    loop_case("resnet", 8, "all", 0);
+    loop_case("resnet", 8, "bn", 0);
+    loop_case("resnet", 8, "random-k", 1);
+    loop_case("bottleneck", 11, "all", 1);
+}
+
+/* The model API directly: evaluation logits and loss, an activation for filter-viz, the
+ * gradients (host copies), a data-parallel batch total (the logits' gradient scaled on the
+ * host), and the parameters sent back after a change on the host. */
+TEST(model_api_matches_ref) {
+    enum { N = 5 };
+    dataset d = make_ds(N, 6);
+    float *x = malloc(N * 3072 * sizeof *x);
+    for (size_t i = 0; i < N * 3072; i++) x[i] = d.pixels[i] / 255.0f - 0.5f;
+    checkpoint *c[2];
+    model *m[2];
+    char err[256];
+    double loss[2][3];
+    int ok[2];
+    float *logit[2], *act[2], *grad[2];
+    size_t nl = N * 10, na = 0, ng = 0;
+    for (int k = 0; k < 2; k++) {
+        c[k] = net("resnet", 8, "all");
+        m[k] = model_build(c[k], k ? &devref : &ops_ref, N, err);
+        CHECK(m[k] != NULL, "model_build: %s", err);
+        if (!m[k]) return;
+        model_forward(m[k], x, N, false);
+        loss[k][0] = model_loss_backward(m[k], d.labels, N, &ok[k], false);
+        logit[k] = malloc(nl * sizeof(float));
+        memcpy(logit[k], model_logits(m[k]), nl * sizeof(float));
+        int ch, h, w;
+        const float *a = model_activation(m[k], "s1.b0.relu1", &ch, &h, &w);
+        CHECK(a != NULL, "model_activation");
+        na = a ? (size_t)N * ch * h * w : 0;
+        act[k] = malloc(na * sizeof(float) + 1);
+        if (a) memcpy(act[k], a, na * sizeof(float));
+        model_forward(m[k], x, N, true);
+        model_set_batch_total(m[k], 2 * N);
+        loss[k][1] = model_loss_backward(m[k], d.labels, N, NULL, true);
+        ng = 0;
+        for (int i = 0; i < model_nparams(m[k]); i++) ng += model_param(m[k], i)->numel;
+        grad[k] = malloc(ng * sizeof(float));
+        size_t off = 0;
+        for (int i = 0; i < model_nparams(m[k]); i++) {
+            size_t e = model_param(m[k], i)->numel;
+            memcpy(grad[k] + off, model_grad(m[k], i), e * sizeof(float));
+            off += e;
+        }
+        /* a host-side change to the parameters reaches the ops after model_upload_params */
+        float *w0 = model_param(m[k], 0)->data;
+        for (size_t j = 0; j < model_param(m[k], 0)->numel; j++) w0[j] *= 0.5f;
+        model_upload_params(m[k]);
+        model_forward(m[k], x, N, false);
+        loss[k][2] = model_loss_backward(m[k], d.labels, N, NULL, false);
+        model_sync(m[k]);
+    }
+    CHECK(loss[0][0] == loss[1][0] && ok[0] == ok[1], "eval loss %.9g vs %.9g", loss[0][0], loss[1][0]);
+    CHECK(memcmp(logit[0], logit[1], nl * sizeof(float)) == 0, "model_logits differ");
+    CHECK(memcmp(act[0], act[1], na * sizeof(float)) == 0, "model_activation differs");
+    CHECK(loss[0][1] == loss[1][1], "train loss %.9g vs %.9g", loss[0][1], loss[1][1]);
+    CHECK(memcmp(grad[0], grad[1], ng * sizeof(float)) == 0, "gradients (batch total 2N) differ");
+    CHECK(loss[0][2] == loss[1][2] && loss[0][2] != loss[0][0], "after model_upload_params: %.9g vs %.9g (before %.9g)",
+          loss[0][2], loss[1][2], loss[0][0]);
+    CHECK(same_tensors(c[0], c[1], "model api"), "running statistics after model_sync");
+    size_t before = downloads;
+    model_sync(m[0]);
+    CHECK(downloads == before, "model_sync on a host backend moves nothing");
+    for (int k = 0; k < 2; k++) {
+        model_free(m[k]);
+        ck_free(c[k]);
+        free(logit[k]), free(act[k]), free(grad[k]);
+    }
+    CHECK(live_allocs == 0, "%zu backend allocations left after model_free", live_allocs);
+    free(x);
+    ds_free(&d);
+}
+
+/* The wall itself: a backend pointer really is unusable on the host (else the tests above
+ * would prove nothing). Checked without touching it: its address is non-canonical. */
+TEST(wall_is_real) {
+    void *p = d_alloc(&devref, 16);
+    uintptr_t a = (uintptr_t)p;
+    CHECK(a >> 47 != 0 && a >> 47 != ((uintptr_t)1 << 17) - 1, "backend pointer %p is a canonical address", p);
+    d_free(&devref, p);
+    CHECK(uploads > 0 && downloads > 0, "the loop moved data through mem_upload / mem_download (%zu, %zu)", uploads,
+          downloads);
+}
+
+int main(void) {
+#if !defined(__x86_64__)
+    printf("skip - devmem: the pointer wall needs x86-64 canonical addresses\n# 0 passed, 0 failed, 1 skipped\n");
+    return 0;
+#endif
+    RUN(train_loop_matches_ref);
+    RUN(model_api_matches_ref);
+    RUN(wall_is_real);
+    return DONE();
+}
