@@ -27,6 +27,7 @@
 #include "rng.h"
 #include "stream.h"
 #include "train.h"
+#include "train_compare.h"
 
 #define WALL ((uintptr_t)1 << 62)
 static size_t live_allocs, uploads, downloads;
@@ -280,6 +281,15 @@ TEST(model_api_matches_ref) {
     ds_free(&d);
 }
 
+/* The step harness shared with tests/test_cuda_train.c, here with the same ops on both
+ * sides: bit for bit (tolerance 0). */
+TEST(steps_match_ref) {
+    double e = compare_training(&ops_ref, &devref, "resnet", 8, 4, "all", 6, 3, 0.05f, 0.0, "resnet-8 all");
+    e += compare_training(&ops_ref, &devref, "resnet", 8, 4, "bn", 6, 3, 0.05f, 0.0, "resnet-8 bn");
+    e += compare_training(&ops_ref, &devref, "bottleneck", 11, 4, "bn+output", 6, 3, 0.05f, 0.0, "bottleneck-11 bn+output");
+    CHECK(e == 0.0, "differences %g", e);
+}
+
 /* The wall itself: a backend pointer really is unusable on the host (else the tests above
  * would prove nothing). Checked without touching it: its address is non-canonical. */
 TEST(wall_is_real) {
@@ -298,6 +308,7 @@ int main(void) {
 #endif
     RUN(train_loop_matches_ref);
     RUN(model_api_matches_ref);
+    RUN(steps_match_ref);
     RUN(wall_is_real);
     return DONE();
 }
