@@ -1,7 +1,8 @@
 #!/bin/sh
 # gpu-check.sh: run ON THE DEVICE MACHINE (through the device tool, with build/gpu carried;
 # see docs/gpu.md). Finds the device's cuDNN, runs the CUDA op tests with each
-# cuDNN algorithm choice printed, then once more under compute-sanitizer's memcheck, and
+# cuDNN algorithm choice printed, the GPU-vs-CPU training test, then the op tests once more
+# under compute-sanitizer's memcheck, and
 # writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
 cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-/tmp/gpu-out}
@@ -22,6 +23,13 @@ rc=$?
 grep -v '^ok - ' "$out/test.log" | head -n 60
 echo "exit $rc"
 
+echo "== test_cuda_train (GPU vs CPU training end to end)"
+timeout 300 ./build/gpu/test_cuda_train >"$out/train.log" 2>&1
+rc2=$?
+grep -v '^ok - ' "$out/train.log" | head -n 40
+echo "exit $rc2"
+[ "$rc" -eq 0 ] && rc=$rc2
+
 echo "== under compute-sanitizer memcheck (BN_CUDA_SYNC=1, BN_CUDNN_FIND=0: heuristics, no timing runs)"
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer \
     2>/dev/null | head -n 1)
@@ -34,6 +42,6 @@ else
     echo "compute-sanitizer not found"
 fi
 echo "== summary"
-grep -E '^# [0-9]+ passed' "$out/test.log"
+grep -E '^# [0-9]+ passed' "$out/test.log" "$out/train.log"
 grep -c '^cuda: conv' "$out/test.err" | sed 's/^/cuDNN choices logged: /'
 exit $rc

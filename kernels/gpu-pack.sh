@@ -1,7 +1,7 @@
 #!/bin/sh
 # gpu-pack.sh: run HERE (the build machine) before a device run. Builds, then packs into
 # build/gpu/ (ignored by git; name it in the device tool's `carry`) what the device machine
-# needs to run our programs: the CUDA test binary (plus any programs named as arguments)
+# needs to run our programs: the CUDA test binaries (plus any programs named as arguments)
 # and the shared libraries they need (ldd) that the device machine may lack, except glibc,
 # libstdc++/libgcc_s (the device has newer ones) and cuDNN (0.5 GB with its sub-libraries: far over the
 # 64 MiB a call may carry; the device has its own, found by kernels/gpu-check.sh).
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 make -s >/dev/null
 rm -rf build/gpu
 mkdir -p build/gpu/lib
-for b in build/tests/test_cuda_ops "$@"; do
+for b in build/tests/test_cuda_ops build/tests/test_cuda_train "$@"; do
     [ -x "$b" ] || { echo "gpu-pack: $b is not a built program" >&2; exit 1; }
     cp "$b" build/gpu/
     ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | while read -r lib; do
