@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "../tests/check.h"
+#include "../tests/testds.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "model.h"
@@ -38,24 +39,6 @@ static char no_gpu[400];
         if (!G) SKIP(no_gpu);      \
     } while (0)
 
-static dataset make_ds(size_t n, uint64_t seed) {
-    dataset d;
-    memset(&d, 0, sizeof d);
-    ds_header_cifar10(&d.h, n);
-    d.n = n;
-    d.labels = malloc(n);
-    d.pixels = malloc(n * 3072);
-    rng r;
-    rng_seed(&r, seed, 7);
-    for (size_t i = 0; i < n; i++) {   /* learnable: bright images are class 1 */
-        d.labels[i] = (uint8_t)(i % 2);
-        for (size_t j = 0; j < 3072; j++) {
-            int v = (int)rng_below(&r, 128);
-            d.pixels[i * 3072 + j] = (uint8_t)(d.labels[i] ? v + 128 : v);
-        }
-    }
-    return d;
-}
 
 TEST(steps_cuda_vs_cpu) {
     NEED_GPU();
@@ -99,7 +82,7 @@ static double ck_err(const checkpoint *a, const checkpoint *b, const char *what)
 
 TEST(loop_cuda_vs_cpu) {
     NEED_GPU();
-    dataset d = make_ds(256, 1), t = make_ds(100, 2);
+    dataset d = make_ds(256, 1, true), t = make_ds(100, 2, true);
     char err[256];
     checkpoint *init = model_init("resnet", 8, 16, 10, NULL, 5, err);
     checkpoint *a = ck_clone(init), *b = ck_clone(init);

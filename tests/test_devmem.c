@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../tests/check.h"
+#include "../tests/testds.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "freeze.h"
@@ -111,21 +112,6 @@ static ops devref = {
 };
 
 /* ---- data ----------------------------------------------------------------------------------- */
-static dataset make_ds(size_t n, uint64_t seed) {
-    dataset d;
-    memset(&d, 0, sizeof d);
-    ds_header_cifar10(&d.h, n);
-    d.n = n;
-    d.labels = malloc(n);
-    d.pixels = malloc(n * 3072);
-    rng r;
-    rng_seed(&r, seed, 7);
-    for (size_t i = 0; i < n; i++) {
-        d.labels[i] = (uint8_t)rng_below(&r, 10);
-        for (size_t j = 0; j < 3072; j++) d.pixels[i * 3072 + j] = (uint8_t)rng_below(&r, 256);
-    }
-    return d;
-}
 
 static checkpoint *net(const char *arch, int depth, const char *regime) {
     char err[256];
@@ -161,7 +147,7 @@ static int same_tensors(const checkpoint *a, const checkpoint *b, const char *wh
  * nothing of the backend's memory left allocated. Both architectures, all parameters, BN
  * only and random-k (masked updates). */
 static void loop_case(const char *arch, int depth, const char *regime, int opt_adam) {
-    dataset d = make_ds(40, 4), t = make_ds(12, 5);
+    dataset d = make_ds(40, 4, false), t = make_ds(12, 5, false);
     checkpoint *c[2];
     char logs[2][2048];
     char what[96];
@@ -215,7 +201,7 @@ TEST(train_loop_matches_ref) {
  * host), and the parameters sent back after a change on the host. */
 TEST(model_api_matches_ref) {
     enum { N = 5 };
-    dataset d = make_ds(N, 6);
+    dataset d = make_ds(N, 6, false);
     float *x = malloc(N * 3072 * sizeof *x);
     for (size_t i = 0; i < N * 3072; i++) x[i] = d.pixels[i] / 255.0f - 0.5f;
     checkpoint *c[2];

@@ -8,6 +8,7 @@
 
 #include "augment.h"
 #include "check.h"
+#include "testds.h"
 #include "checkpoint.h"
 #include "model.h"
 #include "optim.h"
@@ -154,25 +155,6 @@ TEST(optim_masks) {
 }
 
 /* ---- augmentation --------------------------------------------------------------------- */
-static dataset make_ds(size_t n, uint64_t seed, bool learnable) {
-    dataset d;
-    memset(&d, 0, sizeof d);
-    ds_header_cifar10(&d.h, n);
-    d.n = n;
-    d.labels = malloc(n);
-    d.pixels = malloc(n * 3072);
-    rng r;
-    rng_seed(&r, seed, 99);
-    for (size_t i = 0; i < n; i++) {
-        d.labels[i] = (uint8_t)(learnable ? i % 2 : rng_below(&r, 10));
-        for (size_t j = 0; j < 3072; j++) {
-            int v = (int)rng_below(&r, 256);
-            if (learnable) v = d.labels[i] ? v / 2 + 128 : v / 2;   /* bright vs dark */
-            d.pixels[i * 3072 + j] = (uint8_t)v;
-        }
-    }
-    return d;
-}
 
 TEST(augment_params) {
     rng r;
