@@ -135,7 +135,8 @@ struct model {
     binding *B;
     int nb, capb;
     uint8_t *dlabels;           /* max_batch labels */
-    float *hlogits;             /* host: logits / their gradient, max_batch * classes */
+    float *hlogits;             /* host: model_logits' copy, max_batch * classes */
+    float *hdlogits;            /* host: the logits' gradient while it is scaled */
     float *dplain;              /* backend: model_activation's NCHW conversion */
 };
 
@@ -708,7 +709,13 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
     model *m = plan(arch, (int)depth, (int)width, (int)classes, err);
     if (!m) return NULL;
     m->ck = ck, m->o = o, m->max_batch = max_batch;
-    m->dev = o->mem_alloc && o->mem_free && o->mem_upload && o->mem_download && o->mem_copy;
+    int mem = !!o->mem_alloc + !!o->mem_free + !!o->mem_upload + !!o->mem_download + !!o->mem_copy;
+    if (mem != 0 && mem != 5) {
+        snprintf(err, 256, "backend %s has %d of the 5 memory entries of ops.h: all or none", o->name, mem);
+        model_free(m);
+        return NULL;
+    }
+    m->dev = mem == 5;
     /* the checkpoint's BN conventions win over the architecture's defaults */
     double mom = kv_double(&ck->arch, "bn_momentum", m->bn_momentum), eps = kv_double(&ck->arch, "bn_eps", m->bn_eps);
     if (!(mom >= 0 && mom <= 1) || !(eps > 0 && eps < 1)) {
@@ -796,6 +803,7 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
         if (!(m->store[0] = tensor_alloc(m, img))) goto oom;
         if (!(m->dlabels = m->o->mem_alloc(m->o, (size_t)max_batch))) goto oom;
         if (!(m->hlogits = buf_alloc((size_t)max_batch * (size_t)m->classes))) goto oom;
+        if (!(m->hdlogits = buf_alloc((size_t)max_batch * (size_t)m->classes))) goto oom;
     }
     fast_setup(m);
     if (getenv("BN_PROFILE") && *getenv("BN_PROFILE") && strcmp(getenv("BN_PROFILE"), "0")) {
@@ -835,6 +843,7 @@ void model_free(model *m) {
     free(m->B);
     if (m->dlabels) m->o->mem_free(m->o, m->dlabels);
     free(m->hlogits);
+    free(m->hdlogits);
     tensor_free(m, m->dplain);
     free(m->need);
     free(m->gof);
@@ -954,18 +963,19 @@ static float *grad_begin(model *m, int v, int *tmp) {
     *tmp = pool_get(m);
     return m->pool[*tmp].p;
 }
+static void grad_add(model *m, int v, int tmp);
 static void grad_end(model *m, int v, int tmp) {
     if (tmp < 0) return;
-    size_t e = elems(m, v, m->n);
-    if (m->defer[v]) {      /* the ReLU that made v adds the parts (relu_bwd_add) */
-        if (m->pend[v] < 0) {
-            m->pend[v] = tmp;
-            return;
-        }
-        m->o->add(m->o, e, m->pool[m->pend[v]].p, m->pool[tmp].p, m->pool[m->pend[v]].p);
-        pool_put(m, tmp);
+    if (m->defer[v]) {      /* the ReLU that made v adds the last part (relu_bwd_add) */
+        if (m->pend[v] >= 0) grad_add(m, v, m->pend[v]);   /* a third part: sum in arrival order */
+        m->pend[v] = tmp;
         return;
     }
+    grad_add(m, v, tmp);
+}
+/* v's gradient += the part in pool buffer tmp (then released) */
+static void grad_add(model *m, int v, int tmp) {
+    size_t e = elems(m, v, m->n);
     int g = m->gof[v];
     if (m->pool[g].refs == 1) {
         m->o->add(m->o, e, m->pool[g].p, m->pool[tmp].p, m->pool[g].p);
@@ -1148,7 +1158,7 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     if (correct) *correct = ok;
     if (m->batch_total > 0 && m->batch_total != n) {   /* each image weighs 1/batch_total */
         size_t k = (size_t)n * (size_t)m->classes;
-        float s = (float)n / (float)m->batch_total, *dl = m->dev ? m->hlogits : m->pool[g].p;
+        float s = (float)n / (float)m->batch_total, *dl = m->dev ? m->hdlogits : m->pool[g].p;
         if (m->dev) to_host(m, dl, m->pool[g].p, k * sizeof *dl);
         for (size_t i = 0; i < k; i++) dl[i] *= s;
         if (m->dev) to_backend(m, m->pool[g].p, dl, k * sizeof *dl);

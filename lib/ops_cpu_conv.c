@@ -122,6 +122,8 @@ static int want_wino(const conv_desc *d, int dir) {
 }
 
 /* Set up e's primitive with algorithm alg; returns 0 when oneDNN will not take the shape. */
+/* Set up e's primitive with algorithm alg: 1 done; -1 oneDNN refuses the shape (nothing made
+ * yet); 0 a failure after that (what was made is leaked, once per shape: rare). */
 static int entry_build_alg(conv_entry *e, dnnl_alg_kind_t alg) {
     const conv_desc *d = &e->d;
     dnnl_memory_desc_t src_p, wei_p, dst_p, bias_p, src_a, wei_a, dst_a, bias_a;
@@ -145,10 +147,10 @@ static int entry_build_alg(conv_entry *e, dnnl_alg_kind_t alg) {
     if (dnnl_convolution_forward_desc_init(&fwd_cd, dnnl_forward_training, alg, &src_a, &wei_a,
                                            e->has_bias ? &bias_a : NULL, &dst_a, strides, pad_l,
                                            pad_r) != dnnl_success)
-        return 0;
+        return -1;
     dnnl_primitive_desc_t fwd_pd = NULL, pd = NULL;
-    if (dnnl_primitive_desc_create(&fwd_pd, &fwd_cd, NULL, g.eng, NULL) != dnnl_success) return 0;
-    int ok = 0;
+    if (dnnl_primitive_desc_create(&fwd_pd, &fwd_cd, NULL, g.eng, NULL) != dnnl_success) return -1;
+    int ok = -1;    /* -1 until the arguments are bound: a refusal, nothing to undo */
     if (e->dir == DIR_FWD) {
         pd = fwd_pd, fwd_pd = NULL;
     } else if (e->dir == DIR_BWD_DATA) {
@@ -165,6 +167,7 @@ static int entry_build_alg(conv_entry *e, dnnl_alg_kind_t alg) {
     }
 #define Q(what) dnnl_primitive_desc_query_md(pd, what, 0)
 #define Q1(what) dnnl_primitive_desc_query_md(pd, what, 1)     /* the bias, after the weights */
+    ok = 0;
     conv_arg *a = e->args;
     int n = 0;
     if (e->dir == DIR_FWD) {
@@ -196,11 +199,10 @@ out:
 /* Winograd where the rule wants it and oneDNN has it (it refuses on AVX2), else direct. */
 static int entry_build(conv_entry *e) {
     if (want_wino(&e->d, e->dir)) {
-        conv_entry save = *e;
-        if (entry_build_alg(e, dnnl_convolution_winograd)) return e->wino = 1;
-        *e = save;      /* a refusal comes before any argument is bound */
+        int r = entry_build_alg(e, dnnl_convolution_winograd);
+        if (r >= 0) return r ? (e->wino = 1) : 0;
     }
-    return entry_build_alg(e, dnnl_convolution_direct);
+    return entry_build_alg(e, dnnl_convolution_direct) == 1;
 }
 
 /* The block width of the layout oneDNN computes a ResNet convolution in on this machine (16

@@ -257,20 +257,29 @@ static void set_partial(checkpoint *ck, int64_t epoch_step, double loss_sum, int
  * stop request. Every rank then takes the same optimizer step on the same weights. */
 
 /* Does the backend call the allreduce hook in train-mode BatchNorm? A tiny BN forward and
- * backward with a hook that only counts (host backends only: ref, cpu). */
+ * backward with a hook that only counts; its tensors in the backend's memory when it has
+ * its own (ops.h mem_*). */
 static void count_hook(void *ctx, double *buf, size_t n) {
     (void)buf, (void)n;
     ++*(int *)ctx;
 }
-static bool backend_reduces_bn(const ops *o) {
+bool train_backend_reduces_bn(const ops *o) {
     ops probe = *o;
     int calls_fwd = 0, calls_bwd = 0;
-    float x[4] = {1, 2, 3, 5}, dy[4] = {1, -1, 2, 0}, g = 1, b = 0, y[4], dx[4], mean, invstd, dg, db;
+    /* x[4] dy[4] g b y[4] dx[4] mean invstd dg db: 22 floats */
+    float host[22] = {1, 2, 3, 5, 1, -1, 2, 0, 1, 0};
+    bool dev = o->mem_alloc != NULL;
+    float *t = dev ? o->mem_alloc(&probe, sizeof host) : host;
+    if (!t) return false;
+    if (dev) o->mem_upload(&probe, t, host, sizeof host);
+    float *x = t, *dy = t + 4, *g = t + 8, *b = t + 9, *y = t + 10, *dx = t + 14, *mean = t + 18, *invstd = t + 19;
+    float *dg = t + 20, *db = t + 21;
     bn_desc d = {2, 1, 2, 1e-5f, 0.1f};
     probe.allreduce = count_hook, probe.allreduce_ctx = &calls_fwd;
-    probe.bn_fwd_train(&probe, &d, x, &g, &b, y, &mean, &invstd, NULL, NULL);
+    probe.bn_fwd_train(&probe, &d, x, g, b, y, mean, invstd, NULL, NULL);
     probe.allreduce_ctx = &calls_bwd;
-    probe.bn_bwd(&probe, &d, x, dy, &g, &mean, &invstd, dx, &dg, &db);
+    probe.bn_bwd(&probe, &d, x, dy, g, mean, invstd, dx, dg, db);
+    if (dev) o->mem_free(&probe, t);
     return calls_fwd > 0 && calls_bwd > 0;
 }
 
@@ -373,7 +382,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                      last < (size_t)cfg->batch ? last : (size_t)cfg->batch, last == 1 ? "" : "s");
             return TRAIN_ERROR;
         }
-        if (!backend_reduces_bn(o)) {
+        if (!train_backend_reduces_bn(o)) {
             snprintf(err, 256,
                      "backend %s does not sum BatchNorm statistics over ranks (ops.h allreduce hook): "
                      "data-parallel training needs --device ref or a backend that does",

@@ -74,6 +74,10 @@ enum { TRAIN_DONE = 0, TRAIN_NAN = 1, TRAIN_STOPPED = 2, TRAIN_ERROR = 3 };
 int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg, train_io *io, bool resume,
               char err[256]);
 
+/* Does backend o's train-mode BatchNorm call ops.h's allreduce hook (forward and backward)?
+ * A tiny probe in o's memory; data-parallel training refuses a backend that does not. */
+bool train_backend_reduces_bn(const ops *o);
+
 /* Checks a dataset fits a model's input (3x32x32) and classes. 0 or -1 with err. */
 int train_check_data(const checkpoint *ck, const dataset *d, const char *what, char err[256]);
 

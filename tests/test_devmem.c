@@ -65,9 +65,16 @@ static void conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const flo
 static void conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
     (void)o, F->conv_bwd_filter(F, d, R(x), R(dy), R(dw), R(db));
 }
+/* the reference with o's allreduce hook (data-parallel BatchNorm) */
+static ops with_hook(const ops *o) {
+    ops f = ops_ref;
+    f.allreduce = o->allreduce, f.allreduce_ctx = o->allreduce_ctx;
+    return f;
+}
 static void bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *g, const float *b, float *y,
                          float *sm, float *si, float *rm, float *rv) {
-    (void)o, F->bn_fwd_train(F, d, R(x), R(g), R(b), R(y), R(sm), R(si), R(rm), R(rv));
+    ops f = with_hook(o);
+    f.bn_fwd_train(&f, d, R(x), R(g), R(b), R(y), R(sm), R(si), R(rm), R(rv));
 }
 static void bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *g, const float *b, const float *rm,
                          const float *rv, float *y) {
@@ -75,6 +82,11 @@ static void bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *
 }
 static void bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *g, const float *sm,
                    const float *si, float *dx, float *dg, float *db) {
+    ops f = with_hook(o);
+    f.bn_bwd(&f, d, R(x), R(dy), R(g), R(sm), R(si), R(dx), R(dg), R(db));
+}
+static void bn_bwd_nohook(ops *o, const bn_desc *d, const float *x, const float *dy, const float *g,
+                          const float *sm, const float *si, float *dx, float *dg, float *db) {
     (void)o, F->bn_bwd(F, d, R(x), R(dy), R(g), R(sm), R(si), R(dx), R(dg), R(db));
 }
 static void relu_fwd(ops *o, size_t n, const float *x, float *y) { (void)o, F->relu_fwd(F, n, R(x), R(y)); }
@@ -150,6 +162,7 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
     dataset d = make_ds(40, 4, false), t = make_ds(12, 5, false);
     checkpoint *c[2];
     char logs[2][2048];
+    FILE *stream[2];
     char what[96];
     snprintf(what, sizeof what, "%s-%d %s %s", arch, depth, regime, opt_adam ? "adam" : "sgd");
     for (int k = 0; k < 2; k++) {
@@ -166,9 +179,15 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         train_io io = {0};
         io.test = &t;
         io.log = tmpfile();
+        stream[k] = tmpfile();      /* the checkpoint stream, a section per epoch */
+        swriter w;
+        sw_init(&w, fileno(stream[k]));
+        io.out = &w;
         size_t before = live_allocs;
         int rc = train_run(c[k], k ? &devref : &ops_ref, &d, &cfg, &io, false, err);
         CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, k ? "devref" : "ref", rc, err);
+        CHECK(io.sections == 2, "%s: %d sections written, expected one per epoch", what, io.sections);
+        sw_free(&w);
         CHECK(live_allocs == before, "%s: %zu backend allocations not freed", what, live_allocs - before);
         /* the log without its last two columns (images/s, seconds) */
         logs[k][0] = 0;
@@ -183,6 +202,20 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         fclose(io.log);
     }
     CHECK(same_tensors(c[0], c[1], what), "%s: checkpoints differ between ref and devref", what);
+    /* the streams as written, byte for byte: the epoch-1 section catches running
+     * statistics left on the backend when the section was written */
+    long len[2];
+    char *bytes[2];
+    for (int k = 0; k < 2; k++) {
+        len[k] = ftell(stream[k]);
+        bytes[k] = malloc(len[k] > 0 ? (size_t)len[k] : 1);
+        rewind(stream[k]);
+        if (len[k] > 0 && fread(bytes[k], 1, (size_t)len[k], stream[k]) != (size_t)len[k]) len[k] = -1;
+        fclose(stream[k]);
+    }
+    CHECK(len[0] > 0 && len[0] == len[1] && memcmp(bytes[0], bytes[1], (size_t)len[0]) == 0,
+          "%s: checkpoint streams differ (%ld vs %ld bytes)", what, len[0], len[1]);
+    free(bytes[0]), free(bytes[1]);
     CHECK(strcmp(logs[0], logs[1]) == 0 && strstr(logs[0], "nan") == NULL, "%s: logs differ: %s | %s", what,
           logs[0], logs[1]);
     ck_free(c[0]), ck_free(c[1]);
@@ -254,9 +287,6 @@ TEST(model_api_matches_ref) {
     CHECK(loss[0][2] == loss[1][2] && loss[0][2] != loss[0][0], "after model_upload_params: %.9g vs %.9g (before %.9g)",
           loss[0][2], loss[1][2], loss[0][0]);
     CHECK(same_tensors(c[0], c[1], "model api"), "running statistics after model_sync");
-    size_t before = downloads;
-    model_sync(m[0]);
-    CHECK(downloads == before, "model_sync on a host backend moves nothing");
     for (int k = 0; k < 2; k++) {
         model_free(m[k]);
         ck_free(c[k]);
@@ -274,6 +304,18 @@ TEST(steps_match_ref) {
     e += compare_training(&ops_ref, &devref, "resnet", 8, 4, "bn", 6, 3, 0.05f, 0.0, "resnet-8 bn");
     e += compare_training(&ops_ref, &devref, "bottleneck", 11, 4, "bn+output", 6, 3, 0.05f, 0.0, "bottleneck-11 bn+output");
     CHECK(e == 0.0, "differences %g", e);
+}
+
+/* Data-parallel training probes whether a backend's BatchNorm calls the allreduce hook
+ * (lib/train.c): on a backend with its own memory the probe's tensors must live there. */
+TEST(bn_hook_probe) {
+    CHECK(train_backend_reduces_bn(&ops_ref), "ref reduces its BN statistics through the hook");
+    size_t before = live_allocs;
+    CHECK(train_backend_reduces_bn(&devref), "devref (ref behind the wall) does too");
+    CHECK(live_allocs == before, "the probe's backend memory is freed");
+    ops none = devref;
+    none.bn_bwd = bn_bwd_nohook;
+    CHECK(!train_backend_reduces_bn(&none), "a backward that ignores the hook is seen");
 }
 
 /* The wall itself: a backend pointer really is unusable on the host (else the tests above
@@ -295,6 +337,7 @@ int main(void) {
     RUN(train_loop_matches_ref);
     RUN(model_api_matches_ref);
     RUN(steps_match_ref);
+    RUN(bn_hook_probe);
     RUN(wall_is_real);
     return DONE();
 }

@@ -71,7 +71,13 @@ TEST(table) {
 
 /* The width the backend chooses is oneDNN's own layout: 16 exactly when the machine has
  * AVX-512 (oneDNN 2.x computes f32 convolutions in nChw16c there, nChw8c on AVX2). */
+static const char *isa_capped(void) {   /* oneDNN told to stay below the machine's ISA */
+    const char *e = getenv("ONEDNN_MAX_CPU_ISA");
+    if (!e || !*e) e = getenv("DNNL_MAX_CPU_ISA");
+    return e && *e && strcmp(e, "ALL") ? e : NULL;
+}
 TEST(preferred) {
+    if (isa_capped()) SKIP("ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA is set");
     int want = __builtin_cpu_supports("avx512f") ? 16 : 8;
     CHECK(cpu_blk_preferred() == want, "cpu_blk_preferred %d, expected %d", cpu_blk_preferred(), want);
     ops *o = ops_get("cpu", NULL);
@@ -87,6 +93,7 @@ TEST(winograd_rule) {
     int avx512 = __builtin_cpu_supports("avx512f");
     const char *e = getenv("BN_CPU_CONV");
     if (e && *e) SKIP("BN_CPU_CONV is set");
+    if (isa_capped()) SKIP("ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA is set");
     struct { int cin, h, cout, k, s, fwd, bwd_filter; } t[] = {
         {32, 16, 32, 3, 1, 1, 0}, {64, 8, 64, 3, 1, 1, 1}, {16, 32, 16, 3, 1, 0, 0}, {16, 32, 32, 3, 2, 0, 0},
         {32, 16, 32, 1, 1, 0, 0}, {32, 8, 64, 3, 1, 1, 0},
@@ -511,6 +518,57 @@ static void fast_vs_plain(const char *arch, int depth) {
     ck_free(c);
 }
 
+/* The model's fused paths (add+ReLU forward, a block output's gradient parts summed inside
+ * the ReLU backward, BN backward in place) claim the bits of the unfused composition: the
+ * same network on ops_cpu and on a copy without add_relu / relu_bwd_add must agree exactly
+ * (logits, loss, every gradient), for both architectures and regimes. */
+static void fusion_case(const char *arch, int depth, const char *regime) {
+    enum { N = 7 };
+    float *x = images(N);
+    uint8_t lab[N];
+    for (int i = 0; i < N; i++) lab[i] = (uint8_t)(rng_u64(&R) % 10);
+    char errs[256];
+    checkpoint *c = model_init(arch, depth, 16, 10, "uniform", 5, errs);
+    if (!c || freeze_regime(c, regime, 0, 1, errs)) abort();
+    ops plain = ops_cpu;
+    plain.add_relu = NULL, plain.relu_bwd_add = NULL;
+    ops *be[2] = {&ops_cpu, &plain};
+    float *lg[2], *gr[2];
+    double loss[2];
+    size_t ng = 0;
+    for (int k = 0; k < 2; k++) {
+        checkpoint *cc = ck_clone(c);
+        model *m = model_build(cc, be[k], N, errs);
+        if (!m) abort();
+        model_forward(m, x, N, true);
+        lg[k] = fvec(N * 10);
+        memcpy(lg[k], model_logits(m), N * 10 * sizeof(float));
+        loss[k] = model_loss_backward(m, lab, N, NULL, true);
+        ng = 0;
+        for (int i = 0; i < model_nparams(m); i++) ng += model_param(m, i)->numel;
+        gr[k] = fvec(ng);
+        for (size_t i = 0, off = 0; i < (size_t)model_nparams(m); i++) {
+            memcpy(gr[k] + off, model_grad(m, (int)i), model_param(m, (int)i)->numel * sizeof(float));
+            off += model_param(m, (int)i)->numel;
+        }
+        model_free(m);
+        ck_free(cc);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s-%d %s (width %d)", arch, depth, regime, B);
+    CHECK(memcmp(lg[0], lg[1], N * 10 * sizeof(float)) == 0, "%s: logits differ with the fusions", what);
+    CHECK(loss[0] == loss[1], "%s: loss %.9g vs %.9g", what, loss[0], loss[1]);
+    CHECK(memcmp(gr[0], gr[1], ng * sizeof(float)) == 0, "%s: gradients differ with the fusions", what);
+    free(lg[0]), free(lg[1]), free(gr[0]), free(gr[1]), free(x);
+    ck_free(c);
+}
+
+TEST(model_fusions_bit_exact) {
+    fusion_case("resnet", 8, "all");
+    fusion_case("resnet", 14, "bn");
+    fusion_case("bottleneck", 11, "all");
+}
+
 TEST(model_fast_vs_plain) {
     fast_vs_plain("resnet", 8);
     fast_vs_plain("bottleneck", 11);
@@ -535,6 +593,7 @@ int main(void) {
         RUN(gap_blocked_vs_ref);
         RUN(train_steps_vs_ref);
         RUN(model_fast_vs_plain);
+        RUN(model_fusions_bit_exact);
     }
     return DONE();
 }

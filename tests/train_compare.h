@@ -9,8 +9,8 @@
  * initial checkpoint on backends a and b, with n random images and labels; after the steps
  * both models are synced (model_sync) and every tensor of the two checkpoints compared:
  * max|a - b| <= tol * (max|a| + 1) for what training moves, the per-step losses within a
- * relative tol, and tensors that are frozen (or BN statistics of a frozen network: none)
- * bit-identical to the initial ones on both. Returns the worst tensor error seen. */
+ * relative tol (tol 0: every tensor's bits equal), and frozen tensors bit-identical to the
+ * initial ones on both. Returns the worst tensor error seen. */
 #ifndef BN_TRAIN_COMPARE_H
 #define BN_TRAIN_COMPARE_H
 #include <math.h>
@@ -23,7 +23,10 @@
 #include "ops.h"
 #include "rng.h"
 
-static double tc_err(const float *a, const float *b, size_t n) {
+/* max|a - b| / (max|a| + 1); INFINITY for a NaN difference; and with bitwise set, any
+ * difference in the bits (-0 against +0, NaN payloads) counts as INFINITY too */
+static double tc_err_bits(const float *a, const float *b, size_t n, int bitwise) {
+    if (bitwise && memcmp(a, b, n * sizeof *a)) return INFINITY;
     double e = 0.0, s = 0.0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
@@ -32,6 +35,7 @@ static double tc_err(const float *a, const float *b, size_t n) {
     }
     return e / (s + 1.0);
 }
+static inline double tc_err(const float *a, const float *b, size_t n) { return tc_err_bits(a, b, n, 0); }
 
 static double compare_training(ops *a, ops *b, const char *arch, int depth, int width, const char *regime, int n,
                                int steps, float lr, double tol, const char *what) {
@@ -49,7 +53,7 @@ static double compare_training(ops *a, ops *b, const char *arch, int depth, int 
     for (size_t i = 0; i < (size_t)n * 3072; i++) x[i] = (float)rng_normal(&r);
     for (int i = 0; i < n; i++) lab[i] = (uint8_t)rng_below(&r, 10);
     checkpoint *c[2] = {ck_clone(init), ck_clone(init)};
-    double *loss[2] = {malloc(sizeof(double) * (size_t)steps), malloc(sizeof(double) * (size_t)steps)};
+    double *loss[2] = {calloc((size_t)steps, sizeof(double)), calloc((size_t)steps, sizeof(double))};
     ops *be[2] = {a, b};
     for (int k = 0; k < 2; k++) {
         model *m = model_build(c[k], be[k], n, err);
@@ -97,7 +101,7 @@ static double compare_training(ops *a, ops *b, const char *arch, int depth, int 
             continue;
         }
         moved += memcmp(ta->data, t0->data, bytes) != 0;
-        double e = tc_err(ta->data, tb->data, t0->numel);
+        double e = tc_err_bits(ta->data, tb->data, t0->numel, tol == 0.0);   /* tol 0: the same bits */
         if (e > worst) worst = e;
         CHECK(e <= tol, "%s: %s differs by %.3g (tolerance %.3g)", what, t0->name, e, tol);
     }
