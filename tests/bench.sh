@@ -3,7 +3,7 @@
 # alternating with the PyTorch peer (../shared/peers/torch_resnet20.py) when Debian's
 # python3-torch is importable, over several rounds; prints images/s per round and the median
 # ratios. Synthetic images (throughput does not depend on pixel values).
-#   ROUNDS=5 STEPS=20 THREADS=2 DEVICE=cpu BATCH=128 sh tests/bench.sh   (the defaults; ~4 min)
+#   ROUNDS=5 STEPS=20 THREADS=2 DEVICE=cpu BATCH=128 sh tests/bench.sh   (the defaults; ~2.5 min)
 # PROFILE=1: after the rounds, one more full and BN-only run of ours with BN_PROFILE=1 (time
 #   per layer kind and direction, ms per step, GFLOP/s of the convolutions; with
 #   BN_PEAK_GFLOPS=<the machine's fp32 peak> also their % of it; docs/cpu-ops.md explains it).
