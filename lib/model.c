@@ -559,6 +559,15 @@ static float *grad_for(model *m, const float *ptr) {
  * conv reads NCHW and writes blocked), and a BN whose output goes only to a ReLU applies
  * the ReLU itself (the ReLU layer then does nothing, forward or backward). Parameters,
  * gradients of parameters and model_activation stay plain. */
+/* Layer i is of this type and its output is read by the ReLU right after it, and by nothing else. */
+static bool relu_alone_after(const model *m, int i, int type) {
+    const layer *b = &m->L[i], *r = &m->L[i + 1];
+    if (b->type != type || r->type != L_RELU || r->in != b->out) return false;
+    int readers = 0;
+    for (int j = 0; j < m->nl; j++) readers += (m->L[j].in == b->out) + (m->L[j].in2 == b->out);
+    return readers == 1;
+}
+
 static void fast_setup(model *m) {
     ops *o = m->o;
     const char *env = getenv("BN_FAST");
@@ -570,28 +579,12 @@ static void fast_setup(model *m) {
         value *v = &m->v[i];
         v->blk = v->c % o->act_blk == 0 && v->h * v->w > 1;
     }
-    for (int i = 0; i + 1 < m->nl; i++) {
-        layer *b = &m->L[i], *r = &m->L[i + 1];
-        if (b->type != L_BN || r->type != L_RELU || r->in != b->out) continue;
-        int readers = 0;
-        for (int j = 0; j < m->nl; j++)
-            readers += (m->L[j].in == b->out) + (m->L[j].in2 == b->out);
-        if (readers != 1) continue;
-        b->fuse_relu = true;
-        r->fused = true;
-    }
+    for (int i = 0; i + 1 < m->nl; i++)
+        if (relu_alone_after(m, i, L_BN)) m->L[i].fuse_relu = true, m->L[i + 1].fused = true;
     /* an add whose output only a ReLU reads applies it in the forward (add_relu); the
      * backward of that ReLU stays (it masks the gradient the add hands to both inputs) */
-    for (int i = 0; o->add_relu && i + 1 < m->nl; i++) {
-        layer *a = &m->L[i], *r = &m->L[i + 1];
-        if (a->type != L_ADD || r->type != L_RELU || r->in != a->out) continue;
-        int readers = 0;
-        for (int j = 0; j < m->nl; j++)
-            readers += (m->L[j].in == a->out) + (m->L[j].in2 == a->out);
-        if (readers != 1) continue;
-        a->fuse_relu = true;
-        r->fwd_by_add = true;
-    }
+    for (int i = 0; o->add_relu && i + 1 < m->nl; i++)
+        if (relu_alone_after(m, i, L_ADD)) m->L[i].fuse_relu = true, m->L[i + 1].fwd_by_add = true;
     /* the output of a plain ReLU read by two layers (a block's output: the next conv and the
      * shortcut) gets its gradient in two parts: the ReLU's backward adds them (relu_bwd_add) */
     for (int i = 0; o->relu_bwd_add && i < m->nl; i++)
