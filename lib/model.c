@@ -168,6 +168,10 @@ static void to_host(const model *m, void *dst, const void *src, size_t bytes) {
     if (m->dev) m->o->mem_download(m->o, dst, src, bytes);
     else memcpy(dst, src, bytes);
 }
+static void backend_copy(model *m, void *dst, const void *src, size_t bytes) {
+    if (m->dev) m->o->mem_copy(m->o, dst, src, bytes);
+    else memcpy(dst, src, bytes);
+}
 
 /* The pointer the ops get for checkpoint array `host` (numel floats): the array itself with
  * a host backend, else its copy in backend memory (made on first use). NULL: out of memory. */
@@ -1041,18 +1045,14 @@ static void backward_layer(model *m, layer *l) {
                 return;
             }
             dx = grad_begin(m, l->in, &tmp);   /* not reached: the BN output has one reader */
-            if (m->dev) o->mem_copy(o, dx, dy, elems(m, l->out, n) * sizeof *dx);
-            else memcpy(dx, dy, elems(m, l->out, n) * sizeof *dx);
+            backend_copy(m, dx, dy, elems(m, l->out, n) * sizeof *dx);
             grad_end(m, l->in, tmp);
             break;
         }
+        if (!need_dx) break;    /* (not seen: a ReLU's output needs a gradient only when its input does) */
         if (m->pend[l->out] >= 0) {     /* dy arrives in two parts: add them while masking */
             int q = m->pend[l->out];
             m->pend[l->out] = -1;
-            if (!need_dx) {
-                pool_put(m, q);
-                break;
-            }
             size_t e = elems(m, l->out, n);
             if (m->gof[l->in] < 0) {    /* into the part that is ours alone, handed down */
                 int own = m->pool[g].refs == 1 ? g : q;

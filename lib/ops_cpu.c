@@ -106,7 +106,7 @@ static void gap_fwd_l(ops *o, int flags, int n, int c, int hw, const float *x, f
         gap_fwd(o, n, c, hw, x, y);
         return;
     }
-    const int L = cpu_blk, cbs = c / L;
+    const int L = o->act_blk, cbs = c / L;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
     for (int j = 0; j < n * cbs; j++) {
         const float *p = x + (size_t)j * hw * L;
@@ -123,7 +123,7 @@ static void gap_bwd_l(ops *o, int flags, int n, int c, int hw, const float *dy, 
         gap_bwd(o, n, c, hw, dy, dx);
         return;
     }
-    const int L = cpu_blk, cbs = c / L;
+    const int L = o->act_blk, cbs = c / L;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
     for (int j = 0; j < n * cbs; j++) {
         float g[16];
@@ -138,7 +138,7 @@ static void gap_bwd_l(ops *o, int flags, int n, int c, int hw, const float *dy, 
 /* NCHW <-> nChwLc: image n, block b: the hw x L tile is the transpose of L rows of hw */
 void cpu_act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y) {
     (void)o;
-    const int L = cpu_blk, cbs = c / L;
+    const int L = o->act_blk, cbs = c / L;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= PAR_MIN)
     for (int j = 0; j < n * cbs; j++) {
         const float *p = x + (size_t)j * hw * L;
@@ -189,7 +189,7 @@ ops ops_cpu = {
     .linear_bwd_data = linear_bwd_data,
     .linear_bwd_filter = linear_bwd_filter,
     .xent = xent,
-    .act_blk = 8,                   /* until cpu_backend() chooses (cpu_blk) */
+    .act_blk = 8,                   /* until cpu_backend() chooses */
     .conv_fwd_l = cpu_conv_fwd_l,
     .conv_bwd_data_l = cpu_conv_bwd_data_l,
     .conv_bwd_filter_l = cpu_conv_bwd_filter_l,
@@ -204,12 +204,7 @@ ops ops_cpu = {
 };
 
 /* ---- the block width ------------------------------------------------------------------- */
-int cpu_blk = 8;
-
-void cpu_blk_set(int blk) {
-    cpu_blk = blk == 16 ? 16 : 8;
-    ops_cpu.act_blk = cpu_blk;
-}
+void cpu_blk_set(int blk) { ops_cpu.act_blk = blk == 16 ? 16 : 8; }
 
 ops *cpu_backend(void) {
     static int chosen;

@@ -13,8 +13,8 @@ void cpu_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, co
 void cpu_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx);
 void cpu_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
 /* The same with the activation layout flags of ops.h (OPS_BLK_IN: x / dx are blocked,
- * OPS_BLK_OUT: y / dy are, in nChw<cpu_blk>c; their channel counts must then be multiples
- * of cpu_blk). */
+ * OPS_BLK_OUT: y / dy are, in nChw<B>c with B = o->act_blk; their channel counts must then
+ * be multiples of B). */
 void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, const float *w, const float *b,
                     float *y);
 void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy, const float *w, float *dx);
@@ -28,15 +28,15 @@ int cpu_conv_winograd(const conv_desc *d, int dir);
 
 /* The blocked activation layout of this backend: nChw8c (8 fp32 lanes: AVX2) or nChw16c
  * (16 lanes: AVX-512), the layout oneDNN's convolutions compute in on this machine, so no
- * activation is reordered around a convolution. cpu_blk is the width in use (ops_cpu.act_blk
- * says the same); cpu_backend() chooses it once, on the first ops_get("cpu"): the
- * environment's BN_CPU_BLK=8|16 if set, else cpu_blk_preferred(). cpu_blk_set changes it
- * (tests and benchmarks; models built before keep the old layout, so do it before). */
-extern int cpu_blk;
+ * activation is reordered around a convolution. The width in use is the table's act_blk,
+ * which every entry reads from its `ops *` (a copy of the table keeps the width it was
+ * made with). cpu_backend() chooses it once, on the first ops_get("cpu"): the environment's
+ * BN_CPU_BLK=8|16 if set, else cpu_blk_preferred(). cpu_blk_set changes ops_cpu's (tests and
+ * benchmarks; models built before keep the old layout, so do it before). */
 int cpu_blk_preferred(void);
 void cpu_blk_set(int blk);
 ops *cpu_backend(void);
-/* NCHW <-> nChw<cpu_blk>c (ops.h act_convert) */
+/* NCHW <-> nChw<act_blk>c (ops.h act_convert) */
 void cpu_act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y);
 
 /* BatchNorm (ops_cpu_bn.c): plain and _l entries of ops.h */

@@ -13,8 +13,9 @@
  * [c]}, pass 2 writes dx (over dy when the caller passes the same buffer). With one process the
  * allreduce is skipped and the formulas are the same.
  *
- * Determinism: each channel (block) is summed by one thread in a fixed order; the results
- * depend neither on the run nor on the thread count. The per-call scratch (a few doubles
+ * Determinism: each channel (or each part of the batch of a channel block, added in part
+ * order) is summed by one thread in a fixed order; the results depend neither on the run
+ * nor on the thread count. The per-call scratch (a few doubles
  * per channel) is kept between calls: no allocation after the first call for a width. */
 #include <math.h>
 #include <stdlib.h>
@@ -54,6 +55,18 @@ static double *scratch(int c) {
 enum { MAX_PARTS = 8 };
 static int nparts(const bn_desc *d) { return d->n < MAX_PARTS ? (d->n > 0 ? d->n : 1) : MAX_PARTS; }
 static int part_lo(const bn_desc *d, int part) { return (int)((long)d->n * part / nparts(d)); }
+/* task t of C/blk * P: channel block *cb, images [*n0, *n1), part *part */
+static void task_of(const bn_desc *d, int t, int P, int *cb, int *part, int *n0, int *n1) {
+    *cb = t / P, *part = t % P, *n0 = part_lo(d, *part), *n1 = part_lo(d, *part + 1);
+}
+/* a[c], b[c] = the parts' partial sums pa / pb (P rows of C), added in part order */
+static void add_parts(int P, int C, const double *pa, const double *pb, double *a, double *b) {
+    for (int c = 0; c < C; c++) {
+        double x = 0.0, y = 0.0;
+        for (int part = 0; part < P; part++) x += pa[(size_t)part * C + c], y += pb[(size_t)part * C + c];
+        a[c] = x, b[c] = y;
+    }
+}
 
 /* per part and channel: two partial sums; grown, never shrunk */
 static double *psum;
@@ -68,13 +81,17 @@ static double *partials(int c) {
     return psum;
 }
 
+/* The scale of the normalisation, gamma * invstd rounded once: the forward computes it from
+ * the float invstd it saves, so the backward can recompute it exactly (relu_scale). */
+static inline float bn_scale(float gamma, float invstd) { return (float)((double)gamma * (double)invstd); }
+
 /* element (n, c, i); blk: 0 (NCHW) or the block width L (nChwLc) */
 static inline size_t at(const bn_desc *d, int blk, int n, int c, int i) {
     if (!blk) return ((size_t)n * d->c + c) * d->hw + i;
     return (((size_t)n * (d->c / blk) + c / blk) * d->hw + i) * blk + c % blk;
 }
 
-/* The blocked loops work on the L lanes of a pixel (L = 8 or 16, cpu_blk) as L/8 vectors of
+/* The blocked loops work on the L lanes of a pixel (L = 8 or 16: the table's act_blk) as L/8 vectors of
  * 8 floats (GCC/Clang vector extensions: the accumulators stay in registers whatever the
  * target's vector width; a plain `omp simd` over an 8-element array kept them in memory and
  * ran 3x slower), their double sums as vectors of 8 doubles (one zmm on AVX-512, two ymm on
@@ -152,10 +169,10 @@ INLINE void write_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int
 
 /* The ReLU mask of the backward, without reading y: the forward's y = max(0, v) with
  * v = (x - mean) * scale + beta, recomputed with the same float operations from the same
- * float constants (mean = save_mean, scale = (float)(gamma * (double)save_invstd), as the
- * forward computes it), so v > 0 is exactly the forward's y > 0, NaN included (false). */
+ * float constants (mean = save_mean, scale = bn_scale of the float invstd, as the forward
+ * computes it), so v > 0 is exactly the forward's y > 0, NaN included (false). */
 INLINE float relu_scale(const float *gamma, const float *save_invstd, int c) {
-    return (float)((double)gamma[c] * (double)save_invstd[c]);
+    return bn_scale(gamma[c], save_invstd[c]);
 }
 
 INLINE void bwd_sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
@@ -220,8 +237,8 @@ INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, in
     }
 }
 
-/* The instances: one function per loop and block width, each cloned for AVX2 and the
- * baseline; bn_train / bn_backward pick the width (cpu_blk) at run time. */
+/* The instances: one function per loop and block width, each cloned (CLONES);
+ * bn_train / bn_backward pick the width (the table's act_blk) at run time. */
 #define INSTANCES(L)                                                                                             \
     static CLONES void sums_blk##L(const bn_desc *d, int cb, int n0, int n1, const float *x, double *sh,        \
                                    double *pa, double *pb) {                                                   \
@@ -262,7 +279,7 @@ static void sums_plain(const bn_desc *d, int c, const float *x, double *sh, doub
 
 static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
                      float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
-    int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
+    int C = d->c, blk = (flags & OPS_BLK_IN) ? o->act_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t m = (size_t)d->n * (size_t)d->hw, total = m * (size_t)C;
     double *sh = scratch(C), *s1 = sh + C, *s2 = s1 + C, *mean = s2 + C, *var = mean + C, *red = var + C;
     if (m == 0) {
@@ -272,16 +289,13 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
         double *pa = partials(C), *pb = pa + (size_t)P * C;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int t = 0; t < tasks; t++) {
-            int cb = t / P, part = t % P, n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            int cb, part, n0, n1;
+            task_of(d, t, P, &cb, &part, &n0, &n1);
             size_t off = (size_t)part * C + (size_t)cb * blk;
             if (blk == 16) sums_blk16(d, cb, n0, n1, x, part ? NULL : sh + cb * blk, pa + off, pb + off);
             else sums_blk8(d, cb, n0, n1, x, part ? NULL : sh + cb * blk, pa + off, pb + off);
         }
-        for (int c = 0; c < C; c++) {
-            double a = 0.0, b = 0.0;
-            for (int part = 0; part < P; part++) a += pa[(size_t)part * C + c], b += pb[(size_t)part * C + c];
-            s1[c] = a, s2[c] = b;
-        }
+        add_parts(P, C, pa, pb, s1, s2);
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) sums_plain(d, c, x, sh, s1, s2);
@@ -307,15 +321,15 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
         double unbiased = M > 1 ? var[c] * M / (M - 1) : var[c];
         if (M > 0 && run_mean) run_mean[c] = (float)((1.0 - mom) * (double)run_mean[c] + mom * mean[c]);
         if (M > 0 && run_var) run_var[c] = (float)((1.0 - mom) * (double)run_var[c] + mom * unbiased);
-        /* s1 now: the scale of pass 2, from the float invstd that the backward sees */
-        s1[c] = (double)gamma[c] * (double)(float)invstd;
+        s1[c] = bn_scale(gamma[c], (float)invstd);   /* s1 now: the scale of pass 2 (exact in double) */
     }
     if (m == 0) return;
     if (blk) {
         int P = nparts(d), tasks = C / blk * P;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int t = 0; t < tasks; t++) {
-            int cb = t / P, n0 = part_lo(d, t % P), n1 = part_lo(d, t % P + 1);
+            int cb, part, n0, n1;
+            task_of(d, t, P, &cb, &part, &n0, &n1);
             if (blk == 16) write_blk16(d, cb, n0, n1, relu, x, y, mean, s1, beta);
             else write_blk8(d, cb, n0, n1, relu, x, y, mean, s1, beta);
         }
@@ -339,7 +353,7 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
 static void bn_infer(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
                      const float *run_mean, const float *run_var, float *y) {
     (void)o;
-    int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
+    int C = d->c, blk = (flags & OPS_BLK_IN) ? o->act_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t total = (size_t)d->n * (size_t)d->hw * (size_t)C;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
     for (int c = 0; c < C; c++) {
@@ -363,7 +377,7 @@ static void bn_infer(ops *o, const bn_desc *d, int flags, const float *x, const 
 static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, const float *dy, const float *gamma,
                         const float *beta, const float *save_mean, const float *save_invstd, float *dx,
                         float *dgamma, float *dbeta) {
-    int C = d->c, blk = (flags & OPS_BLK_IN) ? cpu_blk : 0, relu = (flags & OPS_RELU) != 0;
+    int C = d->c, blk = (flags & OPS_BLK_IN) ? o->act_blk : 0, relu = (flags & OPS_RELU) != 0;
     size_t m = (size_t)d->n * (size_t)d->hw, total = m * (size_t)C;
     double *sdy = scratch(C), *sdx = sdy + C, *red = sdx + C;
     if (blk) {
@@ -371,17 +385,14 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
         double *pa = partials(C), *pb = pa + (size_t)P * C;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int t = 0; t < tasks; t++) {
-            int cb = t / P, part = t % P, n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            int cb, part, n0, n1;
+            task_of(d, t, P, &cb, &part, &n0, &n1);
             size_t off = (size_t)part * C + (size_t)cb * blk;
             if (blk == 16)
                 bwd_sums_blk16(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa + off, pb + off);
             else bwd_sums_blk8(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa + off, pb + off);
         }
-        for (int c = 0; c < C; c++) {
-            double a = 0.0, b = 0.0;
-            for (int part = 0; part < P; part++) a += pa[(size_t)part * C + c], b += pb[(size_t)part * C + c];
-            sdy[c] = a, sdx[c] = b;
-        }
+        add_parts(P, C, pa, pb, sdy, sdx);
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int c = 0; c < C; c++) {
@@ -411,7 +422,8 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
         int P = nparts(d), tasks = C / blk * P;
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int t = 0; t < tasks; t++) {
-            int cb = t / P, n0 = part_lo(d, t % P), n1 = part_lo(d, t % P + 1);
+            int cb, part, n0, n1;
+            task_of(d, t, P, &cb, &part, &n0, &n1);
             if (blk == 16)
                 bwd_dx_blk16(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);
             else bwd_dx_blk8(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);

@@ -2,8 +2,8 @@
  *
  * Each (direction, conv_desc, bias or not, layout) gets one oneDNN primitive, created on its
  * first call and kept in a small cache for the life of the process. The _l entries (ops.h
- * act_blk) take activations already in nChw8c or nChw16c (OPS_BLK_IN / OPS_BLK_OUT; cpu_blk,
- * chosen to be oneDNN's own layout on this machine: 8 on AVX2, 16 on AVX-512), so no reorder
+ * act_blk) take activations already in nChw8c or nChw16c (OPS_BLK_IN / OPS_BLK_OUT; the
+ * table's act_blk, oneDNN's own layout on this machine: 8 on AVX2, 16 on AVX-512), so no reorder
  * is made; the plain entries are the _l ones with layout 0. Plain tensors are NCHW / OIHW;
  * oneDNN chooses its own blocked layouts ("any") and a call reorders into and out of them
  * through buffers owned by the cache entry, so nothing is allocated after the first call
@@ -40,7 +40,7 @@ typedef struct conv_arg {
 
 typedef struct conv_entry {
     int dir, has_bias, layout;      /* layout: OPS_BLK_IN / OPS_BLK_OUT of the user's tensors */
-    int blk;                        /* their block width when blocked (cpu_blk at creation) */
+    int blk;                        /* their block width when blocked (the caller's act_blk) */
     int wino;                       /* 1: oneDNN's Winograd algorithm, 0: direct */
     conv_desc d;
     int ok;                         /* 0: oneDNN refused this shape, use the reference */
@@ -228,11 +228,11 @@ int cpu_blk_preferred(void) {
 }
 
 /* The cache entry for (dir, d, has_bias), built on first use; NULL: use the reference. */
-static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias, int layout) {
+static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias, int layout, int blk) {
     if ((size_t)d->n * d->cin * d->h * d->w * d->cout * d->ho * d->wo == 0) return NULL;
     if (!engine_init()) return NULL;
     for (conv_entry *e = g.entries; e; e = e->next)
-        if (e->dir == dir && e->has_bias == has_bias && e->layout == layout && e->blk == cpu_blk &&
+        if (e->dir == dir && e->has_bias == has_bias && e->layout == layout && e->blk == blk &&
             same_desc(&e->d, d))
             return e->ok ? e : NULL;
     conv_entry *e = calloc(1, sizeof *e);
@@ -240,7 +240,7 @@ static conv_entry *entry_get(int dir, const conv_desc *d, int has_bias, int layo
     e->dir = dir;
     e->has_bias = has_bias;
     e->layout = layout;
-    e->blk = cpu_blk;
+    e->blk = blk;
     e->d = *d;
     e->ok = entry_build(e);     /* a failed build leaks its few half-made objects, once per shape */
     e->next = g.entries;
@@ -301,19 +301,19 @@ static conv_desc sub_desc(const conv_desc *d, int dir, int layout, int i, int *l
 }
 
 int cpu_conv_winograd(const conv_desc *d, int dir) {
-    int len, layout = (d->cin % cpu_blk ? 0 : OPS_BLK_IN) | (d->cout % cpu_blk ? 0 : OPS_BLK_OUT);
+    int blk = ops_cpu.act_blk, len, layout = (d->cin % blk ? 0 : OPS_BLK_IN) | (d->cout % blk ? 0 : OPS_BLK_OUT);
     conv_desc s = sub_desc(d, dir, layout, 0, &len);
-    conv_entry *e = entry_get(dir, &s, 0, layout);
+    conv_entry *e = entry_get(dir, &s, 0, layout, blk);
     return e && e->wino;
 }
 
 /* The reference loops on plain copies of blocked tensors (shapes oneDNN refuses: rare;
  * allocates). `blocked`: the tensor's flag (OPS_BLK_IN or OPS_BLK_OUT of the call). */
-static float *plain_copy(int blocked, int n, int c, int hw, const float *x) {
+static float *plain_copy(ops *o, int blocked, int n, int c, int hw, const float *x) {
     if (!blocked || !x) return (float *)x;
     float *p = malloc(((size_t)n * c * hw + 1) * sizeof *p);
     if (!p) abort();
-    cpu_act_convert(&ops_cpu, 0, n, c, hw, x, p);
+    cpu_act_convert(o, 0, n, c, hw, x, p);
     return p;
 }
 static float *plain_buf(int blocked, int n, int c, int hw, float *x) {
@@ -322,9 +322,9 @@ static float *plain_buf(int blocked, int n, int c, int hw, float *x) {
     if (!p) abort();
     return p;
 }
-static void plain_back(int blocked, int n, int c, int hw, float *p, float *x) {
+static void plain_back(ops *o, int blocked, int n, int c, int hw, float *p, float *x) {
     if (!blocked || !x) return;
-    cpu_act_convert(&ops_cpu, 1, n, c, hw, p, x);
+    cpu_act_convert(o, 1, n, c, hw, p, x);
     free(p);
 }
 static void plain_free(int blocked, const float *p) {
@@ -337,13 +337,13 @@ void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, cons
     conv_entry *prev = NULL;
     for (int i = 0, len; i < d->n || i == 0; i += len) {
         conv_desc s = sub_desc(d, DIR_FWD, layout, i, &len);
-        conv_entry *e = entry_get(DIR_FWD, &s, b != NULL, layout);
+        conv_entry *e = entry_get(DIR_FWD, &s, b != NULL, layout, o->act_blk);
         if (!e) {
             int bi = layout & OPS_BLK_IN, bo = layout & OPS_BLK_OUT;
-            float *xp = plain_copy(bi, d->n, d->cin, d->h * d->w, x);
+            float *xp = plain_copy(o, bi, d->n, d->cin, d->h * d->w, x);
             float *yp = plain_buf(bo, d->n, d->cout, d->ho * d->wo, y);
             ops_ref.conv_fwd(o, d, xp, w, b, yp);
-            plain_back(bo, d->n, d->cout, d->ho * d->wo, yp, y);
+            plain_back(o, bo, d->n, d->cout, d->ho * d->wo, yp, y);
             plain_free(bi, xp);
             return;
         }
@@ -359,13 +359,13 @@ void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy
     conv_entry *prev = NULL;
     for (int i = 0, len; i < d->n || i == 0; i += len) {
         conv_desc s = sub_desc(d, DIR_BWD_DATA, layout, i, &len);
-        conv_entry *e = entry_get(DIR_BWD_DATA, &s, 0, layout);
+        conv_entry *e = entry_get(DIR_BWD_DATA, &s, 0, layout, o->act_blk);
         if (!e) {
             int bi = layout & OPS_BLK_IN, bo = layout & OPS_BLK_OUT;
-            float *gp = plain_copy(bo, d->n, d->cout, d->ho * d->wo, dy);
+            float *gp = plain_copy(o, bo, d->n, d->cout, d->ho * d->wo, dy);
             float *xp = plain_buf(bi, d->n, d->cin, d->h * d->w, dx);
             ops_ref.conv_bwd_data(o, d, gp, w, xp);
-            plain_back(bi, d->n, d->cin, d->h * d->w, xp, dx);
+            plain_back(o, bi, d->n, d->cin, d->h * d->w, xp, dx);
             plain_free(bo, gp);
             return;
         }
@@ -385,7 +385,7 @@ void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *
     size_t nw = (size_t)d->cout * d->cin * d->k * d->k, nb = db ? (size_t)d->cout : 0;
     for (int i = 0, len; i < d->n || i == 0; i += len) {
         conv_desc s = sub_desc(d, DIR_BWD_FILTER, layout, i, &len);
-        conv_entry *e = entry_get(DIR_BWD_FILTER, &s, db != NULL, layout);
+        conv_entry *e = entry_get(DIR_BWD_FILTER, &s, db != NULL, layout, o->act_blk);
         if (e && i > 0 && scratch_len < nw + nb) {
             float *p = realloc(scratch, (nw + nb) * sizeof *p);
             if (p) scratch = p, scratch_len = nw + nb;
@@ -393,8 +393,8 @@ void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *
         }
         if (!e) {
             int bi = layout & OPS_BLK_IN, bo = layout & OPS_BLK_OUT;
-            float *xp = plain_copy(bi, d->n, d->cin, d->h * d->w, x);
-            float *gp = plain_copy(bo, d->n, d->cout, d->ho * d->wo, dy);
+            float *xp = plain_copy(o, bi, d->n, d->cin, d->h * d->w, x);
+            float *gp = plain_copy(o, bo, d->n, d->cout, d->ho * d->wo, dy);
             ops_ref.conv_bwd_filter(o, d, xp, gp, dw, db);
             plain_free(bi, xp);
             plain_free(bo, gp);

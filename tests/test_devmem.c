@@ -28,6 +28,9 @@
 #include "rng.h"
 #include "stream.h"
 #include "train.h"
+
+static rng R;   /* testvec.h's generator (unused here) */
+#include "testvec.h"
 #include "train_compare.h"
 
 #define WALL ((uintptr_t)1 << 62)

@@ -39,7 +39,7 @@ static ops *C = &ops_cpu, *F = &ops_ref;
 #define EPS32 5.9604644775390625e-08 /* 2^-24 */
 #define CONV_TOL(K) (16.0 * EPS32 * sqrt((double)(K)))
 #define BN_TOL 2e-6
-static int B = 8;   /* the block width under test (cpu_blk) */
+static int B = 8;   /* the block width under test (ops_cpu.act_blk) */
 
 
 /* NCHW index (n, c, i) -> nChwBc index, the layout of ops.h */
@@ -82,7 +82,7 @@ TEST(preferred) {
     CHECK(cpu_blk_preferred() == want, "cpu_blk_preferred %d, expected %d", cpu_blk_preferred(), want);
     ops *o = ops_get("cpu", NULL);
     const char *e = getenv("BN_CPU_BLK");
-    if (!e) CHECK(o->act_blk == want && cpu_blk == want, "ops_get(cpu) chose %d", o->act_blk);
+    if (!e) CHECK(o->act_blk == want && ops_cpu.act_blk == want, "ops_get(cpu) chose %d", o->act_blk);
 }
 
 /* Winograd (oneDNN's, AVX-512 only) is used by rule: 3x3 stride 1 with >= 32 channels in

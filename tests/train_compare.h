@@ -1,8 +1,7 @@
 /* train_compare.h: whole training steps of one network on two backends, compared tensor by
  * tensor. Used by tests/test_devmem.c (a backend with memory of its own against ref: the
  * same ops, so tol 0, bit for bit) and tests/test_cuda_train.c (the GPU against the CPU,
- * within a tolerance). Include after check.h and testvec.h-like helpers are not needed:
- * this file has its own.
+ * within a tolerance). Include after check.h and testvec.h (its err()).
  *
  * compare_training runs `steps` steps of SGD (momentum 0.9, rate lr, the update done here on
  * the host from model_grad, then model_upload_params, as lib/train.c does) from the same
@@ -23,26 +22,12 @@
 #include "ops.h"
 #include "rng.h"
 
-/* max|a - b| / (max|a| + 1); INFINITY for a NaN difference; and with bitwise set, any
- * difference in the bits (-0 against +0, NaN payloads) counts as INFINITY too */
-static double tc_err_bits(const float *a, const float *b, size_t n, int bitwise) {
-    if (bitwise && memcmp(a, b, n * sizeof *a)) return INFINITY;
-    double e = 0.0, s = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= e)) e = isnan(d) ? INFINITY : d;
-        if (fabs((double)a[i]) > s) s = fabs((double)a[i]);
-    }
-    return e / (s + 1.0);
-}
-static inline double tc_err(const float *a, const float *b, size_t n) { return tc_err_bits(a, b, n, 0); }
-
 static double compare_training(ops *a, ops *b, const char *arch, int depth, int width, const char *regime, int n,
                                int steps, float lr, double tol, const char *what) {
-    char err[256];
-    checkpoint *init = model_init(arch, depth, width, 10, "uniform", 17, err);
-    if (!init || freeze_regime(init, regime, 2, 3, err)) {
-        CHECK(0, "%s: %s", what, err);
+    char msg[256];
+    checkpoint *init = model_init(arch, depth, width, 10, "uniform", 17, msg);
+    if (!init || freeze_regime(init, regime, 2, 3, msg)) {
+        CHECK(0, "%s: %s", what, msg);
         ck_free(init);
         return INFINITY;
     }
@@ -56,8 +41,8 @@ static double compare_training(ops *a, ops *b, const char *arch, int depth, int 
     double *loss[2] = {calloc((size_t)steps, sizeof(double)), calloc((size_t)steps, sizeof(double))};
     ops *be[2] = {a, b};
     for (int k = 0; k < 2; k++) {
-        model *m = model_build(c[k], be[k], n, err);
-        CHECK(m != NULL, "%s on %s: %s", what, be[k]->name, err);
+        model *m = model_build(c[k], be[k], n, msg);
+        CHECK(m != NULL, "%s on %s: %s", what, be[k]->name, msg);
         if (!m) continue;
         /* momentum buffers, host side like lib/optim.c's */
         int np = model_nparams(m);
@@ -101,7 +86,8 @@ static double compare_training(ops *a, ops *b, const char *arch, int depth, int 
             continue;
         }
         moved += memcmp(ta->data, t0->data, bytes) != 0;
-        double e = tc_err_bits(ta->data, tb->data, t0->numel, tol == 0.0);   /* tol 0: the same bits */
+        /* tol 0: the same bits (-0 against +0 counts too) */
+        double e = tol == 0.0 && memcmp(ta->data, tb->data, bytes) ? INFINITY : err(tb->data, ta->data, t0->numel);
         if (e > worst) worst = e;
         CHECK(e <= tol, "%s: %s differs by %.3g (tolerance %.3g)", what, t0->name, e, tol);
     }
