@@ -5,7 +5,7 @@ set terminal pngcairo size 900,560 font ",11"
 set output out
 set title heading noenhanced
 set datafile separator "\t"
-set key bottom right
+set key outside bottom center horizontal   # below the plot: never over a point or its label
 set xlabel xlab
 set ylabel "test accuracy (%)"
 set yrange [0:100]
