@@ -47,18 +47,27 @@ static double *scratch(int c) {
     }
     return scr;
 }
+/* six float constants per channel for the blocked passes; grown, never shrunk */
+static float *fk;
+static int fk_c;
+static float *fconsts(int c) {
+    if (c > fk_c) {
+        float *p = realloc(fk, (size_t)(6 * c + 1) * sizeof *p);
+        if (!p) abort();
+        fk = p, fk_c = c;
+    }
+    return fk;
+}
 
-/* Blocked tensors are cut into tasks of (channel block, part of the batch) so that a layer
- * with a single block (16 channels in nChw16c) still keeps every thread busy. The number of
- * parts depends on the batch alone, never on the thread count, and the parts' double sums
- * are added in part order: the same bits whatever the threads. */
+/* Blocked tensors are cut into tasks of one part of the batch each, every channel block of
+ * its images in memory order ([n][c/L][hw][L]: one contiguous stream per task, so that the
+ * hardware prefetcher keeps up; a task per (block, part) read 4 KB pieces 16 KB apart in the
+ * 64-channel layers and ran at a third of the bandwidth). The number of parts depends on
+ * the batch alone, never on the thread count, and the parts' double sums are added in part
+ * order: the same bits whatever the threads. */
 enum { MAX_PARTS = 8 };
 static int nparts(const bn_desc *d) { return d->n < MAX_PARTS ? (d->n > 0 ? d->n : 1) : MAX_PARTS; }
 static int part_lo(const bn_desc *d, int part) { return (int)((long)d->n * part / nparts(d)); }
-/* task t of C/blk * P: channel block *cb, images [*n0, *n1), part *part */
-static void task_of(const bn_desc *d, int t, int P, int *cb, int *part, int *n0, int *n1) {
-    *cb = t / P, *part = t % P, *n0 = part_lo(d, *part), *n1 = part_lo(d, *part + 1);
-}
 /* a[c], b[c] = the parts' partial sums pa / pb (P rows of C), added in part order */
 static void add_parts(int P, int C, const double *pa, const double *pb, double *a, double *b) {
     for (int c = 0; c < C; c++) {
@@ -121,50 +130,50 @@ INLINE vf maskv(vf v, vi keep) {
     return v;
 }
 
-/* pass 1 of the forward, channel block [cb*L, cb*L + L) of a blocked tensor, images
- * [n0, n1): sums of (x - s) and (x - s)^2 into a[l], b[l], with s the block's first value
- * (image 0, pixel 0: the same shift in every part of the batch), stored to sh unless NULL */
-INLINE void sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, const float *x, double *sh,
+/* vector h of a pixel's L lanes, from per-channel float constants k (channel block cb) */
+#define KV(k, cb, h) ldv((k) + (size_t)(cb) * L + VW * (h))
+
+/* pass 1 of the forward, images [n0, n1), every channel block: sums of (x - s) and
+ * (x - s)^2 into pa[c], pb[c] (image after image: each image's block sum in registers, then
+ * added in), with sh[c] the channel's shift (image 0, pixel 0: the same in every part) */
+INLINE void sums_blk(const int L, const bn_desc *d, int n0, int n1, const float *x, const double *sh,
                      double *pa, double *pb) {
-    const int G = L / VW;
-    const float *p0 = x + at(d, L, 0, cb * L, 0);
-    vd s[GMAX], a[GMAX], b[GMAX];
-    for (int h = 0; h < G; h++) s[h] = wide(ldv(p0 + VW * h)), a[h] = b[h] = (vd){0};
-    for (int n = n0; n < n1; n++) {
-        const float *p = x + at(d, L, n, cb * L, 0);
-        for (int i = 0; i < d->hw; i++, p += L)
-            for (int h = 0; h < G; h++) {
-                vd v = wide(ldv(p + VW * h)) - s[h];
-                a[h] += v;
-                b[h] += v * v;
-            }
-    }
-    for (int l = 0; l < L; l++) {
-        if (sh) sh[l] = s[l / VW][l % VW];     /* one part writes the shift */
-        pa[l] = a[l / VW][l % VW], pb[l] = b[l / VW][l % VW];
-    }
+    const int G = L / VW, nb = d->c / L;
+    for (int c = 0; c < d->c; c++) pa[c] = pb[c] = 0.0;
+    for (int n = n0; n < n1; n++)
+        for (int cb = 0; cb < nb; cb++) {
+            const float *p = x + at(d, L, n, cb * L, 0);
+            vd s[GMAX], a[GMAX], b[GMAX];
+            for (int h = 0; h < G; h++) memcpy(&s[h], sh + cb * L + VW * h, sizeof s[h]), a[h] = b[h] = (vd){0};
+            for (int i = 0; i < d->hw; i++, p += L)
+                for (int h = 0; h < G; h++) {
+                    vd v = wide(ldv(p + VW * h)) - s[h];
+                    a[h] += v;
+                    b[h] += v * v;
+                }
+            for (int l = 0; l < L; l++) pa[cb * L + l] += a[l / VW][l % VW], pb[cb * L + l] += b[l / VW][l % VW];
+        }
 }
 
-INLINE void write_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x, float *y,
-                      const double *mean, const double *s1, const float *beta) {
-    const int G = L / VW;
-    float mf[LMAX], sc[LMAX], bt[LMAX];
-    for (int l = 0; l < L; l++) {
-        int c = cb * L + l;
-        mf[l] = (float)mean[c], sc[l] = (float)s1[c], bt[l] = beta[c];
-    }
-    vf M4[GMAX], S4[GMAX], B4[GMAX], zero = {0};
-    for (int h = 0; h < G; h++) M4[h] = ldv(mf + VW * h), S4[h] = ldv(sc + VW * h), B4[h] = ldv(bt + VW * h);
-    for (int n = n0; n < n1; n++) {
-        const float *p = x + at(d, L, n, cb * L, 0);
-        float *q = y + at(d, L, n, cb * L, 0);
-        for (int i = 0; i < d->hw; i++, p += L, q += L)
-            for (int h = 0; h < G; h++) {
-                vf v = (ldv(p + VW * h) - M4[h]) * S4[h] + B4[h];
-                if (relu) v = maskv(v, ~(v < zero));   /* NaN passes, as relu_fwd */
-                stv(q + VW * h, v);
-            }
-    }
+/* pass 2: y = (x - mf) * sc + bt (max(0, .) with relu), images [n0, n1) */
+INLINE void write_blk(const int L, const bn_desc *d, int n0, int n1, int relu, const float *x, float *y,
+                      const float *mf, const float *sc, const float *bt) {
+    const int G = L / VW, nb = d->c / L;
+    const vf zero = {0};
+    for (int n = n0; n < n1; n++)
+        for (int cb = 0; cb < nb; cb++) {
+            size_t off = at(d, L, n, cb * L, 0);
+            const float *p = x + off;
+            float *q = y + off;
+            vf M4[GMAX], S4[GMAX], B4[GMAX];
+            for (int h = 0; h < G; h++) M4[h] = KV(mf, cb, h), S4[h] = KV(sc, cb, h), B4[h] = KV(bt, cb, h);
+            for (int i = 0; i < d->hw; i++, p += L, q += L)
+                for (int h = 0; h < G; h++) {
+                    vf v = (ldv(p + VW * h) - M4[h]) * S4[h] + B4[h];
+                    if (relu) v = maskv(v, ~(v < zero));   /* NaN passes, as relu_fwd */
+                    stv(q + VW * h, v);
+                }
+        }
 }
 
 /* The ReLU mask of the backward, without reading y: the forward's y = max(0, v) with
@@ -175,90 +184,83 @@ INLINE float relu_scale(const float *gamma, const float *save_invstd, int c) {
     return bn_scale(gamma[c], save_invstd[c]);
 }
 
-INLINE void bwd_sums_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
-                         const float *dy, const float *gamma, const float *beta, const float *save_mean,
-                         const float *save_invstd, double *pa, double *pb) {
-    const int G = L / VW;
-    float muf[LMAX], sc[LMAX], bt[LMAX];
-    for (int l = 0; l < L; l++) {
-        int c = cb * L + l;
-        muf[l] = save_mean[c];
-        sc[l] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[l] = relu ? beta[c] : 0.0f;
-    }
-    vd mu[GMAX], a[GMAX], b[GMAX];
-    vf M4[GMAX], S4[GMAX], B4[GMAX], zero = {0};
-    for (int h = 0; h < G; h++) {
-        M4[h] = ldv(muf + VW * h), S4[h] = ldv(sc + VW * h), B4[h] = ldv(bt + VW * h);
-        mu[h] = wide(M4[h]), a[h] = b[h] = (vd){0};
-    }
-    for (int n = n0; n < n1; n++) {
-        size_t off = at(d, L, n, cb * L, 0);
-        const float *p = x + off, *g = dy + off;
-        for (int i = 0; i < d->hw; i++, p += L, g += L)
+/* pass 1 of the backward, images [n0, n1): sums of g and g * (x - mu) into pa[c], pb[c];
+ * with relu, g = dy where (x - mu) * sc + bt > 0 (the forward's y > 0), else 0 */
+INLINE void bwd_sums_blk(const int L, const bn_desc *d, int n0, int n1, int relu, const float *x,
+                         const float *dy, const float *muf, const float *sc, const float *bt, double *pa,
+                         double *pb) {
+    const int G = L / VW, nb = d->c / L;
+    const vf zero = {0};
+    for (int c = 0; c < d->c; c++) pa[c] = pb[c] = 0.0;
+    for (int n = n0; n < n1; n++)
+        for (int cb = 0; cb < nb; cb++) {
+            size_t off = at(d, L, n, cb * L, 0);
+            const float *p = x + off, *g = dy + off;
+            vd mu[GMAX], a[GMAX], b[GMAX];
+            vf M4[GMAX], S4[GMAX], B4[GMAX];
             for (int h = 0; h < G; h++) {
-                vf xv = ldv(p + VW * h), gv = ldv(g + VW * h);
-                if (relu) gv = maskv(gv, (xv - M4[h]) * S4[h] + B4[h] > zero);
-                vd gd = wide(gv);
-                a[h] += gd;
-                b[h] += gd * (wide(xv) - mu[h]);
+                M4[h] = KV(muf, cb, h), S4[h] = KV(sc, cb, h), B4[h] = KV(bt, cb, h);
+                mu[h] = wide(M4[h]), a[h] = b[h] = (vd){0};
             }
-    }
-    for (int l = 0; l < L; l++) pa[l] = a[l / VW][l % VW], pb[l] = b[l / VW][l % VW];
+            for (int i = 0; i < d->hw; i++, p += L, g += L)
+                for (int h = 0; h < G; h++) {
+                    vf xv = ldv(p + VW * h), gv = ldv(g + VW * h);
+                    if (relu) gv = maskv(gv, (xv - M4[h]) * S4[h] + B4[h] > zero);
+                    vd gd = wide(gv);
+                    a[h] += gd;
+                    b[h] += gd * (wide(xv) - mu[h]);
+                }
+            for (int l = 0; l < L; l++) pa[cb * L + l] += a[l / VW][l % VW], pb[cb * L + l] += b[l / VW][l % VW];
+        }
 }
 
-/* dx; may write over dy (each element reads its own dy before writing dx) */
-INLINE void bwd_dx_blk(const int L, const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,
-                       const float *dy, const float *gamma, const float *beta, const float *save_mean,
-                       const float *save_invstd, const double *red, double M, float *dx) {
-    const int G = L / VW, C = d->c;
-    float A[LMAX], B[LMAX], K[LMAX], mf[LMAX], sc[LMAX], bt[LMAX];
-    for (int l = 0; l < L; l++) {
-        int c = cb * L + l;
-        double invstd = save_invstd[c];
-        A[l] = (float)((double)gamma[c] * invstd), B[l] = (float)(red[c] / M);
-        K[l] = (float)(invstd * red[C + c] / M), mf[l] = save_mean[c];
-        sc[l] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[l] = relu ? beta[c] : 0.0f;
-    }
-    vf A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], S4[GMAX], T4[GMAX], zero = {0};
-    for (int h = 0; h < G; h++) {
-        A4[h] = ldv(A + VW * h), B4[h] = ldv(B + VW * h), K4[h] = ldv(K + VW * h), M4[h] = ldv(mf + VW * h);
-        S4[h] = ldv(sc + VW * h), T4[h] = ldv(bt + VW * h);
-    }
-    for (int n = n0; n < n1; n++) {
-        size_t off = at(d, L, n, cb * L, 0);
-        const float *p = x + off, *g = dy + off;
-        float *q = dx + off;
-        for (int i = 0; i < d->hw; i++, p += L, g += L, q += L)
+/* pass 2 of the backward, images [n0, n1): dx = A (g - B - (x - mf) K), g as in pass 1 (k:
+ * the six per-channel constants A, B, K, mf, sc, bt, C each); may write over dy (each
+ * element reads its own dy before writing dx) */
+INLINE void bwd_dx_blk(const int L, const bn_desc *d, int n0, int n1, int relu, const float *x,
+                       const float *dy, const float *k, float *dx) {
+    const int G = L / VW, nb = d->c / L, C = d->c;
+    const float *A = k, *B = A + C, *K = B + C, *mf = K + C, *sc = mf + C, *bt = sc + C;
+    const vf zero = {0};
+    for (int n = n0; n < n1; n++)
+        for (int cb = 0; cb < nb; cb++) {
+            size_t off = at(d, L, n, cb * L, 0);
+            const float *p = x + off, *g = dy + off;
+            float *q = dx + off;
+            vf A4[GMAX], B4[GMAX], K4[GMAX], M4[GMAX], S4[GMAX], T4[GMAX];
             for (int h = 0; h < G; h++) {
-                vf xc = ldv(p + VW * h) - M4[h], gv = ldv(g + VW * h);
-                if (relu) gv = maskv(gv, xc * S4[h] + T4[h] > zero);
-                stv(q + VW * h, A4[h] * (gv - B4[h] - xc * K4[h]));
+                A4[h] = KV(A, cb, h), B4[h] = KV(B, cb, h), K4[h] = KV(K, cb, h), M4[h] = KV(mf, cb, h);
+                S4[h] = KV(sc, cb, h), T4[h] = KV(bt, cb, h);
             }
-    }
+            for (int i = 0; i < d->hw; i++, p += L, g += L, q += L)
+                for (int h = 0; h < G; h++) {
+                    vf xc = ldv(p + VW * h) - M4[h], gv = ldv(g + VW * h);
+                    if (relu) gv = maskv(gv, xc * S4[h] + T4[h] > zero);
+                    stv(q + VW * h, A4[h] * (gv - B4[h] - xc * K4[h]));
+                }
+        }
 }
+#undef KV
 
 /* The instances: one function per loop and block width, each cloned (CLONES);
  * bn_train / bn_backward pick the width (the table's act_blk) at run time. */
 #define INSTANCES(L)                                                                                             \
-    static CLONES void sums_blk##L(const bn_desc *d, int cb, int n0, int n1, const float *x, double *sh,        \
+    static CLONES void sums_blk##L(const bn_desc *d, int n0, int n1, const float *x, const double *sh,         \
                                    double *pa, double *pb) {                                                   \
-        sums_blk(L, d, cb, n0, n1, x, sh, pa, pb);                                                             \
+        sums_blk(L, d, n0, n1, x, sh, pa, pb);                                                                 \
     }                                                                                                          \
-    static CLONES void write_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,        \
-                                    float *y, const double *mean, const double *s1, const float *beta) {       \
-        write_blk(L, d, cb, n0, n1, relu, x, y, mean, s1, beta);                                               \
+    static CLONES void write_blk##L(const bn_desc *d, int n0, int n1, int relu, const float *x, float *y,      \
+                                    const float *mf, const float *sc, const float *bt) {                       \
+        write_blk(L, d, n0, n1, relu, x, y, mf, sc, bt);                                                       \
     }                                                                                                          \
-    static CLONES void bwd_sums_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,     \
-                                       const float *dy, const float *gamma, const float *beta,                 \
-                                       const float *save_mean, const float *save_invstd, double *pa,           \
-                                       double *pb) {                                                           \
-        bwd_sums_blk(L, d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa, pb);              \
+    static CLONES void bwd_sums_blk##L(const bn_desc *d, int n0, int n1, int relu, const float *x,             \
+                                       const float *dy, const float *muf, const float *sc, const float *bt,    \
+                                       double *pa, double *pb) {                                               \
+        bwd_sums_blk(L, d, n0, n1, relu, x, dy, muf, sc, bt, pa, pb);                                          \
     }                                                                                                          \
-    static CLONES void bwd_dx_blk##L(const bn_desc *d, int cb, int n0, int n1, int relu, const float *x,       \
-                                     const float *dy, const float *gamma, const float *beta,                   \
-                                     const float *save_mean, const float *save_invstd, const double *red,      \
-                                     double M, float *dx) {                                                    \
-        bwd_dx_blk(L, d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);            \
+    static CLONES void bwd_dx_blk##L(const bn_desc *d, int n0, int n1, int relu, const float *x,               \
+                                     const float *dy, const float *k, float *dx) {                             \
+        bwd_dx_blk(L, d, n0, n1, relu, x, dy, k, dx);                                                          \
     }
 INSTANCES(8)
 INSTANCES(16)
@@ -285,15 +287,15 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
     if (m == 0) {
         for (int c = 0; c < C; c++) sh[c] = s1[c] = s2[c] = 0.0;
     } else if (blk) {
-        int P = nparts(d), tasks = C / blk * P;
+        int P = nparts(d);
         double *pa = partials(C), *pb = pa + (size_t)P * C;
+        for (int c = 0; c < C; c++) sh[c] = x[at(d, blk, 0, c, 0)];
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int t = 0; t < tasks; t++) {
-            int cb, part, n0, n1;
-            task_of(d, t, P, &cb, &part, &n0, &n1);
-            size_t off = (size_t)part * C + (size_t)cb * blk;
-            if (blk == 16) sums_blk16(d, cb, n0, n1, x, part ? NULL : sh + cb * blk, pa + off, pb + off);
-            else sums_blk8(d, cb, n0, n1, x, part ? NULL : sh + cb * blk, pa + off, pb + off);
+        for (int part = 0; part < P; part++) {
+            int n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            size_t off = (size_t)part * C;
+            if (blk == 16) sums_blk16(d, n0, n1, x, sh, pa + off, pb + off);
+            else sums_blk8(d, n0, n1, x, sh, pa + off, pb + off);
         }
         add_parts(P, C, pa, pb, s1, s2);
     } else {
@@ -325,13 +327,14 @@ static void bn_train(ops *o, const bn_desc *d, int flags, const float *x, const 
     }
     if (m == 0) return;
     if (blk) {
-        int P = nparts(d), tasks = C / blk * P;
+        int P = nparts(d);
+        float *mf = fconsts(C), *sc = mf + C, *bt = sc + C;
+        for (int c = 0; c < C; c++) mf[c] = (float)mean[c], sc[c] = (float)s1[c], bt[c] = beta[c];
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int t = 0; t < tasks; t++) {
-            int cb, part, n0, n1;
-            task_of(d, t, P, &cb, &part, &n0, &n1);
-            if (blk == 16) write_blk16(d, cb, n0, n1, relu, x, y, mean, s1, beta);
-            else write_blk8(d, cb, n0, n1, relu, x, y, mean, s1, beta);
+        for (int part = 0; part < P; part++) {
+            int n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            if (blk == 16) write_blk16(d, n0, n1, relu, x, y, mf, sc, bt);
+            else write_blk8(d, n0, n1, relu, x, y, mf, sc, bt);
         }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
@@ -381,16 +384,19 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
     size_t m = (size_t)d->n * (size_t)d->hw, total = m * (size_t)C;
     double *sdy = scratch(C), *sdx = sdy + C, *red = sdx + C;
     if (blk) {
-        int P = nparts(d), tasks = C / blk * P;
+        int P = nparts(d);
         double *pa = partials(C), *pb = pa + (size_t)P * C;
+        float *muf = fconsts(C), *sc = muf + C, *bt = sc + C;
+        for (int c = 0; c < C; c++) {
+            muf[c] = save_mean[c];
+            sc[c] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[c] = relu ? beta[c] : 0.0f;
+        }
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int t = 0; t < tasks; t++) {
-            int cb, part, n0, n1;
-            task_of(d, t, P, &cb, &part, &n0, &n1);
-            size_t off = (size_t)part * C + (size_t)cb * blk;
-            if (blk == 16)
-                bwd_sums_blk16(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa + off, pb + off);
-            else bwd_sums_blk8(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, pa + off, pb + off);
+        for (int part = 0; part < P; part++) {
+            int n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            size_t off = (size_t)part * C;
+            if (blk == 16) bwd_sums_blk16(d, n0, n1, relu, x, dy, muf, sc, bt, pa + off, pb + off);
+            else bwd_sums_blk8(d, n0, n1, relu, x, dy, muf, sc, bt, pa + off, pb + off);
         }
         add_parts(P, C, pa, pb, sdy, sdx);
     } else {
@@ -419,14 +425,19 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
     for (int c = 0; c < C; c++) dbeta[c] = (float)red[c], dgamma[c] = (float)red[C + c];
     if (!dx || m == 0 || !(M > 0)) return;
     if (blk) {
-        int P = nparts(d), tasks = C / blk * P;
+        int P = nparts(d);
+        float *k = fconsts(C), *A = k, *B = A + C, *K = B + C, *mf = K + C, *sc = mf + C, *bt = sc + C;
+        for (int c = 0; c < C; c++) {
+            double invstd = save_invstd[c];
+            A[c] = (float)((double)gamma[c] * invstd), B[c] = (float)(red[c] / M);
+            K[c] = (float)(invstd * red[C + c] / M), mf[c] = save_mean[c];
+            sc[c] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[c] = relu ? beta[c] : 0.0f;
+        }
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int t = 0; t < tasks; t++) {
-            int cb, part, n0, n1;
-            task_of(d, t, P, &cb, &part, &n0, &n1);
-            if (blk == 16)
-                bwd_dx_blk16(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);
-            else bwd_dx_blk8(d, cb, n0, n1, relu, x, dy, gamma, beta, save_mean, save_invstd, red, M, dx);
+        for (int part = 0; part < P; part++) {
+            int n0 = part_lo(d, part), n1 = part_lo(d, part + 1);
+            if (blk == 16) bwd_dx_blk16(d, n0, n1, relu, x, dy, k, dx);
+            else bwd_dx_blk8(d, n0, n1, relu, x, dy, k, dx);
         }
     } else {
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
