@@ -107,7 +107,6 @@ static inline size_t at(const bn_desc *d, int blk, int n, int c, int i) {
  * AVX2). Each loop body is one always-inline function of L, instantiated for 8 and 16 (the
  * compiler unrolls the groups); every lane is summed in the same order whatever L and
  * whatever the clone, so all give the same bits. */
-#pragma GCC diagnostic ignored "-Wpsabi"    /* vectors in static functions: no ABI to keep */
 enum { VW = 8 };
 typedef float vf __attribute__((vector_size(4 * VW)));
 typedef double vd __attribute__((vector_size(8 * VW)));
