@@ -26,15 +26,15 @@ void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *
  * here (builds the primitive if needed; 0: direct or the reference). */
 int cpu_conv_winograd(const conv_desc *d, int dir);
 
-/* Own AVX-512 kernels for 3x3 stride-1 pad-1 convolutions on nChw16c (ops_cpu_k3.c):
- * cpu_k3_wanted says whether the convolution of d in direction dir (0 forward, 1 data
- * gradient, 2 filter gradient) with these layout flags and block width goes to them (never
- * without AVX-512; BN_CPU_K3=0 in the environment: never); the entries take blocked x / y
- * (channels multiples of 16) and plain OIHW weights. */
-int cpu_k3_wanted(const conv_desc *d, int dir, int layout, int blk);
-void cpu_k3_fwd(const conv_desc *d, const float *x, const float *w, const float *b, float *y);
-void cpu_k3_bwd_data(const conv_desc *d, const float *dy, const float *w, float *dx);
-void cpu_k3_bwd_filter(const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
+/* Own AVX-512 convolutions on nChw16c (ops_cpu_zconv.c), for 3x3 pad-1 stride-1 and 1x1
+ * pad-0 stride-2 shapes with channels that are multiples of 16: cpu_zconv_wanted says whether
+ * the convolution of d in direction dir (0 forward, 1 data gradient, 2 filter gradient) with
+ * these layout flags and block width goes to them (never without AVX-512; BN_CPU_ZCONV=0 in
+ * the environment: never); the entries take blocked x / y and plain OIHW weights. */
+int cpu_zconv_wanted(const conv_desc *d, int dir, int layout, int blk);
+void cpu_zconv_fwd(const conv_desc *d, const float *x, const float *w, const float *b, float *y);
+void cpu_zconv_bwd_data(const conv_desc *d, const float *dy, const float *w, float *dx);
+void cpu_zconv_bwd_filter(const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
 
 /* The blocked activation layout of this backend: nChw8c (8 fp32 lanes: AVX2) or nChw16c
  * (16 lanes: AVX-512), the layout oneDNN's convolutions compute in on this machine, so no

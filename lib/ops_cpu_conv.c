@@ -333,8 +333,8 @@ static void plain_free(int blocked, const float *p) {
 
 void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, const float *w, const float *b,
                     float *y) {
-    if (cpu_k3_wanted(d, DIR_FWD, layout, o->act_blk)) {
-        cpu_k3_fwd(d, x, w, b, y);
+    if (cpu_zconv_wanted(d, DIR_FWD, layout, o->act_blk)) {
+        cpu_zconv_fwd(d, x, w, b, y);
         return;
     }
     size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
@@ -359,8 +359,8 @@ void cpu_conv_fwd_l(ops *o, const conv_desc *d, int layout, const float *x, cons
 }
 
 void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy, const float *w, float *dx) {
-    if (cpu_k3_wanted(d, DIR_BWD_DATA, layout, o->act_blk)) {
-        cpu_k3_bwd_data(d, dy, w, dx);
+    if (cpu_zconv_wanted(d, DIR_BWD_DATA, layout, o->act_blk)) {
+        cpu_zconv_bwd_data(d, dy, w, dx);
         return;
     }
     size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * d->ho * d->wo;
@@ -387,8 +387,8 @@ void cpu_conv_bwd_data_l(ops *o, const conv_desc *d, int layout, const float *dy
  * one writes a scratch buffer that is then added in, chunk after chunk (a fixed order). */
 void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *x, const float *dy, float *dw,
                            float *db) {
-    if (cpu_k3_wanted(d, DIR_BWD_FILTER, layout, o->act_blk)) {
-        cpu_k3_bwd_filter(d, x, dy, dw, db);
+    if (cpu_zconv_wanted(d, DIR_BWD_FILTER, layout, o->act_blk)) {
+        cpu_zconv_bwd_filter(d, x, dy, dw, db);
         return;
     }
     static float *scratch;

@@ -110,68 +110,78 @@ TEST(winograd_rule) {
     }
 }
 
-/* The own kernels (ops_cpu_k3.c) take 3x3 stride-1 pad-1 16->16 convolutions, every
- * direction, with both sides blocked at width 16, on AVX-512 only; everything else goes to
- * oneDNN. The shapes of conv_shapes they take are compared with the reference above. */
-TEST(k3_rule) {
+/* The own kernels (ops_cpu_zconv.c) take, with both sides blocked at width 16 and on AVX-512
+ * only: 3x3 stride-1 pad-1 16->16 convolutions in every direction, and the gradients of
+ * 1x1 stride-2 projections from 16 channels; everything else goes to oneDNN. The shapes of
+ * conv_shapes they take are compared with the reference in conv_blocked_vs_ref. */
+TEST(zconv_rule) {
     int avx512 = __builtin_cpu_supports("avx512f");
-    const char *e = getenv("BN_CPU_K3");
-    if (e && *e) SKIP("BN_CPU_K3 is set");
-    struct { int cin, cout, k, s, p, layout, blk, want; } t[] = {
-        {16, 16, 3, 1, 1, OPS_BLK_IN | OPS_BLK_OUT, 16, 1}, {16, 16, 3, 1, 1, OPS_BLK_IN | OPS_BLK_OUT, 8, 0},
-        {16, 16, 3, 1, 1, OPS_BLK_IN, 16, 0},              {16, 16, 3, 2, 1, OPS_BLK_IN | OPS_BLK_OUT, 16, 0},
-        {16, 16, 1, 1, 0, OPS_BLK_IN | OPS_BLK_OUT, 16, 0}, {32, 32, 3, 1, 1, OPS_BLK_IN | OPS_BLK_OUT, 16, 0},
-        {16, 32, 3, 1, 1, OPS_BLK_IN | OPS_BLK_OUT, 16, 0}, {16, 16, 3, 1, 2, OPS_BLK_IN | OPS_BLK_OUT, 16, 0},
+    const char *e = getenv("BN_CPU_ZCONV");
+    if (e && *e) SKIP("BN_CPU_ZCONV is set");
+    enum { BB = OPS_BLK_IN | OPS_BLK_OUT };
+    struct { int cin, cout, k, s, p, layout, blk, fwd, data, filt; } t[] = {
+        {16, 16, 3, 1, 1, BB, 16, 1, 1, 1},         {16, 16, 3, 1, 1, BB, 8, 0, 0, 0},
+        {16, 16, 3, 1, 1, OPS_BLK_IN, 16, 0, 0, 0}, {16, 32, 3, 2, 1, BB, 16, 0, 0, 0},
+        {32, 32, 3, 1, 1, BB, 16, 0, 0, 0},         {16, 32, 3, 1, 1, BB, 16, 0, 0, 0},
+        {16, 16, 3, 1, 2, BB, 16, 0, 0, 0},         {16, 32, 1, 2, 0, BB, 16, 0, 1, 1},
+        {32, 64, 1, 2, 0, BB, 16, 0, 0, 0},         {16, 32, 1, 1, 0, BB, 16, 0, 0, 0},
+        {16, 32, 1, 2, 0, OPS_BLK_OUT, 16, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         conv_desc d;
         conv_desc_init(&d, 4, t[i].cin, 8, 8, t[i].cout, t[i].k, t[i].s, t[i].p);
+        int want[3] = {t[i].fwd, t[i].data, t[i].filt};
         for (int dir = 0; dir < 3; dir++) {
-            int got = cpu_k3_wanted(&d, dir, t[i].layout, t[i].blk), want = avx512 && t[i].want;
-            CHECK(got == want, "%d->%d k%d s%d p%d layout %d blk %d direction %d: %d (avx512 %d)", t[i].cin,
-                  t[i].cout, t[i].k, t[i].s, t[i].p, t[i].layout, t[i].blk, dir, got, avx512);
+            int got = cpu_zconv_wanted(&d, dir, t[i].layout, t[i].blk);
+            CHECK(got == (avx512 && want[dir]), "%d->%d k%d s%d p%d layout %d blk %d direction %d: %d (avx512 %d)",
+                  t[i].cin, t[i].cout, t[i].k, t[i].s, t[i].p, t[i].layout, t[i].blk, dir, got, avx512);
         }
     }
 }
 
-/* The kernels themselves on shapes the rule does not send them (several 16-channel blocks in
- * and out, a bias) and the thread-count independence of their results (the filter gradient
- * sums fixed parts of the batch in a fixed order), against the reference with the bounds of
+/* The kernels themselves on every shape family they support, also where the rule does not
+ * send them (several 16-channel blocks in and out, a bias, the 1x1 stride-2 forward, odd
+ * sizes), and the thread-count independence of their results (the filter gradient sums
+ * fixed parts of the batch in a fixed order), against the reference with the bounds of
  * conv_case. Width 16 blocks, built with this file's own index arithmetic. */
-TEST(k3_vs_ref) {
+TEST(zconv_vs_ref) {
     if (!__builtin_cpu_supports("avx512f")) SKIP("no AVX-512 on this machine: the own kernels never run here");
     int saved = B;
     B = 16;
-    struct { int n, cin, h, w, cout; } t[] = {{2, 32, 6, 19, 48}, {5, 48, 3, 4, 16}, {11, 16, 9, 33, 32}};
+    struct { int n, cin, h, w, cout, k, s; } t[] = {
+        {2, 32, 6, 19, 48, 3, 1}, {5, 48, 3, 4, 16, 3, 1}, {11, 16, 9, 33, 32, 3, 1},
+        {3, 16, 7, 9, 32, 1, 2},  {9, 32, 8, 8, 64, 1, 2}, {2, 16, 1, 1, 16, 1, 2}, {1, 32, 2, 35, 16, 1, 2},
+    };
     for (size_t k = 0; k < sizeof t / sizeof *t; k++) {
         conv_desc d;
-        conv_desc_init(&d, t[k].n, t[k].cin, t[k].h, t[k].w, t[k].cout, 3, 1, 1);
-        int hw = d.h * d.w;
-        size_t nx = (size_t)d.n * d.cin * hw, ny = (size_t)d.n * d.cout * hw, nw = (size_t)d.cout * d.cin * 9;
+        conv_desc_init(&d, t[k].n, t[k].cin, t[k].h, t[k].w, t[k].cout, t[k].k, t[k].s, t[k].k / 2);
+        int hw = d.h * d.w, hwo = d.ho * d.wo, kk = d.k * d.k;
+        size_t nx = (size_t)d.n * d.cin * hw, ny = (size_t)d.n * d.cout * hwo, nw = (size_t)d.cout * d.cin * kk;
         float *x = rand_vec(nx, 0, 1), *w = rand_vec(nw, 0, 1), *b = rand_vec(d.cout, 0, 1), *dy = rand_vec(ny, 0, 1);
-        float *xb = to_blk(x, d.n, d.cin, hw), *dyb = to_blk(dy, d.n, d.cout, hw);
+        float *xb = to_blk(x, d.n, d.cin, hw), *dyb = to_blk(dy, d.n, d.cout, hwo);
         float *y0 = fvec(ny), *y1 = fvec(ny), *dx0 = fvec(nx), *dx1 = fvec(nx);
         float *dw0 = fvec(nw), *dw1 = fvec(nw), *dw2 = fvec(nw), *db0 = fvec(d.cout), *db1 = fvec(d.cout);
         float *db2 = fvec(d.cout);
+        for (size_t i = 0; i < nx; i++) dx1[i] = NAN;     /* every element must be written */
         char what[96];
-        snprintf(what, sizeof what, "k3 n%d %d->%d %dx%d", d.n, d.cin, d.cout, d.h, d.w);
+        snprintf(what, sizeof what, "zconv n%d %d->%d %dx%d k%d s%d", d.n, d.cin, d.cout, d.h, d.w, d.k, d.stride);
         F->conv_fwd(F, &d, x, w, b, y0);
-        cpu_k3_fwd(&d, xb, w, b, y1);
-        float *y1p = from_blk(y1, d.n, d.cout, hw);
-        CHECK_ERR(y1p, y0, ny, CONV_TOL(d.cin * 9), what);
+        cpu_zconv_fwd(&d, xb, w, b, y1);
+        float *y1p = from_blk(y1, d.n, d.cout, hwo);
+        CHECK_ERR(y1p, y0, ny, CONV_TOL(d.cin * kk), what);
         F->conv_bwd_data(F, &d, dy, w, dx0);
-        cpu_k3_bwd_data(&d, dyb, w, dx1);
+        cpu_zconv_bwd_data(&d, dyb, w, dx1);
         float *dx1p = from_blk(dx1, d.n, d.cin, hw);
-        CHECK_ERR(dx1p, dx0, nx, CONV_TOL(d.cout * 9), what);
+        CHECK_ERR(dx1p, dx0, nx, CONV_TOL(d.cout * kk), what);
         F->conv_bwd_filter(F, &d, x, dy, dw0, db0);
         int threads = omp_get_max_threads();
         omp_set_num_threads(1);
-        cpu_k3_bwd_filter(&d, xb, dyb, dw1, db1);
+        cpu_zconv_bwd_filter(&d, xb, dyb, dw1, db1);
         omp_set_num_threads(2);
-        cpu_k3_bwd_filter(&d, xb, dyb, dw2, db2);
+        cpu_zconv_bwd_filter(&d, xb, dyb, dw2, db2);
         omp_set_num_threads(threads);
-        CHECK_ERR(dw1, dw0, nw, CONV_TOL(d.n * hw), what);
-        CHECK_ERR(db1, db0, (size_t)d.cout, CONV_TOL(d.n * hw), what);
+        CHECK_ERR(dw1, dw0, nw, CONV_TOL(d.n * hwo), what);
+        CHECK_ERR(db1, db0, (size_t)d.cout, CONV_TOL(d.n * hwo), what);
         CHECK(memcmp(dw1, dw2, nw * sizeof *dw1) == 0 && memcmp(db1, db2, (size_t)d.cout * sizeof *db1) == 0,
               "%s: the filter gradient differs between 1 and 2 threads", what);
         free(x), free(w), free(b), free(dy), free(xb), free(dyb), free(y0), free(y1), free(dx0), free(dx1);
@@ -208,7 +218,7 @@ static const shape conv_shapes[] = {
     {3, 32, 7, 9, 48, 3, 1, 1},    /* Winograd, odd sizes: partial 4x4 tiles */
     {2, 16, 8, 8, 32, 3, 1, 1},    /* blocked in for 16, out for both */
     {2, 8, 1, 1, 8, 3, 1, 5},      /* a shape oneDNN refuses (pad > k): the reference fallback */
-    {3, 16, 13, 7, 16, 3, 1, 1},   /* 16->16: the own kernels at width 16 (ops_cpu_k3.c): runs 4+1+1+1 */
+    {3, 16, 13, 7, 16, 3, 1, 1},   /* 16->16: the own kernels at width 16 (ops_cpu_zconv.c): runs 4+1+1+1 */
     {9, 16, 5, 21, 16, 3, 1, 1},   /* 16 + 4 + 1 pixels, 9 images in 8 parts */
     {1, 16, 1, 1, 16, 3, 1, 1},    /* one pixel: every tap but the centre on the padding */
     {2, 16, 2, 17, 16, 3, 1, 1},   /* 16 + 1: the second run is at both edges */
@@ -655,8 +665,8 @@ int main(void) {
     rng_seed(&R, seed, 6);
     RUN(preferred);
     RUN(winograd_rule);
-    RUN(k3_rule);
-    RUN(k3_vs_ref);
+    RUN(zconv_rule);
+    RUN(zconv_vs_ref);
     RUN(fused_elementwise);
     for (int b = 8; b <= 16; b += 8) {
         B = b;
