@@ -10,8 +10,10 @@
 # RSS=1: then the peak resident memory of one full training run over a synthetic
 #   50,000-image stream (CIFAR-10's size), stopped by SIGINT after RSS_SECONDS (default 60),
 #   measured with /usr/bin/time -v (the budget is 500 MB).
+# PEER_FLAGS: more flags for the peer (e.g. --channels-last).
 # BN_FAST=0 in the environment turns the cpu backend's fast path off (plain NCHW ops) for
-#   before/after comparisons.
+#   before/after comparisons; BN_CPU_ZCONV=0 only its own AVX-512 convolutions (oneDNN for
+#   every shape), BN_CPU_CONV=direct only oneDNN's Winograd.
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; STEPS=${STEPS:-20}; THREADS=${THREADS:-2}; DEVICE=${DEVICE:-cpu}; BATCH=${BATCH:-128}
@@ -38,7 +40,9 @@ ours() {
   awk -F'\t' 'NR==1{for(i=1;i<=NF;i++) if($i=="images_per_s") c=i} NR>1{v=$c} END{print v}' "$T/log.tsv"
 }
 peer() {
-  "$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" 2>/dev/null \
+  # shellcheck disable=SC2086  # PEER_FLAGS: words on purpose
+  "$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" \
+    ${PEER_FLAGS:-} 2>/dev/null \
     | awk -v m="$1" -F'\t' '$1==m {sub("img_per_s=","",$3); print $3}'
 }
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
@@ -63,7 +67,11 @@ done
 for mode in all bn; do
   mo=$(awk -F'\t' -v m="$mode" '$2==m{print $3}' "$T/rounds" | median)
   mr=$(awk -F'\t' -v m="$mode" '$2==m{print $5}' "$T/rounds" | grep -v nan | median)
-  echo "median $mode: ours $mo img/s; ratio vs PyTorch $mr"
+  pe=$(awk -F'\t' -v m="$mode" '$2==m{print $4}' "$T/rounds" | grep -v nan | median)
+  awk -v m="$mode" -v o="$mo" -v p="$pe" -v r="$mr" 'BEGIN{
+    printf "median %s: ours %s img/s (%.2f s per 50,000-image epoch); PyTorch %s img/s", m, o, (o > 0 ? 50000 / o : 0), p
+    if (p != "nan" && p + 0 > 0) printf " (%.2f s)", (50000 / p)
+    printf "; ratio vs PyTorch %s\n", r }'
 done
 a=$(awk -F'\t' '$2=="all"{print $3}' "$T/rounds" | median); b=$(awk -F'\t' '$2=="bn"{print $3}' "$T/rounds" | median)
 awk -v a="$a" -v b="$b" 'BEGIN{ if (a>0) printf "BN-only / full speed-up: %.2fx\n", b/a }'
