@@ -15,7 +15,9 @@
  * to run (no atomics in the f32 convolution kernels; tested in tests/test_ops_cpu.c).
  *
  * A shape with a zero dimension, or one oneDNN refuses, is computed by the reference loops
- * (ops_ref): slow but right. The cache is not thread-safe: call the ops from one thread. */
+ * (ops_ref): slow but right. The shapes cpu_zconv_wanted() names (the 16->16 3x3 ones and the
+ * 16->32 projection's gradients, on AVX-512) go to the backend's own kernels instead
+ * (ops_cpu_zconv.c). The cache is not thread-safe: call the ops from one thread. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
