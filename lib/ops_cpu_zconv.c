@@ -130,15 +130,16 @@ Z_INLINE void fwd_run(const int R, const int K, const int S, const int lft, cons
         for (int kh = kh0; kh < kh1; kh++)
 #pragma GCC unroll 3
             for (int kw = 0; kw < K; kw++) {
-                const float *xs = xb + b * plane + (ptrdiff_t)(kh - P) * (ptrdiff_t)row + (kw - P) * LANES;
-                const float *ws = wb + ((size_t)(b * K + kh) * K + kw) * LANES * LANES;
                 const int p0 = lft && kw == 0 && P ? 1 : 0, p1 = rgt && kw == K - 1 ? R - 1 : R;
+                /* the first pixel this tap reads (so no pointer before the input is formed) */
+                const float *xs = xb + b * plane + (ptrdiff_t)(kh - P) * (ptrdiff_t)row + (p0 * S + kw - P) * LANES;
+                const float *ws = wb + ((size_t)(b * K + kh) * K + kw) * LANES * LANES;
 #pragma GCC unroll 4
                 for (int ic = 0; ic < LANES; ic++) {
                     __m512 wv = _mm512_load_ps(ws + ic * LANES);
 #pragma GCC unroll 16
                     for (int p = p0; p < p1; p++)
-                        acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(xs[p * S * LANES + ic]), wv, acc[p]);
+                        acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(xs[(p - p0) * S * LANES + ic]), wv, acc[p]);
                 }
             }
 #pragma GCC unroll 16
@@ -215,7 +216,7 @@ void cpu_zconv_bwd_data(const conv_desc *d, const float *dy, const float *w, flo
 }
 
 /* ---- filter gradient ------------------------------------------------------------------ */
-enum { MAX_PARTS = 8 };
+enum { MAX_PARTS = 32 };   /* up to 32 threads busy; the parts depend on the batch alone */
 static float *parts;
 static size_t parts_len;
 

@@ -151,6 +151,7 @@ TEST(zconv_vs_ref) {
     struct { int n, cin, h, w, cout, k, s; } t[] = {
         {2, 32, 6, 19, 48, 3, 1}, {5, 48, 3, 4, 16, 3, 1}, {11, 16, 9, 33, 32, 3, 1},
         {3, 16, 7, 9, 32, 1, 2},  {9, 32, 8, 8, 64, 1, 2}, {2, 16, 1, 1, 16, 1, 2}, {1, 32, 2, 35, 16, 1, 2},
+        {2, 16, 3, 15, 32, 1, 2}, {2, 16, 3, 17, 16, 1, 2}, {37, 16, 3, 3, 16, 1, 2}, /* runs of 8; 37 > 32 parts */
     };
     for (size_t k = 0; k < sizeof t / sizeof *t; k++) {
         conv_desc d;
@@ -219,9 +220,15 @@ static const shape conv_shapes[] = {
     {2, 16, 8, 8, 32, 3, 1, 1},    /* blocked in for 16, out for both */
     {2, 8, 1, 1, 8, 3, 1, 5},      /* a shape oneDNN refuses (pad > k): the reference fallback */
     {3, 16, 13, 7, 16, 3, 1, 1},   /* 16->16: the own kernels at width 16 (ops_cpu_zconv.c): runs 4+1+1+1 */
-    {9, 16, 5, 21, 16, 3, 1, 1},   /* 16 + 4 + 1 pixels, 9 images in 8 parts */
+    {9, 16, 5, 21, 16, 3, 1, 1},   /* 16 + 4 + 1 pixels, 9 images */
     {1, 16, 1, 1, 16, 3, 1, 1},    /* one pixel: every tap but the centre on the padding */
-    {2, 16, 2, 17, 16, 3, 1, 1},   /* 16 + 1: the second run is at both edges */
+    {2, 16, 2, 17, 16, 3, 1, 1},   /* 16 + 1: the second run touches the right edge only */
+    {2, 16, 3, 16, 16, 3, 1, 1},   /* one run of 16 at both edges */
+    {2, 16, 2, 8, 16, 3, 1, 1},    /* one run of 8 at both edges */
+    {2, 16, 2, 25, 16, 3, 1, 1},   /* 16 + 8 + 1: a run of 8 inside */
+    {2, 16, 2, 12, 16, 3, 1, 1},   /* 8 + 4: a run of 8 at the left edge */
+    {2, 16, 2, 24, 16, 3, 1, 1},   /* 16 + 8: a run of 8 at the right edge */
+    {35, 16, 2, 3, 16, 3, 1, 1},   /* more images than the filter gradient's 32 parts */
 };
 
 static void conv_case(const shape *s, int with_bias) {
@@ -375,6 +382,37 @@ static void bn_case(const bn_shape *shape) {
 
 TEST(bn_blocked_relu_vs_ref) {
     for (size_t i = 0; i < sizeof bn_shapes / sizeof *bn_shapes; i++) bn_case(&bn_shapes[i]);
+}
+
+/* Blocked BatchNorm's results do not depend on the thread count: the batch is cut into parts
+ * fixed by the batch alone (more images than parts here, and a size above the parallel
+ * threshold), each summed by one thread, added in part order. Forward (statistics and y)
+ * and backward, with and without the ReLU, at 1, 2 and 3 threads: the same bits. */
+TEST(bn_blocked_threads) {
+    int n = 37, c = 32, hw = 49, threads = omp_get_max_threads();
+    size_t nx = (size_t)n * c * hw, nc = (size_t)c;
+    bn_desc d = {n, c, hw, 1e-5f, 0.1f};
+    float *x = rand_vec(nx, 1.0, 2.0), *dy = rand_vec(nx, 0, 1), *g = rand_vec(nc, 1, 0.3), *bt = rand_vec(nc, 0, 1);
+    float *xb = to_blk(x, n, c, hw), *dyb = to_blk(dy, n, c, hw);
+    float *y[3], *m[3], *is[3], *dx[3], *dg[3], *db[3];
+    for (int relu = 0; relu <= 1; relu++) {
+        int fl = OPS_BLK_IN | (relu ? OPS_RELU : 0);
+        for (int t = 0; t < 3; t++) {
+            y[t] = fvec(nx), m[t] = fvec(nc), is[t] = fvec(nc), dx[t] = fvec(nx), dg[t] = fvec(nc), db[t] = fvec(nc);
+            omp_set_num_threads(t + 1);
+            C->bn_fwd_train_l(C, &d, fl, xb, g, bt, y[t], m[t], is[t], NULL, NULL);
+            C->bn_bwd_l(C, &d, fl, xb, y[t], dyb, g, bt, m[t], is[t], dx[t], dg[t], db[t]);
+        }
+        omp_set_num_threads(threads);
+        for (int t = 1; t < 3; t++) {
+            CHECK(!memcmp(y[0], y[t], nx * 4) && !memcmp(m[0], m[t], nc * 4) && !memcmp(is[0], is[t], nc * 4),
+                  "relu %d: the forward differs between 1 and %d threads", relu, t + 1);
+            CHECK(!memcmp(dx[0], dx[t], nx * 4) && !memcmp(dg[0], dg[t], nc * 4) && !memcmp(db[0], db[t], nc * 4),
+                  "relu %d: the backward differs between 1 and %d threads", relu, t + 1);
+        }
+        for (int t = 0; t < 3; t++) free(y[t]), free(m[t]), free(is[t]), free(dx[t]), free(dg[t]), free(db[t]);
+    }
+    free(x), free(dy), free(g), free(bt), free(xb), free(dyb);
 }
 
 /* The allreduce hook (ops.h): a one-rank hook is called with ops.h's buffers ({sum x [c], m},
@@ -676,6 +714,7 @@ int main(void) {
         RUN(convert);
         RUN(conv_blocked_vs_ref);
         RUN(bn_blocked_relu_vs_ref);
+        RUN(bn_blocked_threads);
         RUN(bn_allreduce);
         RUN(gap_blocked_vs_ref);
         RUN(train_steps_vs_ref);
