@@ -203,6 +203,18 @@ ops ops_cpu = {
     .relu_bwd_add = relu_bwd_add,
 };
 
+/* ---- scratch buffers (ops_cpu.h) ------------------------------------------------------- */
+void *cpu_buf_get(cpu_buf *b, size_t bytes) {
+    if (bytes > b->cap) {
+        size_t n = (bytes + 63) / 64 * 64;
+        free(b->p);
+        b->p = aligned_alloc(64, n);
+        if (!b->p) abort();
+        b->cap = n;
+    }
+    return b->p;
+}
+
 /* ---- the block width ------------------------------------------------------------------- */
 void cpu_blk_set(int blk) { ops_cpu.act_blk = blk == 16 ? 16 : 8; }
 

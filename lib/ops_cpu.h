@@ -26,6 +26,12 @@ void cpu_conv_bwd_filter_l(ops *o, const conv_desc *d, int layout, const float *
  * here (builds the primitive if needed; 0: direct or the reference). */
 int cpu_conv_winograd(const conv_desc *d, int dir);
 
+/* A scratch buffer kept between calls (ops_cpu.c): cpu_buf_get returns at least `bytes`
+ * bytes, 64-byte aligned, growing it when needed and never shrinking it; the contents are
+ * not kept across a growth. Aborts when out of memory (a few KB per op: never seen). */
+typedef struct cpu_buf { void *p; size_t cap; } cpu_buf;
+void *cpu_buf_get(cpu_buf *b, size_t bytes);
+
 /* Own AVX-512 convolutions on nChw16c (ops_cpu_zconv.c), for 3x3 pad-1 stride-1 and 1x1
  * pad-0 stride-2 shapes with channels that are multiples of 16: cpu_zconv_wanted says whether
  * the convolution of d in direction dir (0 forward, 1 data gradient, 2 filter gradient) with

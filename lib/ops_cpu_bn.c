@@ -38,27 +38,15 @@
 #define CLONES
 #endif
 
-/* per channel: shift, s1, s2 (then mean, var) and the backward sums; grown, never shrunk */
-static double *scr;
-static int scr_c;
+/* per channel: shift, s1, s2 (then mean, var) and the backward sums */
 static double *scratch(int c) {
-    if (c > scr_c) {
-        double *p = realloc(scr, (size_t)(6 * c + 2) * sizeof *p);
-        if (!p) abort();
-        scr = p, scr_c = c;
-    }
-    return scr;
+    static cpu_buf b;
+    return cpu_buf_get(&b, (size_t)(6 * c + 2) * sizeof(double));
 }
-/* six float constants per channel for the blocked passes; grown, never shrunk */
-static float *fk;
-static int fk_c;
+/* six float constants per channel for the blocked passes */
 static float *fconsts(int c) {
-    if (c > fk_c) {
-        float *p = realloc(fk, (size_t)(6 * c + 1) * sizeof *p);
-        if (!p) abort();
-        fk = p, fk_c = c;
-    }
-    return fk;
+    static cpu_buf b;
+    return cpu_buf_get(&b, (size_t)(6 * c + 1) * sizeof(float));
 }
 
 /* Blocked tensors are cut into tasks of one part of the batch each, every channel block of
@@ -79,17 +67,10 @@ static void add_parts(int P, int C, const double *pa, const double *pb, double *
     }
 }
 
-/* per part and channel: two partial sums; grown, never shrunk */
-static double *psum;
-static size_t psum_len;
+/* per part and channel: two partial sums */
 static double *partials(int c) {
-    size_t want = (size_t)MAX_PARTS * 2 * (size_t)c;
-    if (want > psum_len) {
-        double *p = realloc(psum, want * sizeof *p);
-        if (!p) abort();
-        psum = p, psum_len = want;
-    }
-    return psum;
+    static cpu_buf b;
+    return cpu_buf_get(&b, (size_t)MAX_PARTS * 2 * (size_t)c * sizeof(double));
 }
 
 /* The scale of the normalisation, gamma * invstd rounded once: the forward computes it from
@@ -387,7 +368,8 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
     if (blk) {
         int P = nparts(d);
         double *pa = partials(C), *pb = pa + (size_t)P * C;
-        float *muf = fconsts(C), *sc = muf + C, *bt = sc + C;
+        /* fconsts: A, B, K (pass 2, below) then mf, sc, bt, the mask's constants (both passes) */
+        float *muf = fconsts(C) + 3 * C, *sc = muf + C, *bt = sc + C;
         for (int c = 0; c < C; c++) {
             muf[c] = save_mean[c];
             sc[c] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[c] = relu ? beta[c] : 0.0f;
@@ -427,12 +409,11 @@ static void bn_backward(ops *o, const bn_desc *d, int flags, const float *x, con
     if (!dx || m == 0 || !(M > 0)) return;
     if (blk) {
         int P = nparts(d);
-        float *k = fconsts(C), *A = k, *B = A + C, *K = B + C, *mf = K + C, *sc = mf + C, *bt = sc + C;
+        float *k = fconsts(C), *A = k, *B = A + C, *K = B + C;   /* mf, sc, bt: set by pass 1 */
         for (int c = 0; c < C; c++) {
             double invstd = save_invstd[c];
             A[c] = (float)((double)gamma[c] * invstd), B[c] = (float)(red[c] / M);
-            K[c] = (float)(invstd * red[C + c] / M), mf[c] = save_mean[c];
-            sc[c] = relu ? relu_scale(gamma, save_invstd, c) : 0.0f, bt[c] = relu ? beta[c] : 0.0f;
+            K[c] = (float)(invstd * red[C + c] / M);
         }
 #pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int part = 0; part < P; part++) {

@@ -123,7 +123,6 @@ static int want_wino(const conv_desc *d, int dir) {
     return mode == ALG_WINO || (d->cin >= least && d->cout >= least && d->cin % 16 == 0 && d->cout % 16 == 0);
 }
 
-/* Set up e's primitive with algorithm alg; returns 0 when oneDNN will not take the shape. */
 /* Set up e's primitive with algorithm alg: 1 done; -1 oneDNN refuses the shape (nothing made
  * yet); 0 a failure after that (what was made is leaked, once per shape: rare). */
 static int entry_build_alg(conv_entry *e, dnnl_alg_kind_t alg) {

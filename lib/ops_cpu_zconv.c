@@ -71,25 +71,13 @@ int cpu_zconv_wanted(const conv_desc *d, int dir, int layout, int blk) {
 }
 
 #if Z_HAVE
-/* ---- scratch: the packed weights and the filter gradient's partial sums (grown, never shrunk) */
-static float *wpk;
-static size_t wpk_len;
-
-static float *grow(float **p, size_t *len, size_t want) {
-    if (want > *len) {
-        free(*p);
-        *p = aligned_alloc(64, (want * sizeof **p + 63) / 64 * 64);
-        if (!*p) abort();
-        *len = want;
-    }
-    return *p;
-}
+static cpu_buf wpk;     /* the packed weights */
 
 /* P[ob][ib][kh][kw][i][o] from OIHW w (k x k): flip = 0: o = output channel, i = input
  * channel; flip = 1 (data gradient): o = input channel, i = output channel, kh, kw mirrored */
 static const float *pack(const float *w, int cout, int cin, int k, int flip) {
     int no = flip ? cin : cout, ni = flip ? cout : cin, kk = k * k;
-    float *P = grow(&wpk, &wpk_len, (size_t)no * ni * kk);
+    float *P = cpu_buf_get(&wpk, (size_t)no * ni * kk * sizeof *P);
     for (int o = 0; o < no; o++)
         for (int i = 0; i < ni; i++)
             for (int kh = 0; kh < k; kh++)
@@ -217,8 +205,7 @@ void cpu_zconv_bwd_data(const conv_desc *d, const float *dy, const float *w, flo
 
 /* ---- filter gradient ------------------------------------------------------------------ */
 enum { MAX_PARTS = 32 };   /* up to 32 threads busy; the parts depend on the batch alone */
-static float *parts;
-static size_t parts_len;
+static cpu_buf parts;   /* the filter gradient's partial sums, one set per part */
 
 /* the output rows (or columns) o in [*lo, *hi) whose input S o + k - P lies in [0, n) */
 static inline void tap_range(int k, int P, int S, int n, int no, int *lo, int *hi) {
@@ -285,7 +272,7 @@ static Z_TARGET void filt_part(const conv_desc *d, int n0, int n1, const float *
 void cpu_zconv_bwd_filter(const conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
     int P = d->n < MAX_PARTS ? d->n : MAX_PARTS, kk = d->k * d->k;
     size_t nw = (size_t)d->cout * d->cin * kk, nb = db ? (size_t)d->cout : 0, one = nw + nb;
-    float *acc = grow(&parts, &parts_len, one * (size_t)P);
+    float *acc = cpu_buf_get(&parts, one * (size_t)P * sizeof *acc);
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < P; q++) {
         int n0 = (int)((long)d->n * q / P), n1 = (int)((long)d->n * (q + 1) / P);
