@@ -7,7 +7,10 @@
 // (no tensor cores, so no TF32) with at most WS_LIMIT bytes of workspace; with
 // BN_CUDNN_FIND=0 cuDNN's heuristics (cudnnGet*_v7) order the candidates instead, and no
 // timing runs. When nothing qualifies, the deterministic GEMM-based algorithm of that
-// direction. Every descriptor has math type CUDNN_FMA_MATH. The workspace is one buffer
+// direction. Every descriptor has math type CUDNN_FMA_MATH, except in the "tf32" mode
+// (ops.h set_precision): CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores for
+// float data (as PyTorch's allow_tf32 does), and tensor-op candidates are then accepted.
+// The workspace is one buffer
 // grown as needed (cuda_ctx_workspace). BN_CUDA_VERBOSE=1 prints each choice.
 //
 // Zero-sized shapes (no batch, no output pixels, no input channels) never reach cuDNN,
@@ -52,7 +55,7 @@ static conv_entry *entry_for(cuda_ctx *c, const conv_desc *d) {
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, d->cout, d->cin, d->k, d->k));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(e->conv, d->pad, d->pad, d->stride, d->stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, CUDNN_FMA_MATH));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     int n, co, ho, wo;
     CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &co, &ho, &wo));
     if (n != d->n || co != d->cout || ho != d->ho || wo != d->wo)
@@ -62,13 +65,14 @@ static conv_entry *entry_for(cuda_ctx *c, const conv_desc *d) {
     return e;
 }
 
-// The first candidate (fastest first) that ran, needs no tensor cores and little enough
-// workspace, preferring a deterministic one; -1 when none qualifies.
-template <typename Perf> static int pick(const Perf *p, int n) {
+// The first candidate (fastest first) that ran, needs no tensor cores (unless tf32) and
+// little enough workspace, preferring a deterministic one; -1 when none qualifies.
+template <typename Perf> static int pick(const Perf *p, int n, int tf32) {
     int best = -1;
     for (int i = 0; i < n; i++) {
         if (p[i].status != CUDNN_STATUS_SUCCESS || p[i].memory > WS_LIMIT) continue;
-        if (p[i].mathType == CUDNN_TENSOR_OP_MATH || p[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+        if (!tf32 && (p[i].mathType == CUDNN_TENSOR_OP_MATH || p[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+            continue;
         if (p[i].determinism == CUDNN_DETERMINISTIC) return i;
         if (best < 0) best = i;
     }
@@ -84,6 +88,18 @@ template <typename Perf> static void report(const conv_desc *d, const char *dir,
     fprintf(stderr, "%s\n", i < 0 ? " (fallback)" : "");
 }
 
+void cuda_conv_cache_clear(cuda_ctx *c) {
+    for (int i = 0; i < c->nconv; i++) {
+        conv_entry *e = &c->conv[i];
+        CUDNN_CHECK(cudnnDestroyTensorDescriptor(e->x));
+        CUDNN_CHECK(cudnnDestroyTensorDescriptor(e->y));
+        CUDNN_CHECK(cudnnDestroyTensorDescriptor(e->bias));
+        CUDNN_CHECK(cudnnDestroyFilterDescriptor(e->w));
+        CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(e->conv));
+    }
+    c->nconv = 0;
+}
+
 static void choose_fwd(cuda_ctx *c, conv_entry *e) {
     cudnnConvolutionFwdAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
@@ -93,7 +109,7 @@ static void choose_fwd(cuda_ctx *c, conv_entry *e) {
         for (int i = 0; i < MAX_ALGOS; i++) p[i].time = -1.0f;
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, e->x, e->w, e->conv, e->y, MAX_ALGOS, &n, p));
     }
-    int i = pick(p, n);
+    int i = pick(p, n, c->tf32);
     e->fwd = i >= 0 ? p[i].algo : CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
     CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(c->dnn, e->x, e->w, e->conv, e->y, e->fwd, &e->fwd_ws));
     e->have_fwd = 1;
@@ -110,7 +126,7 @@ static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
         CUDNN_CHECK(
             cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, e->w, e->y, e->conv, e->x, MAX_ALGOS, &n, p));
     }
-    int i = pick(p, n);
+    int i = pick(p, n, c->tf32);
     e->bwd_data = i >= 0 ? p[i].algo : CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, e->w, e->y, e->conv, e->x, e->bwd_data,
                                                              &e->bwd_data_ws));
@@ -129,7 +145,7 @@ static void choose_bwd_filter(cuda_ctx *c, conv_entry *e) {
         CUDNN_CHECK(
             cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, e->x, e->y, e->conv, e->w, MAX_ALGOS, &n, p));
     }
-    int i = pick(p, n);
+    int i = pick(p, n, c->tf32);
     e->bwd_filter = i >= 0 ? p[i].algo : CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, e->x, e->y, e->conv, e->w, e->bwd_filter,
                                                                &e->bwd_filter_ws));

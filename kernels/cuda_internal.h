@@ -3,7 +3,8 @@
 //
 // Files: ops_cuda.cu (the table, start-up, state), cuda_conv.cu (cuDNN convolutions),
 // cuda_bn.cu (BatchNorm), cuda_elem.cu (ReLU, add, pooling), cuda_linear.cu (linear,
-// softmax cross-entropy), cuda_device.cu (device detection, cuda_mem.h).
+// softmax cross-entropy), cuda_train.cu (optimizer updates, batch assembly, sync),
+// cuda_device.cu (device detection, cuda_mem.h).
 //
 // Every op runs on the legacy default stream (stream 0), as do the copies of cuda_mem.h, so
 // everything is ordered without events. Ops return when their work is queued, except those
@@ -38,6 +39,7 @@ typedef struct cuda_ctx {
     int nconv, capconv;
     int find;                       // 1: time the algorithms (cudnnFind*); 0: heuristics (BN_CUDNN_FIND=0)
     int verbose;                    // BN_CUDA_VERBOSE=1: print each choice on stderr
+    int tf32;                       // set_precision "tf32": tensor-core convolutions allowed
     void *ws;                       // cuDNN workspace, grown as needed
     size_t ws_size;
     void *scratch;                  // device scratch for BN sums and the loss, grown as needed
@@ -47,6 +49,7 @@ typedef struct cuda_ctx {
 } cuda_ctx;
 
 static inline cuda_ctx *cuda_ctx_of(ops *o) { return (cuda_ctx *)o->ctx; }
+void cuda_conv_cache_clear(cuda_ctx *c);               // drops every cached shape (cuda_conv.cu)
 void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes);   // >= bytes of device memory (NULL for 0)
 void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes);     // >= bytes of device memory
 void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes);    // >= bytes of pinned host memory
@@ -81,6 +84,15 @@ void cuda_linear_bwd_data(ops *o, int n, int in, int out, const float *dy, const
 void cuda_linear_bwd_filter(ops *o, int n, int in, int out, const float *x, const float *dy, float *dw, float *db);
 void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits, double *loss,
                int *correct);
+
+void cuda_sgd_update(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
+                     double momentum, bool nesterov, double wd);
+void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr,
+                      double beta1, double beta2, double eps, double wd, int64_t t);
+void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
+                     const aug_param *par, int n, bool bright, const double *mean, const double *inv,
+                     const uint8_t *labels, uint8_t *lab);
+void cuda_sync_op(ops *o);
 
 // A kernel of this build, to test that the device can run its code (ops_cuda.cu).
 const void *cuda_probe_kernel(void);

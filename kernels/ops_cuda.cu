@@ -5,10 +5,11 @@
 // has no code for (kernels are built for sm_90 only), cuDNN unable to start, or a cuDNN
 // library of another major version than the headers'.
 //
-// Precision: fp32 throughout, no TF32. cuDNN convolutions are restricted to FMA kernels
-// (CUDNN_FMA_MATH, see cuda_conv.cu); the linear layer's GEMM is our own fp32 kernel (no
-// cuBLAS: see cuda_linear.cu). The environment variable NVIDIA_TF32_OVERRIDE=1 would not
-// enable TF32 either: it can only disable it.
+// Precision: fp32 throughout, no TF32, by default. cuDNN convolutions are restricted to FMA
+// kernels (CUDNN_FMA_MATH, see cuda_conv.cu); the linear layer's GEMM is our own fp32 kernel
+// (no cuBLAS: see cuda_linear.cu). The environment variable NVIDIA_TF32_OVERRIDE=1 would not
+// enable TF32 either: it can only disable it. set_precision("tf32") (net-train --precision
+// tf32) lets the convolutions use TF32 tensor cores; everything else stays as it is.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,18 @@ static void mem_free(ops *o, void *p) { (void)o, cuda_free(p); }
 static void mem_upload(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_to_device(dst, src, bytes); }
 static void mem_download(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_to_host(dst, src, bytes); }
 static void mem_copy(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_copy(dst, src, bytes); }
+
+// ops.h set_precision: "fp32" (FMA convolutions only) or "tf32" (tensor cores allowed)
+static int set_precision(ops *o, const char *name) {
+    int t = strcmp(name, "tf32") == 0 ? 1 : strcmp(name, "fp32") == 0 ? 0 : -1;
+    if (t < 0) return -1;
+    cuda_ctx *c = cuda_ctx_of(o);
+    if (c->tf32 != t) {
+        c->tf32 = t;
+        cuda_conv_cache_clear(c);       // plans chosen under the other math type
+    }
+    return 0;
+}
 
 static ops ops_cuda = {
     .name = "cuda",
@@ -57,6 +70,11 @@ static ops ops_cuda = {
     .mem_upload = mem_upload,
     .mem_download = mem_download,
     .mem_copy = mem_copy,
+    .sgd_update = cuda_sgd_update,
+    .adam_update = cuda_adam_update,
+    .batch_fill = cuda_batch_fill,
+    .sync = cuda_sync_op,
+    .set_precision = set_precision,
 };
 
 static int env_flag(const char *name, int dflt) {

@@ -104,19 +104,27 @@ void epoch_plan(uint64_t seed, int64_t epoch, size_t n, bool shuffle, aug_kind k
     for (size_t i = 0; i < n; i++) aug_draw(&r, k, &par[i]);
 }
 
-void batch_fill(float *x, const dataset *d, const uint32_t *idx, const aug_param *par, int n, aug_kind k,
-                const norm_cfg *nm) {
-    const int C = d->h.c, H = d->h.h, W = d->h.w;
-    const size_t img = ds_image_bytes(&d->h);
+bool norm_arrays(const norm_cfg *nm, int c, double *mean, double *inv) {
+    bool any = nm && nm->meanstd && nm->c > 0;
+    for (int k = 0; k < c && k < NORM_MAXC; k++) {
+        mean[k] = any && k < nm->c ? nm->mean[k] : 0.0;
+        inv[k] = any && k < nm->c ? 1.0 / nm->std[k] : 1.0;
+    }
+    return any;
+}
+
+void batch_fill_raw(float *x, const uint8_t *pixels, int C, int H, int W, const uint32_t *idx, const aug_param *par,
+                    int n, bool bright, const double *mean, const double *inv) {
+    const size_t img = (size_t)C * (size_t)H * (size_t)W;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
-        const uint8_t *src = d->pixels + (size_t)idx[i] * img;
+        const uint8_t *src = pixels + (size_t)idx[i] * img;
         float *dst = x + (size_t)i * img;
         aug_param id = {AUG_PAD, AUG_PAD, 0, 0.0f};
-        const aug_param *p = par && k != AUG_NONE ? &par[i] : &id;
+        const aug_param *p = par ? &par[i] : &id;
         for (int c = 0; c < C; c++) {
-            double mean = nm && nm->meanstd && c < nm->c ? nm->mean[c] : 0.0;
-            double inv = nm && nm->meanstd && c < nm->c ? 1.0 / nm->std[c] : 1.0;
+            bool nc = mean && inv && c < NORM_MAXC;
+            double mc = nc ? mean[c] : 0.0, ic = nc ? inv[c] : 1.0;
             for (int y = 0; y < H; y++) {
                 int sy = y + p->dy - AUG_PAD;
                 for (int xx = 0; xx < W; xx++) {
@@ -124,13 +132,21 @@ void batch_fill(float *x, const dataset *d, const uint32_t *idx, const aug_param
                     float v = 0.0f;
                     if (sy >= 0 && sy < H && sx >= 0 && sx < W)
                         v = (float)src[((size_t)c * H + sy) * W + sx] / 255.0f;
-                    if (k == AUG_SEED) {
+                    if (bright) {
                         v += p->delta;
                         v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
                     }
-                    dst[((size_t)c * H + y) * W + xx] = (float)((v - mean) * inv);
+                    dst[((size_t)c * H + y) * W + xx] = (float)((v - mc) * ic);
                 }
             }
         }
     }
+}
+
+void batch_fill(float *x, const dataset *d, const uint32_t *idx, const aug_param *par, int n, aug_kind k,
+                const norm_cfg *nm) {
+    double mean[NORM_MAXC], inv[NORM_MAXC];
+    bool norm = norm_arrays(nm, d->h.c, mean, inv);
+    batch_fill_raw(x, d->pixels, d->h.c, d->h.h, d->h.w, idx, k == AUG_NONE ? NULL : par, n, k == AUG_SEED,
+                   norm ? mean : NULL, norm ? inv : NULL);
 }

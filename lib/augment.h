@@ -20,21 +20,17 @@
 #include <stdint.h>
 #include "checkpoint.h"
 #include "dataset.h"
+#include "ops.h"
 #include "rng.h"
 
-#define AUG_PAD 4
 #define AUG_STREAM 0x7472616E00000000ULL   /* "tran": keeps epoch streams apart from init's */
-#define NORM_MAXC 16
+#define NORM_MAXC AUG_NORM_MAXC
 
 typedef enum { AUG_NONE, AUG_CROP_FLIP, AUG_SEED } aug_kind;
 const char *aug_name(aug_kind k);
 int aug_parse(const char *s);            /* -1 when unknown */
 
-typedef struct aug_param {
-    int dy, dx;        /* crop corner in the padded image, 0..2*AUG_PAD */
-    int flip;          /* 1: mirror left-right */
-    float delta;       /* brightness added (seed) */
-} aug_param;
+/* aug_param (one image's crop, mirror and brightness) is ops.h's: the backends' batch_fill takes it */
 /* Draws one image's augmentation (identity for AUG_NONE, drawing nothing). */
 void aug_draw(rng *r, aug_kind k, aug_param *p);
 
@@ -58,4 +54,13 @@ void epoch_plan(uint64_t seed, int64_t epoch, size_t n, bool shuffle, aug_kind k
  * normalised by nm. Images of any c, h, w; the crop keeps h x w. */
 void batch_fill(float *x, const dataset *d, const uint32_t *idx, const aug_param *par, int n, aug_kind k,
                 const norm_cfg *nm);
+/* The same from raw records pixels[.][c][h][w] (what ops.h's batch_fill entry computes in a
+ * backend's memory): par NULL = as they are; bright: the seed's brightness and clip; mean and
+ * inv (NULL = none; min(c, NORM_MAXC) values each: later channels are never normalised):
+ * v -> (v - mean) * inv in double. */
+void batch_fill_raw(float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx, const aug_param *par,
+                    int n, bool bright, const double *mean, const double *inv);
+/* batch_fill's per-channel mean and 1/std for min(c, NORM_MAXC) channels (0 and 1 beyond nm's);
+ * false when nm normalises nothing (the arrays are then not used). */
+bool norm_arrays(const norm_cfg *nm, int c, double *mean, double *inv);
 #endif

@@ -84,7 +84,10 @@ typedef struct mparam {         /* a trainable tensor and its gradient */
     float *data;                /* the checkpoint's array (host); identifies the tensor */
     float *dptr;                /* what the ops see: data, or its copy in backend memory */
     float *grad;                /* backend memory */
-    float *hgrad;               /* host: grad itself, or its copy after model_loss_backward */
+    float *hgrad;               /* host: grad itself, or its copy (downloaded by model_grad) */
+    bool stale;                 /* hgrad is older than grad: model_grad downloads it first */
+    float *dstate[2];           /* backend copies of its optimizer state (model_bind_state) */
+    uint8_t *dmask;             /* backend copy of its mask (model_bind_state) */
     size_t numel;
 } mparam;
 
@@ -138,6 +141,14 @@ struct model {
     float *hlogits;             /* host: model_logits' copy, max_batch * classes */
     float *hdlogits;            /* host: the logits' gradient while it is scaled */
     float *dplain;              /* backend: model_activation's NCHW conversion */
+    bool params_moved;          /* the backend's parameters changed there: model_sync downloads */
+    /* training data in backend memory (model_data_attach) */
+    uint8_t *dpixels, *dlabels_all;
+    int dc, dh, dw;
+    size_t dn, dplan_n;
+    uint32_t *dorder;
+    aug_param *dpar;
+    bool labels_ready;          /* dlabels hold the planned batch's labels */
 };
 
 /* ---- memory --------------------------------------------------------------------------- */
@@ -612,6 +623,11 @@ static double now_s(void) {
     clock_gettime(prof_clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+/* the profile's clock, once the backend's queued work is done (ops.h sync) */
+static double prof_now(const model *m) {
+    if (m->o->sync) m->o->sync(m->o);
+    return now_s();
+}
 static void layer_label(const model *m, const layer *l, char *buf, size_t len) {
     const value *x = &m->v[l->in], *y = &m->v[l->out];
     if (l->type == L_CONV)
@@ -630,16 +646,36 @@ static double conv_flops(const model *m, const layer *l, int dir) {
     return 2.0 * x->c * l->cout * l->k * l->k * y->h * y->w;
 }
 
+/* Bytes one image must move through memory-bound layer l in direction dir (0 forward, 1
+ * backward): each tensor the op reads or writes, once (fp32): BN forward x, y; backward x,
+ * dy, dx; ReLU x, y / y, dy, dx (a ReLU whose gradient comes in two parts reads one more);
+ * add a, b, y (its backward hands dy on: nothing); pooling
+ * x / dx. 0 for convolutions and the linear layer (counted in flops). A real kernel moves at
+ * least this much, so bytes / time is a lower bound on its bandwidth. */
+static double layer_bytes(const model *m, const layer *l, int dir) {
+    const value *x = &m->v[l->in];
+    double e = 4.0 * x->c * x->h * x->w;
+    switch (l->type) {
+    case L_BN: return dir ? 3 * e : 2 * e;
+    case L_RELU: return dir ? 3 * e : l->fwd_by_add || l->fused ? 0.0 : 2 * e;   /* else counted in the add / BN */
+    case L_ADD: return dir ? 0.0 : 3 * e;
+    case L_GAP: return e;
+    default: return 0.0;
+    }
+}
+
 /* The table: ms per step by layer kind and direction; for convolutions also GFLOP/s per
- * direction and, with BN_PEAK_GFLOPS (the machine's fp32 peak), their share of it. The
- * flops are those of a direct convolution, so a Winograd layer can show more than 100%. */
+ * direction and, with BN_PEAK_GFLOPS (the machine's fp32 peak), their share of it; for the
+ * memory-bound layers GB/s (layer_bytes) and, with BN_PEAK_GBS (the memory bandwidth), their
+ * share of that. The flops are those of a direct convolution, so a Winograd layer can show
+ * more than 100%. */
 static void prof_print(const model *m) {
     const prof *p = m->pf;
     if (!p->fwd) return;
     double nf = (double)p->fwd, nb = p->bwd ? (double)p->bwd : 1.0, tot[3] = {0, 0, 0}, ctot[3] = {0, 0, 0},
            cfl[3] = {0, 0, 0};
-    const char *pk = getenv("BN_PEAK_GFLOPS");
-    double peak = pk ? atof(pk) : 0.0;
+    const char *pk = getenv("BN_PEAK_GFLOPS"), *pb = getenv("BN_PEAK_GBS");
+    double peak = pk ? atof(pk) : 0.0, peak_bw = pb ? atof(pb) : 0.0, mtot = 0.0, mbytes = 0.0;
     bool *done = calloc((size_t)m->nl, sizeof *done);
     if (!done) return;
     fprintf(stderr, "model profile: ms %s per step, mean of %ld forward / %ld backward passes (%s backend%s)\n"
@@ -651,7 +687,7 @@ static void prof_print(const model *m) {
         if (done[i] || m->L[i].fused) continue;
         char a[96], b[96];
         layer_label(m, &m->L[i], a, sizeof a);
-        double t[3] = {0, 0, 0}, fl[3] = {0, 0, 0};
+        double t[3] = {0, 0, 0}, fl[3] = {0, 0, 0}, by[2] = {0, 0};
         int count = 0;
         for (int j = i; j < m->nl; j++) {
             layer_label(m, &m->L[j], b, sizeof b);
@@ -659,6 +695,7 @@ static void prof_print(const model *m) {
             done[j] = true, count++;
             for (int k = 0; k < 3; k++) t[k] += p->t[3 * j + k];
             for (int k = 0; k < 3; k++) fl[k] += conv_flops(m, &m->L[j], k);
+            for (int k = 0; k < 2; k++) by[k] += layer_bytes(m, &m->L[j], k);
         }
         if (!count) continue;
         fprintf(stderr, "%-28s %5d %9.3f %9.3f %9.3f", a, count, 1e3 * t[0] / nf, 1e3 * t[1] / nb, 1e3 * t[2] / nb);
@@ -671,6 +708,16 @@ static void prof_print(const model *m) {
                 else if (peak > 0) fprintf(stderr, " %4.0f %3.0f%%", rate, 100.0 * rate / peak);
                 else fprintf(stderr, " %7.0f", rate);
             }
+        } else if (by[0] > 0 || by[1] > 0) {     /* memory-bound: GB/s forward / backward */
+            double imgs[2] = {p->img_fwd, p->img_bwd};
+            fprintf(stderr, "  GB/s");
+            for (int k = 0; k < 2; k++) {
+                double rate = t[k] > 0 && by[k] > 0 ? by[k] * imgs[k] / t[k] / 1e9 : 0.0;
+                if (rate > 0) mtot += t[k] / (k ? nb : nf), mbytes += by[k] * imgs[k] / (k ? nb : nf);
+                if (rate <= 0) fprintf(stderr, peak_bw > 0 ? "        -" : "      -");
+                else if (peak_bw > 0) fprintf(stderr, " %4.0f %3.0f%%", rate, 100.0 * rate / peak_bw);
+                else fprintf(stderr, " %6.0f", rate);
+            }
         }
         fputc('\n', stderr);
         tot[0] += t[0] / nf, tot[1] += t[1] / nb, tot[2] += t[2] / nb;
@@ -682,6 +729,12 @@ static void prof_print(const model *m) {
         fprintf(stderr, "%-28s %5s %9.3f %9.3f %9.3f  (total %.1f ms, %.1f GFLOP per step, %.0f GFLOP/s", "convolutions",
                 "", 1e3 * ctot[0], 1e3 * ctot[1], 1e3 * ctot[2], 1e3 * ct, cf / 1e9, cf / ct / 1e9);
         if (peak > 0) fprintf(stderr, ", %.0f%% of %.0f", 100.0 * cf / ct / 1e9 / peak, peak);
+        fprintf(stderr, ")\n");
+    }
+    if (mtot > 0) {
+        fprintf(stderr, "%-28s %5s %9s %9s %9s  (total %.1f ms, %.3f GB per step, %.0f GB/s", "memory-bound layers", "",
+                "", "", "", 1e3 * mtot, mbytes / 1e9, mbytes / mtot / 1e9);
+        if (peak_bw > 0) fprintf(stderr, ", %.0f%% of %.0f", 100.0 * mbytes / mtot / 1e9 / peak_bw, peak_bw);
         fprintf(stderr, ")\n");
     }
     free(done);
@@ -829,6 +882,7 @@ void model_free(model *m) {
     for (int i = 0; i < m->np; i++) {
         if (m->P[i].hgrad != m->P[i].grad) free(m->P[i].hgrad);
         tensor_free(m, m->P[i].grad);
+        if (m->P[i].dmask) m->o->mem_free(m->o, m->P[i].dmask);
     }
     free(m->P);
     if (m->store)
@@ -842,6 +896,7 @@ void model_free(model *m) {
     free(m->hlogits);
     free(m->hdlogits);
     tensor_free(m, m->dplain);
+    model_data_detach(m);
     free(m->need);
     free(m->gof);
     free(m->pend);
@@ -861,14 +916,94 @@ static void conv_of(const model *m, const layer *l, int n, conv_desc *d) {
     conv_desc_init(d, n, x->c, x->h, x->w, l->cout, l->k, l->stride, l->pad);
 }
 
+static void check_batch(const model *m, int n, const char *fn) {
+    if (n >= 1 && n <= m->max_batch) return;
+    fprintf(stderr, "%s: batch of %d images, model built for 1..%d\n", fn, n, m->max_batch);
+    abort();
+}
+static void forward_run(model *m, int n, bool train);
+
 void model_forward(model *m, const float *x, int n, bool train) {
-    ops *o = m->o;
-    if (n < 1 || n > m->max_batch) {
-        fprintf(stderr, "model_forward: batch of %d images, model built for 1..%d\n", n, m->max_batch);
-        abort();
-    }
+    check_batch(m, n, "model_forward");
     if (m->dev) to_backend(m, m->store[0], x, elems(m, 0, n) * sizeof *x);
     else m->store[0] = (float *)x;   /* read only */
+    m->labels_ready = false;
+    forward_run(m, n, train);
+}
+
+int model_data_attach(model *m, const dataset *d, char err[256]) {
+    ops *o = m->o;
+    const value *in = &m->v[0];
+    if (!m->dev || !o->batch_fill) {
+        snprintf(err, 256, "backend %s does not build batches in its own memory", o->name);
+        return -1;
+    }
+    if (d->h.c != in->c || d->h.h != in->h || d->h.w != in->w || d->n == 0 || d->n > UINT32_MAX) {
+        snprintf(err, 256, "%zu images of %dx%dx%d: the model takes 1 or more of %dx%dx%d", d->n, d->h.c, d->h.h,
+                 d->h.w, in->c, in->h, in->w);
+        return -1;
+    }
+    for (size_t i = 0; i < d->n; i++)
+        if (d->labels[i] >= m->classes) {
+            snprintf(err, 256, "image %zu has label %d, the model has %d classes", i, d->labels[i], m->classes);
+            return -1;
+        }
+    model_data_detach(m);
+    size_t img = ds_image_bytes(&d->h);
+    if (!(m->dpixels = o->mem_alloc(o, d->n * img)) || !(m->dlabels_all = o->mem_alloc(o, d->n)) ||
+        !(m->dorder = o->mem_alloc(o, d->n * sizeof *m->dorder)) ||
+        !(m->dpar = o->mem_alloc(o, d->n * sizeof *m->dpar))) {
+        model_data_detach(m);
+        snprintf(err, 256, "out of %s memory for %zu images (%.0f MB)", o->name, d->n, 1e-6 * (double)(d->n * img));
+        return -1;
+    }
+    o->mem_upload(o, m->dpixels, d->pixels, d->n * img);
+    o->mem_upload(o, m->dlabels_all, d->labels, d->n);
+    m->dc = d->h.c, m->dh = d->h.h, m->dw = d->h.w, m->dn = d->n, m->dplan_n = 0;
+    return 0;
+}
+
+void model_data_detach(model *m) {
+    void *p[4] = {m->dpixels, m->dlabels_all, m->dorder, m->dpar};
+    for (int i = 0; i < 4; i++)
+        if (p[i]) m->o->mem_free(m->o, p[i]);
+    m->dpixels = m->dlabels_all = NULL, m->dorder = NULL, m->dpar = NULL;
+    m->dn = m->dplan_n = 0, m->labels_ready = false;
+}
+
+void model_data_plan(model *m, const uint32_t *order, const aug_param *par, size_t n) {
+    if (!m->dn || n > m->dn) {
+        fprintf(stderr, "model_data_plan: a plan of %zu positions for %zu attached images\n", n, m->dn);
+        abort();
+    }
+    for (size_t i = 0; i < n; i++)
+        if (order[i] >= m->dn) {
+            fprintf(stderr, "model_data_plan: position %zu names image %u of %zu\n", i, order[i], m->dn);
+            abort();
+        }
+    m->o->mem_upload(m->o, m->dorder, order, n * sizeof *order);
+    m->o->mem_upload(m->o, m->dpar, par, n * sizeof *par);
+    m->dplan_n = n;
+}
+
+void model_forward_planned(model *m, size_t i0, int n, aug_kind k, const norm_cfg *nm, bool train) {
+    check_batch(m, n, "model_forward_planned");
+    if (i0 > m->dplan_n || (size_t)n > m->dplan_n - i0) {
+        fprintf(stderr, "model_forward_planned: positions %zu..%zu of a plan of %zu\n", i0, i0 + (size_t)n,
+                m->dplan_n);
+        abort();
+    }
+    double mean[NORM_MAXC], inv[NORM_MAXC];
+    bool norm = norm_arrays(nm, m->dc, mean, inv);
+    m->o->batch_fill(m->o, m->store[0], m->dpixels, m->dc, m->dh, m->dw, m->dorder + i0,
+                     k == AUG_NONE ? NULL : m->dpar + i0, n, k == AUG_SEED, norm ? mean : NULL, norm ? inv : NULL,
+                     m->dlabels_all, m->dlabels);
+    m->labels_ready = true;
+    forward_run(m, n, train);
+}
+
+static void forward_run(model *m, int n, bool train) {
+    ops *o = m->o;
     m->n = n;
     m->last_train = train;
     bool fast = m->fast;
@@ -878,7 +1013,7 @@ void model_forward(model *m, const float *x, int n, bool train) {
         const float *in = data_of(m, l->in);
         float *out = data_of(m, l->out);
         const value *vi = &m->v[l->in];
-        double t0 = m->pf && train ? now_s() : 0.0;
+        double t0 = m->pf && train ? prof_now(m) : 0.0;
         switch (l->type) {
         case L_CONV: {
             conv_desc d;
@@ -913,7 +1048,7 @@ void model_forward(model *m, const float *x, int n, bool train) {
             break;
         case L_LINEAR: o->linear_fwd(o, n, vi->c, l->cout, in, l->w, l->b, out); break;
         }
-        if (m->pf && train) m->pf->t[3 * i] += now_s() - t0;
+        if (m->pf && train) m->pf->t[3 * i] += prof_now(m) - t0;
     }
 }
 
@@ -995,7 +1130,7 @@ static void backward_layer(model *m, layer *l) {
     int tmp;
     float *dx;
     bool fast = m->fast;
-    double *pt = m->pf ? &m->pf->t[3 * (l - m->L)] : NULL, t0 = pt ? now_s() : 0.0;
+    double *pt = m->pf ? &m->pf->t[3 * (l - m->L)] : NULL, t0 = pt ? prof_now(m) : 0.0;
     switch (l->type) {
     case L_CONV: {
         conv_desc d;
@@ -1005,7 +1140,7 @@ static void backward_layer(model *m, layer *l) {
             float *gw = l->gw ? l->gw : m->scratch, *gb = l->b ? (l->gb ? l->gb : m->scratch + m->scratch_n / 2) : NULL;
             if (fast) o->conv_bwd_filter_l(o, &d, cf, x, dy, gw, gb);
             else o->conv_bwd_filter(o, &d, x, dy, gw, gb);
-            if (pt) pt[2] += now_s() - t0, t0 = now_s();
+            if (pt) pt[2] += prof_now(m) - t0, t0 = prof_now(m);
         }
         if (need_dx) {
             dx = grad_begin(m, l->in, &tmp);
@@ -1025,7 +1160,7 @@ static void backward_layer(model *m, layer *l) {
                         l->save_invstd, m->pool[g].p, dg, db);
             m->gof[l->in] = g;
             m->gof[l->out] = -1;
-            if (pt) pt[1] += now_s() - t0;
+            if (pt) pt[1] += prof_now(m) - t0;
             return;
         }
         dx = need_dx ? grad_begin(m, l->in, &tmp) : NULL;
@@ -1060,7 +1195,7 @@ static void backward_layer(model *m, layer *l) {
                 m->gof[l->in] = own;
                 pool_put(m, own == g ? q : g);
                 m->gof[l->out] = -1;
-                if (pt) pt[1] += now_s() - t0;
+                if (pt) pt[1] += prof_now(m) - t0;
                 return;
             }
             dx = grad_begin(m, l->in, &tmp);
@@ -1073,7 +1208,7 @@ static void backward_layer(model *m, layer *l) {
             o->relu_bwd(o, elems(m, l->out, n), data_of(m, l->out), dy, m->pool[g].p);
             m->gof[l->in] = g;
             m->gof[l->out] = -1;
-            if (pt) pt[1] += now_s() - t0;
+            if (pt) pt[1] += prof_now(m) - t0;
             return;
         }
         dx = grad_begin(m, l->in, &tmp);
@@ -1120,7 +1255,7 @@ static void backward_layer(model *m, layer *l) {
         }
         break;
     }
-    if (pt) pt[1] += now_s() - t0;
+    if (pt) pt[1] += prof_now(m) - t0;
     pool_put(m, g);
     m->gof[l->out] = -1;
 }
@@ -1130,12 +1265,15 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     int ok = 0;
     if (correct) *correct = 0;
     if (n != m->n || n < 1) return NAN;
-    for (int i = 0; i < n; i++)
+    if (!labels && !m->labels_ready) return NAN;
+    for (int i = 0; labels && i < n; i++)
         if (labels[i] >= m->classes) return NAN;
     if (backward && !m->last_train) return NAN;   /* BN backward needs batch statistics */
     const float *logits = logits_of(m);
     int last = m->L[m->nl - 1].out;
-    if (m->dev) {   /* the ops read labels from backend memory */
+    if (!labels) {  /* those model_forward_planned gathered, already in backend memory */
+        labels = m->dlabels;
+    } else if (m->dev) {   /* the ops read labels from backend memory */
         m->o->mem_upload(m->o, m->dlabels, labels, (size_t)n);
         labels = m->dlabels;
     }
@@ -1163,20 +1301,49 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
         if (!m->need[l->out] || m->gof[l->out] < 0) continue;
         backward_layer(m, l);
     }
-    if (m->dev)     /* the optimizer and the data-parallel sums read the host copies */
-        for (int i = 0; i < m->np; i++) to_host(m, m->P[i].hgrad, m->P[i].grad, m->P[i].numel * sizeof(float));
+    if (m->dev)     /* model_grad downloads a gradient when the host asks for it */
+        for (int i = 0; i < m->np; i++) m->P[i].stale = true;
     return loss;
 }
 
 void model_upload_params(model *m) {
     if (!m->dev) return;
+    if (m->params_moved) {   /* the host's would overwrite newer ones */
+        fprintf(stderr, "model_upload_params: the parameters were updated in backend memory (model_sync first)\n");
+        abort();
+    }
     for (int i = 0; i < m->np; i++) to_backend(m, m->P[i].dptr, m->P[i].data, m->P[i].numel * sizeof(float));
 }
 
 void model_sync(model *m) {
     if (!m->dev) return;
     for (int i = 0; i < m->nb; i++)
-        if (m->B[i].buffer) to_host(m, m->B[i].host, m->B[i].dev, m->B[i].numel * sizeof(float));
+        if (m->B[i].buffer || m->params_moved)
+            to_host(m, m->B[i].host, m->B[i].dev, m->B[i].numel * sizeof(float));
+    m->params_moved = false;
+}
+
+/* ---- work in backend memory (model_extra.h) ------------------------------------------ */
+ops *model_backend(const model *m) { return m->dev ? m->o : NULL; }
+
+int model_bind_state(model *m, int i, float *s1, float *s2) {
+    if (!m->dev || i < 0 || i >= m->np) return -1;
+    mparam *p = &m->P[i];
+    float *h[2] = {s1, s2};
+    for (int k = 0; k < 2; k++)
+        if (h[k] && !(p->dstate[k] = bind_tensor(m, h[k], p->numel, true))) return -1;
+    const uint8_t *mask = model_mask(m, i);
+    if (mask && !p->dmask) {
+        if (!(p->dmask = m->o->mem_alloc(m->o, p->numel))) return -1;
+        m->o->mem_upload(m->o, p->dmask, mask, p->numel);
+    }
+    return 0;
+}
+
+void model_dparam_get(model *m, int i, model_dparam *out) {
+    mparam *p = &m->P[i];
+    *out = (model_dparam){p->dptr, p->grad, p->dstate[0], p->dstate[1], p->dmask, p->numel};
+    m->params_moved = true;
 }
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
@@ -1189,7 +1356,12 @@ ck_tensor *model_param(const model *m, int i) {
         if (m->ck->t[j].data == m->P[i].data) return &m->ck->t[j];
     return NULL;
 }
-float *model_grad(const model *m, int i) { return i >= 0 && i < m->np ? m->P[i].hgrad : NULL; }
+float *model_grad(const model *m, int i) {
+    if (i < 0 || i >= m->np) return NULL;
+    mparam *p = &m->P[i];
+    if (p->stale) to_host(m, p->hgrad, p->grad, p->numel * sizeof(float)), p->stale = false;
+    return p->hgrad;
+}
 int model_classes(const model *m) { return m->classes; }
 
 /* ---- model_extra.h ---------------------------------------------------------------------- */

@@ -10,7 +10,9 @@
 #ifndef BN_MODEL_H
 #define BN_MODEL_H
 #include <stdbool.h>
+#include "augment.h"
 #include "checkpoint.h"
+#include "dataset.h"
 #include "ops.h"
 
 typedef struct model model;
@@ -37,13 +39,28 @@ void model_free(model *m);
  * averages; otherwise running averages. */
 void model_forward(model *m, const float *x, int n, bool train);
 const float *model_logits(const model *m);      /* [n, classes] of the last forward (host) */
-/* Loss of the last forward against labels (host); *correct = right top-1 predictions.
+/* Loss of the last forward against labels (host; NULL: model_forward_planned's); *correct = right top-1 predictions.
  * When backward is true, also runs the backward pass: gradients of every trainable tensor
  * (and nothing for frozen ones: no filter gradient work for a frozen conv). */
 double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward);
 
+/* Training data in backend memory (a backend with memory of its own and ops.h batch_fill:
+ * the cuda one), so that a step uploads nothing. model_data_attach copies d's records and
+ * labels there (-1 with err when the backend cannot, d does not fit the model, a label is
+ * out of range, or its memory is short: then build batches on the host as before);
+ * model_data_plan sends an epoch's plan (epoch_plan's order and par, n <= d's images);
+ * model_forward_planned builds the batch of plan positions [i0, i0 + n) there, as batch_fill
+ * would (augmentation k, normalisation nm), with its labels, and runs model_forward on it;
+ * model_loss_backward(m, NULL, n, ...) then takes those labels. model_free detaches. */
+int model_data_attach(model *m, const dataset *d, char err[256]);
+void model_data_plan(model *m, const uint32_t *order, const aug_param *par, size_t n);
+void model_forward_planned(model *m, size_t i0, int n, aug_kind k, const norm_cfg *nm, bool train);
+void model_data_detach(model *m);
+
 /* Backend memory (see model_build): send ck's trainable parameters to the backend after an
- * optimizer step; bring the BN running statistics back into ck. No-ops on host backends. */
+ * optimizer step on the host; bring the BN running statistics (and, after optimizer steps
+ * in backend memory, optim.h's optim_step_backend, the parameters and their optimizer
+ * state) back into ck. No-ops on host backends. */
 void model_upload_params(model *m);
 void model_sync(model *m);
 
@@ -53,7 +70,7 @@ void model_sync(model *m);
 void model_set_batch_total(model *m, int total);
 
 /* The trainable tensors (the checkpoint's, host) and their gradients (host memory, valid
- * after model_loss_backward). */
+ * after model_loss_backward; with backend memory, downloaded on the first call after it). */
 int model_nparams(const model *m);
 ck_tensor *model_param(const model *m, int i);
 float *model_grad(const model *m, int i);

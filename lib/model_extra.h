@@ -31,6 +31,21 @@ const float *model_activation(const model *m, const char *name, int *c, int *h, 
  * update only elements whose mask byte is nonzero (gradient, weight decay, momentum). */
 const uint8_t *model_mask(const model *m, int i);
 int model_max_batch(const model *m);
+
+/* The optimizer in backend memory (optim.c's optim_step_backend). model_backend: the
+ * backend when it has memory of its own, else NULL. model_bind_state gives trainable tensor
+ * i's optimizer state (s1, s2: host arrays of the checkpoint, NULL when not used) and its
+ * mask copies in backend memory, brought home by model_sync: -1 when out of memory.
+ * model_dparam_get: tensor i's backend pointers, and marks the parameters as changed there
+ * (model_sync downloads them; model_upload_params may not be called until it has). */
+typedef struct model_dparam {
+    float *w, *g, *s1, *s2;
+    const uint8_t *mask;
+    size_t n;
+} model_dparam;
+ops *model_backend(const model *m);
+int model_bind_state(model *m, int i, float *s1, float *s2);
+void model_dparam_get(model *m, int i, model_dparam *out);
 /* Bytes the model holds now: activations, gradients of trainable tensors and of values
  * (the gradient pool grows to its peak during the first backward pass), BN statistics. */
 size_t model_bytes(const model *m);

@@ -42,6 +42,19 @@ static ops *get_cuda(const char **why) {
 #endif
 }
 
+int ops_set_precision(ops *o, const char *name, const char **why) {
+    const char *unused;
+    if (!why) why = &unused;
+    *why = NULL;
+    if (o->set_precision) {
+        if (o->set_precision(o, name) == 0) return 0;
+    } else if (name && strcmp(name, "fp32") == 0) {
+        return 0;
+    }
+    *why = "this backend has no such mode (tf32 needs --device cuda on a GPU)";
+    return -1;
+}
+
 ops *ops_get(const char *name, const char **why) {
     const char *unused;
     if (!why) why = &unused;

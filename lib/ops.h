@@ -17,6 +17,7 @@
  * Inference mode: y = gamma*(x-running_mean)/sqrt(running_var+eps) + beta. */
 #ifndef BN_OPS_H
 #define BN_OPS_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,17 @@ typedef struct conv_desc {
     int ho, wo;              /* output: (h + 2*pad - k)/stride + 1 (conv_desc_init fills) */
 } conv_desc;
 void conv_desc_init(conv_desc *d, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
+
+/* One image's augmentation (augment.h draws them): the corner of the 32x32 crop in the
+ * image zero-padded by AUG_PAD on every side (0..2*AUG_PAD each), a left-right mirror, and
+ * a brightness delta. */
+#define AUG_PAD 4
+#define AUG_NORM_MAXC 16   /* batch_fill's mean/inv: channels 0..15 at most are normalised */
+typedef struct aug_param {
+    int dy, dx;        /* crop corner in the padded image */
+    int flip;          /* 1: mirror left-right */
+    float delta;       /* brightness added (augment "seed") */
+} aug_param;
 
 typedef struct bn_desc {
     int n, c, hw;            /* x is [n, c, hw] */
@@ -138,6 +150,32 @@ struct ops {
      *                 output's gradient arrives in two parts); dx may equal dy or dy2. */
     void (*add_relu)(ops *o, size_t n, const float *a, const float *b, float *y);
     void (*relu_bwd_add)(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx);
+
+    /* Optional work in the backend's own memory (only used with the mem_* entries; NULL: the
+     * model and the loop do it on the host, as they always do with the host backends), so
+     * that a training step moves nothing between host and backend but the loss. All array
+     * pointers are backend pointers (mean and inv are host pointers). The host functions
+     * named define them, bit for bit:
+     *   sgd_update, adam_update: optim.h's, on one tensor of n elements (buf, m, v: its
+     *     optimizer state; mask: uint8, NULL = every element);
+     *   batch_fill: augment.h's batch_fill_raw: x[n,c,h,w] from the uint8 records
+     *     pixels[.][c][h][w] named by idx[n], cropped and mirrored by par[n] (NULL: as they
+     *     are), brightness added and clipped when bright, then (v - mean[c]) * inv[c] in
+     *     double (mean/inv NULL: none; min(c, AUG_NORM_MAXC) values each); when labels is not NULL also lab[i] = labels[idx[i]];
+     *   sync: returns when all queued work is done (BN_PROFILE's timing). */
+    void (*sgd_update)(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
+                       double momentum, bool nesterov, double wd);
+    void (*adam_update)(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n,
+                        double lr, double beta1, double beta2, double eps, double wd, int64_t t);
+    void (*batch_fill)(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
+                       const aug_param *par, int n, bool bright, const double *mean, const double *inv,
+                       const uint8_t *labels, uint8_t *lab);
+    void (*sync)(ops *o);
+    /* Optional arithmetic modes (NULL: fp32 only). name "fp32" (the default: every backend's
+     * results within fp32 rounding of the reference) or "tf32" (cuda: convolutions may use
+     * tensor cores, whose inputs keep 10 mantissa bits); 0, or -1 for a mode the backend
+     * does not have. Call before the first op (a change drops cached convolution plans). */
+    int (*set_precision)(ops *o, const char *name);
 };
 enum { OPS_BLK_IN = 1, OPS_BLK_OUT = 2, OPS_RELU = 4 };
 
@@ -160,4 +198,7 @@ void xent_f64(int n, int classes, const double *logits, const uint8_t *labels, d
 /* A backend by name: "ref", "cpu", "cuda" (NULL when not built or not usable; *why says
  * why). "auto" picks cuda when usable, else cpu. */
 ops *ops_get(const char *name, const char **why);
+/* The --precision choices, and setting one on a backend: 0, or -1 with *why. */
+#define OPS_PRECISIONS "fp32,tf32"
+int ops_set_precision(ops *o, const char *name, const char **why);
 #endif

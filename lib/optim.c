@@ -119,3 +119,40 @@ void optim_step(checkpoint *ck, const model *m, const optim_cfg *cfg, double lr,
         }
     }
 }
+
+/* ---- in backend memory ------------------------------------------------------------------ */
+static bool backend_can(const ops *o, const optim_cfg *cfg) {
+    return o && (cfg->kind == OPT_ADAM ? o->adam_update != NULL : o->sgd_update != NULL);
+}
+
+bool optim_backend_prepare(checkpoint *ck, model *m, const optim_cfg *cfg) {
+    if (!backend_can(model_backend(m), cfg)) return false;
+    for (int i = 0; i < model_nparams(m); i++) {
+        ck_tensor *p = model_param(m, i);
+        if (!p || !p->trainable) continue;
+        float *s1 = NULL, *s2 = NULL;
+        if (cfg->kind == OPT_ADAM) s1 = state_of(ck, "opt.m/", p->name), s2 = state_of(ck, "opt.v/", p->name);
+        else if (cfg->momentum != 0.0) s1 = state_of(ck, "opt.m/", p->name);
+        bool missing = cfg->kind == OPT_ADAM ? !s1 || !s2 : cfg->momentum != 0.0 && !s1;
+        if (missing || model_bind_state(m, i, s1, s2)) return false;
+    }
+    return true;
+}
+
+void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t) {
+    ops *o = model_backend(m);
+    if (!backend_can(o, cfg)) {
+        fprintf(stderr, "optim_step_backend: backend cannot (optim_backend_prepare said so)\n");
+        abort();
+    }
+    for (int i = 0; i < model_nparams(m); i++) {
+        ck_tensor *p = model_param(m, i);
+        if (!p || !p->trainable) continue;
+        model_dparam d;
+        model_dparam_get(m, i, &d);
+        if (cfg->kind == OPT_ADAM)
+            o->adam_update(o, d.w, d.g, d.s1, d.s2, d.mask, d.n, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t);
+        else
+            o->sgd_update(o, d.w, d.g, d.s1, d.mask, d.n, lr, cfg->momentum, cfg->nesterov, cfg->wd);
+    }
+}

@@ -49,4 +49,13 @@ int optim_prepare(checkpoint *ck, const optim_cfg *cfg, bool fresh, char err[256
 /* Applies one step to every trainable tensor of m with its gradients from the last
  * model_loss_backward. t: the 1-based number of this step (Adam's bias correction). */
 void optim_step(checkpoint *ck, const model *m, const optim_cfg *cfg, double lr, int64_t t);
+
+/* The same step in the backend's memory (a backend with memory of its own and ops.h
+ * sgd_update / adam_update: cuda), so that no gradient or parameter crosses to the host:
+ * the same bits as optim_step followed by model_upload_params. optim_backend_prepare
+ * (after optim_prepare and model_build) binds the optimizer state and masks there; false
+ * when the backend cannot or its memory is short (use optim_step then). The checkpoint's
+ * parameters and state are brought up to date by model_sync. */
+bool optim_backend_prepare(checkpoint *ck, model *m, const optim_cfg *cfg);
+void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t);
 #endif

@@ -165,6 +165,11 @@ int train_check_data(const checkpoint *ck, const dataset *d, const char *what, c
     return 0;
 }
 
+static bool env_on(const char *name) {
+    const char *s = getenv(name);
+    return !s || strcmp(s, "0") != 0;
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -433,6 +438,17 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
             return TRAIN_ERROR;
         }
     }
+    /* In a backend with memory of its own (cuda), the batches are built there from the
+     * training set copied once, and the optimizer updates the parameters there: a step then
+     * uploads and downloads nothing but the loss. The optimizer stays on the host with
+     * several ranks (their gradient sums are made there). BN_DEVICE_DATA=0 and
+     * BN_DEVICE_OPTIM=0 keep either on the host (the results are the same bits). */
+    char why[256] = "";
+    bool dev_optim = dp.P == 1 && env_on("BN_DEVICE_OPTIM") && optim_backend_prepare(ck, m, &cfg->opt);
+    bool dev_data = model_backend(m) && o->batch_fill && env_on("BN_DEVICE_DATA") && !model_data_attach(m, train, why);
+    if (io->verbose && model_backend(m))
+        fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s\n", cli_prog, o->name,
+                dev_data ? "there" : "on the host", *why ? ": " : "", why, dev_optim ? "backend" : "host");
     float *x = malloc((size_t)local_max * img * sizeof *x);
     uint8_t *lab = malloc((size_t)local_max);
     uint32_t *order = malloc(n * sizeof *order);
@@ -450,6 +466,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
         int64_t images = 0;
         bool stop = false;
         epoch_plan(cfg->seed, epoch, n, cfg->shuffle, cfg->augment, order, par);
+        if (dev_data) model_data_plan(m, order, par, n);
         char what[48];
         snprintf(what, sizeof what, "epoch %" PRId64 "/%" PRId64, epoch + 1, cfg->epochs);
         for (int64_t st = epoch_step; st < spe; st++) {
@@ -458,13 +475,17 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
             /* this rank's slice [lo, lo + nl) of the batch (all of it in one process) */
             size_t lo = (size_t)((int64_t)dp.r * nb / dp.P);
             int nl = (int)((int64_t)(dp.r + 1) * nb / dp.P - (int64_t)lo);
-            batch_fill(x, train, order + i0 + lo, par + i0 + lo, nl, cfg->augment, &cfg->norm);
-            for (int i = 0; i < nl; i++) lab[i] = train->labels[order[i0 + lo + (size_t)i]];
             lr = schedule_lr(&sched, ck->step, epoch);
             if (dp.P > 1) model_set_batch_total(m, nb);
-            model_forward(m, x, nl, true);
+            if (dev_data) {
+                model_forward_planned(m, i0 + lo, nl, cfg->augment, &cfg->norm, true);
+            } else {
+                batch_fill(x, train, order + i0 + lo, par + i0 + lo, nl, cfg->augment, &cfg->norm);
+                for (int i = 0; i < nl; i++) lab[i] = train->labels[order[i0 + lo + (size_t)i]];
+                model_forward(m, x, nl, true);
+            }
             int ok = 0;
-            double loss = model_loss_backward(m, lab, nl, &ok, true);
+            double loss = model_loss_backward(m, dev_data ? NULL : lab, nl, &ok, true);
             int sig = io->stop_signals ? cli_stop_requested() : 0, stop_any = sig != 0;
             if (dp.P > 1) loss = dp_reduce(&dp, m, loss, nl, nb, &ok, &stop_any);
             if (!isfinite(loss)) {
@@ -472,8 +493,12 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 rc = TRAIN_NAN;
                 break;
             }
-            optim_step(ck, m, &cfg->opt, lr, ck->step + 1);
-            model_upload_params(m);
+            if (dev_optim) {
+                optim_step_backend(m, &cfg->opt, lr, ck->step + 1);
+            } else {
+                optim_step(ck, m, &cfg->opt, lr, ck->step + 1);
+                model_upload_params(m);
+            }
             ck->step++, steps_this_call++;
             loss_sum += loss * nb, correct += ok, seen += nb, images += nb;
             if (io->progress) cli_progress(what, (uint64_t)(st + 1), (uint64_t)spe);

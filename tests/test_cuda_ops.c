@@ -31,11 +31,16 @@
  *   A float per-element implementation (4 roundings, like ops_cpu) would need the CPU
  *   test's 2e-6.
  * - gap_bwd, ReLU, add: the same single rounding as the reference: identical bits (NaN
- *   payloads aside: the GPU makes every NaN the canonical one). */
+ *   payloads aside: the GPU makes every NaN the canonical one).
+ * - The optimizer updates and batch assembly (kernels/cuda_train.cu) against the host
+ *   functions that define them (lib/optim.c, lib/augment.c): identical bits, since both
+ *   round every operation once in the same order (no fused multiply-add on either side). */
 #include <stdint.h>
 
 #include "../tests/check.h"
+#include "augment.h"
 #include "ops.h"
+#include "optim.h"
 #include "rng.h"
 
 static rng R;
@@ -48,7 +53,9 @@ static char no_gpu[400];
 static ops *G, *F = &ops_ref;
 
 #define EPS32 5.9604644775390625e-08 /* 2^-24 */
-#define GPU_CONV_TOL(K) (64.0 * EPS32 * sqrt((double)(K)))
+/* the rounding unit and factor of the convolution bound: fp32's, or TF32's in conv_tf32 */
+static double conv_eps = EPS32, conv_factor = 64.0;
+#define GPU_CONV_TOL(K) (conv_factor * conv_eps * sqrt((double)(K)))
 #define LINEAR_TOL(K) (16.0 * EPS32 * sqrt((double)(K)))
 #define BN_TOL 5e-7
 #define NEED_GPU()                                                                               \
@@ -146,7 +153,7 @@ static void conv_case(const shape *s, int with_bias) {
     G->conv_fwd(G, &d, gx, gw, gb, gy);
     F->conv_fwd(F, &d, x, w, b, y0);
     float *y1 = back(gy, ny);
-    double e = err(y1, y0, ny), unit = EPS32 * sqrt((double)(d.cin * d.k * d.k));
+    double e = err(y1, y0, ny), unit = conv_eps * sqrt((double)(d.cin * d.k * d.k));
     CHECK(e <= GPU_CONV_TOL(d.cin * d.k * d.k), "fwd %s: error %.3g > %.3g", what, e,
           GPU_CONV_TOL(d.cin * d.k * d.k));
     if (e / unit > worst_fwd) worst_fwd = e / unit;
@@ -154,7 +161,7 @@ static void conv_case(const shape *s, int with_bias) {
     G->conv_bwd_data(G, &d, gdy, gw, gdx);
     F->conv_bwd_data(F, &d, dy, w, dx0);
     float *dx1 = back(gdx, nx);
-    e = err(dx1, dx0, nx), unit = EPS32 * sqrt((double)(d.cout * d.k * d.k));
+    e = err(dx1, dx0, nx), unit = conv_eps * sqrt((double)(d.cout * d.k * d.k));
     CHECK(e <= GPU_CONV_TOL(d.cout * d.k * d.k), "bwd_data %s: error %.3g", what, e);
     if (e / unit > worst_bd) worst_bd = e / unit;
 
@@ -162,7 +169,7 @@ static void conv_case(const shape *s, int with_bias) {
     F->conv_bwd_filter(F, &d, x, dy, dw0, with_bias ? db0 : NULL);
     float *dw1 = back(gdw, nw), *db1 = back(gdb, d.cout);
     int K = d.n * d.ho * d.wo;
-    e = err(dw1, dw0, nw), unit = EPS32 * sqrt((double)(K > 0 ? K : 1));
+    e = err(dw1, dw0, nw), unit = conv_eps * sqrt((double)(K > 0 ? K : 1));
     CHECK(e <= GPU_CONV_TOL(K), "bwd_filter %s: dw error %.3g", what, e);
     if (e / unit > worst_bf) worst_bf = e / unit;
     if (with_bias) CHECK_ERR(db1, db0, (size_t)d.cout, BN_TOL, "bwd_filter db (a double sum)");
@@ -195,6 +202,33 @@ TEST(conv_resnet_vs_ref) {
         }
     printf("# conv worst error / (EPS32*sqrt(K)): fwd %.2f, bwd_data %.2f, bwd_filter %.2f (limit 64)\n", worst_fwd,
            worst_bd, worst_bf);
+}
+
+/* The "tf32" mode (ops.h set_precision): cuDNN may use TF32 tensor cores, whose inputs keep
+ * 10 of fp32's 23 mantissa bits (unit roundoff 2^-11), so the bound is 8*2^-11*sqrt(K),
+ * on ResNet-20's shapes at batch 1 and 4 (a small K keeps the bound well below a wrong
+ * result's error, ~1). Prints the worst error in units of 2^-11*sqrt(K). Back to fp32 at
+ * the end (the change drops the cached plans, so fp32 shapes are planned afresh). */
+TEST(conv_tf32) {
+    NEED_GPU();
+    CHECK(G->set_precision && G->set_precision(G, "tf32") == 0, "set_precision(\"tf32\")");
+    CHECK(G->set_precision(G, "bf16") == -1, "an unknown mode is refused");
+    double saved[3] = {worst_fwd, worst_bd, worst_bf};
+    worst_fwd = worst_bd = worst_bf = 0;
+    conv_eps = 0x1p-11, conv_factor = 8.0;
+    static const int batches[] = {1, 4};
+    for (size_t b = 0; b < 2; b++)
+        for (size_t i = 0; i < sizeof resnet_shapes / sizeof *resnet_shapes; i++) {
+            shape s = resnet_shapes[i];
+            s.n = batches[b];
+            conv_case(&s, 0);
+        }
+    printf("# tf32 conv worst error / (2^-11*sqrt(K)): fwd %.2f, bwd_data %.2f, bwd_filter %.2f (limit 8)\n",
+           worst_fwd, worst_bd, worst_bf);
+    conv_eps = EPS32, conv_factor = 64.0;
+    worst_fwd = saved[0], worst_bd = saved[1], worst_bf = saved[2];
+    CHECK(G->set_precision(G, "fp32") == 0, "back to fp32");
+    conv_case(&resnet_shapes[1], 0);    /* planned again under FMA math: fp32's bound */
 }
 
 /* Two calls on the same inputs give the same bits (only deterministic algorithms are picked). */
@@ -691,6 +725,100 @@ TEST(memory) {
     cuda_free(ga), cuda_free(gb);
     free(a), free(b);
 }
+
+/* ---- optimizer updates and batch assembly (cuda_train.cu) ------------------------------ */
+
+static void *dbytes(const void *h, size_t bytes) {
+    void *p = cuda_alloc(bytes ? bytes : 1);
+    if (!p) abort();
+    if (bytes) cuda_to_device(p, h, bytes);
+    return p;
+}
+
+/* one update of n elements on both sides: kind 0 sgd, 1 adam; the tensors and state compared bit for bit */
+static int optim_case(int kind, size_t n, double mom, bool nesterov, double wd, int masked, int64_t t, int specials) {
+    float *w = rand_vec(n, 0, 1), *g = rand_vec(n, 0, 0.1), *s1 = rand_vec(n, 0, 0.05), *s2 = rand_vec(n, 0, 0.01);
+    uint8_t *mask = masked ? malloc(n) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        s2[i] = fabsf(s2[i]);                       /* Adam's second moment is >= 0 */
+        if (mask) mask[i] = (uint8_t)(rng_u64(&R) % 3 != 0);
+    }
+    if (specials && n > 4) g[0] = NAN, g[1] = INFINITY, g[2] = -INFINITY, g[3] = 0.0f, w[3] = -0.0f;
+    float *gw = dup(w, n), *gg = dup(g, n), *g1 = dup(s1, n), *g2 = dup(s2, n);
+    uint8_t *gm = mask ? dbytes(mask, n) : NULL;
+    const double lr = 0.05;
+    if (kind == 0) {
+        sgd_update(w, g, mom != 0.0 ? s1 : NULL, mask, n, lr, mom, nesterov, wd);
+        G->sgd_update(G, gw, gg, mom != 0.0 ? g1 : NULL, gm, n, lr, mom, nesterov, wd);
+    } else {
+        adam_update(w, g, s1, s2, mask, n, lr, 0.9, 0.999, 1e-7, wd, t);
+        G->adam_update(G, gw, gg, g1, g2, gm, n, lr, 0.9, 0.999, 1e-7, wd, t);
+    }
+    float *bw = back(gw, n), *b1 = back(g1, n), *b2 = back(g2, n);
+    int ok = same(w, bw, n) && same(s1, b1, n) && same(s2, b2, n);
+    cuda_free(gw), cuda_free(gg), cuda_free(g1), cuda_free(g2), cuda_free(gm);
+    free(w), free(g), free(s1), free(s2), free(mask), free(bw), free(b1), free(b2);
+    return ok;
+}
+
+TEST(optim_vs_host) {
+    NEED_GPU();
+    static const size_t sizes[] = {1, 1000, 70001};   /* 70001: the host loop runs on several threads */
+    for (int z = 0; z < 3; z++) {
+        size_t n = sizes[z];
+        CHECK(optim_case(0, n, 0.0, false, 0.0, 0, 1, 0), "sgd n %zu", n);
+        CHECK(optim_case(0, n, 0.9, false, 5e-4, 0, 1, 0), "sgd momentum + wd, n %zu", n);
+        CHECK(optim_case(0, n, 0.9, true, 1e-4, 1, 1, 0), "sgd nesterov, masked, n %zu", n);
+        CHECK(optim_case(1, n, 0.0, false, 0.0, 0, 1, 0), "adam t 1, n %zu", n);
+        CHECK(optim_case(1, n, 0.0, false, 1e-4, 1, 9, 0), "adam t 9, wd, masked, n %zu", n);
+    }
+    CHECK(optim_case(0, 64, 0.9, true, 5e-4, 0, 1, 1), "sgd with NaN/Inf gradients");
+    CHECK(optim_case(1, 64, 0.0, false, 5e-4, 0, 3, 1), "adam with NaN/Inf gradients");
+}
+
+/* n images of c x h x w from N records: idx with repeats, par drawn for kind k (NULL when k is
+ * none), normalised (nc channels, 0: none); x and the gathered labels bit for bit */
+static int fill_case(int N, int c, int h, int w, int n, aug_kind k, int nc) {
+    size_t img = (size_t)c * h * w;
+    uint8_t *pix = malloc((size_t)N * img), *labels = malloc((size_t)N), lab[256];
+    uint32_t idx[256];
+    aug_param par[256];
+    for (size_t i = 0; i < (size_t)N * img; i++) pix[i] = (uint8_t)rng_u64(&R);
+    for (int i = 0; i < N; i++) labels[i] = (uint8_t)(rng_u64(&R) % 10);
+    for (int i = 0; i < n; i++) idx[i] = (uint32_t)(rng_u64(&R) % (uint64_t)N), aug_draw(&R, k, &par[i]);
+    norm_cfg nm = {0};
+    nm.meanstd = nc > 0, nm.c = nc;
+    for (int i = 0; i < nc; i++) nm.mean[i] = 0.3 + 0.01 * i, nm.std[i] = 0.2 + 0.013 * i;
+    double mean[NORM_MAXC], inv[NORM_MAXC];
+    bool norm = norm_arrays(&nm, c, mean, inv);
+    const aug_param *p = k == AUG_NONE ? NULL : par;
+    size_t nx = (size_t)n * img;
+    float *x = fvec(nx);
+    batch_fill_raw(x, pix, c, h, w, idx, p, n, k == AUG_SEED, norm ? mean : NULL, norm ? inv : NULL);
+    uint8_t *gpix = dbytes(pix, (size_t)N * img), *glabels = dbytes(labels, (size_t)N), *glab = dbytes(lab, (size_t)n);
+    uint32_t *gidx = dbytes(idx, (size_t)n * sizeof *idx);
+    aug_param *gpar = dbytes(par, (size_t)n * sizeof *par);
+    float *gx = dpoison(nx);
+    G->batch_fill(G, gx, gpix, c, h, w, gidx, p ? gpar : NULL, n, k == AUG_SEED, norm ? mean : NULL,
+                  norm ? inv : NULL, glabels, glab);
+    float *bx = back(gx, nx);
+    uint8_t blab[256];
+    cuda_to_host(blab, glab, (size_t)n);
+    int ok = same(x, bx, nx);
+    for (int i = 0; i < n; i++) ok &= blab[i] == labels[idx[i]];
+    cuda_free(gpix), cuda_free(glabels), cuda_free(glab), cuda_free(gidx), cuda_free(gpar), cuda_free(gx);
+    free(pix), free(labels), free(x), free(bx);
+    return ok;
+}
+
+TEST(batch_fill_vs_host) {
+    NEED_GPU();
+    CHECK(fill_case(50, 3, 32, 32, 128, AUG_CROP_FLIP, 3), "crop-flip, meanstd, batch 128");
+    CHECK(fill_case(50, 3, 32, 32, 80, AUG_SEED, 0), "seed (brightness, clip), no normalisation, batch 80");
+    CHECK(fill_case(9, 3, 32, 32, 1, AUG_NONE, 3), "none, one image");
+    CHECK(fill_case(7, 17, 5, 9, 6, AUG_CROP_FLIP, 16), "17 channels (the 17th not normalised), 5x9 images");
+    CHECK(fill_case(7, 2, 3, 3, 5, AUG_SEED, 1), "3x3 images: crops entirely in the padding");
+}
 #endif /* HAVE_CUDA */
 
 /* Runs everywhere: with a GPU the table is complete; without one, ops_get("cuda") says why
@@ -710,7 +838,8 @@ TEST(backend) {
     CHECK(strcmp(o->name, "cuda") == 0 && a == o, "names: %s, auto %s", o->name, a ? a->name : "NULL");
     int missing = !o->conv_fwd + !o->conv_bwd_data + !o->conv_bwd_filter + !o->bn_fwd_train + !o->bn_fwd_infer +
                   !o->bn_bwd + !o->relu_fwd + !o->relu_bwd + !o->add + !o->gap_fwd + !o->gap_bwd + !o->linear_fwd +
-                  !o->linear_bwd_data + !o->linear_bwd_filter + !o->xent;
+                  !o->linear_bwd_data + !o->linear_bwd_filter + !o->xent + !o->sgd_update + !o->adam_update +
+                  !o->batch_fill + !o->sync + !o->set_precision;
     CHECK(missing == 0, "%d ops missing from the cuda table", missing);
     CHECK(o->allreduce == NULL, "allreduce is set in a single process");
 #endif
@@ -736,6 +865,7 @@ int main(void) {
     RUN(conv_small_vs_ref);
     RUN(conv_resnet_vs_ref);
     RUN(conv_deterministic);
+    RUN(conv_tf32);
     RUN(conv_nan_inf);
     RUN(bn_vs_ref);
     RUN(bn_null_stats);
@@ -746,6 +876,8 @@ int main(void) {
     RUN(gap_vs_ref);
     RUN(linear_vs_ref);
     RUN(xent_vs_ref);
+    RUN(optim_vs_host);
+    RUN(batch_fill_vs_host);
 #endif
     return DONE();
 }

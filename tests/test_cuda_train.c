@@ -16,7 +16,11 @@
  *   checkpoints within TRAIN_TOL, the test accuracy within 2 of 100 images (ref standing
  *   in for the GPU: 8.2e-6, both 100%).
  * - A checkpoint moves between devices: 1 epoch on cuda then --resume for 1 on cpu equals
- *   2 epochs on cpu within TRAIN_TOL (the format is the same whichever device wrote it). */
+ *   2 epochs on cpu within TRAIN_TOL (the format is the same whichever device wrote it).
+ * - Batches and optimizer steps in GPU memory (kernels/cuda_train.cu, the default) give the
+ *   same bits as with both on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0): SGD with
+ *   momentum and Adam, crop + flip and the seed's brightness, all parameters and random-k
+ *   (masked updates). Same process, so cuDNN's algorithm choices are the same. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +30,7 @@
 #include "../tests/testds.h"
 #include "checkpoint.h"
 #include "dataset.h"
+#include "freeze.h"
 #include "model.h"
 #include "ops.h"
 #include "train.h"
@@ -104,6 +109,51 @@ TEST(loop_cuda_vs_cpu) {
     ds_free(&d), ds_free(&t);
 }
 
+/* ResNet-8 for 2 epochs on the GPU with kernels/cuda_train.cu's work on the device or on the host */
+static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, aug_kind aug, int on_host) {
+    setenv("BN_DEVICE_DATA", on_host ? "0" : "1", 1);
+    setenv("BN_DEVICE_OPTIM", on_host ? "0" : "1", 1);
+    checkpoint *c = ck_clone(init);
+    train_cfg cfg;
+    train_cfg_defaults(&cfg);
+    cfg.epochs = 2, cfg.batch = 24, cfg.every = 1, cfg.seed = 8, cfg.augment = aug;
+    cfg.sched.lr = 0.05, cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4;
+    if (adam) cfg.opt.kind = OPT_ADAM, cfg.sched.lr = 0.002;
+    char err[256] = "";
+    norm_compute(d, &cfg.norm, err);
+    int rc = train_run(c, G, d, &cfg, NULL, false, err);
+    CHECK(rc == TRAIN_DONE, "train_run (work on the %s): %s", on_host ? "host" : "device", err);
+    unsetenv("BN_DEVICE_DATA"), unsetenv("BN_DEVICE_OPTIM");
+    return c;
+}
+
+TEST(device_work_same_bits) {
+    NEED_GPU();
+    dataset d = make_ds(100, 3, true);   /* 5 steps per epoch, the last of 4 images */
+    char err[256];
+    static const struct { const char *regime; int adam; aug_kind aug; } cases[] = {
+        {"all", 0, AUG_CROP_FLIP}, {"all", 1, AUG_SEED}, {"random-k", 0, AUG_CROP_FLIP}, {"bn", 1, AUG_NONE}};
+    for (int k = 0; k < 4; k++) {
+        checkpoint *init = model_init("resnet", 8, 16, 10, NULL, 5, err);
+        if (!init || freeze_regime(init, cases[k].regime, 2, 5, err)) {
+            CHECK(0, "init: %s", err);
+            return;
+        }
+        checkpoint *a = dev_run(init, &d, cases[k].adam, cases[k].aug, 0);
+        checkpoint *b = dev_run(init, &d, cases[k].adam, cases[k].aug, 1);
+        int diff = a->nt != b->nt;
+        for (int i = 0; !diff && i < a->nt; i++)
+            if (memcmp(a->t[i].data, b->t[i].data, a->t[i].numel * dtype_size(a->t[i].dtype))) {
+                printf("  %s: %s differs\n", cases[k].regime, a->t[i].name);
+                diff = 1;
+            }
+        CHECK(!diff, "%s %s: device-side batches and optimizer differ from host-side ones", cases[k].regime,
+              cases[k].adam ? "adam" : "sgd");
+        ck_free(init), ck_free(a), ck_free(b);
+    }
+    ds_free(&d);
+}
+
 int main(void) {
     const char *why = NULL;
     G = ops_get("cuda", &why);
@@ -112,5 +162,6 @@ int main(void) {
     if (!G) printf("# %s\n", no_gpu);
     RUN(steps_cuda_vs_cpu);
     RUN(loop_cuda_vs_cpu);
+    RUN(device_work_same_bits);
     return DONE();
 }

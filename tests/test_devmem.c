@@ -25,6 +25,7 @@
 #include "model.h"
 #include "model_extra.h"
 #include "ops.h"
+#include "optim.h"
 #include "rng.h"
 #include "stream.h"
 #include "train.h"
@@ -115,6 +116,25 @@ static void xent(ops *o, int n, int classes, const float *logits, const uint8_t 
     (void)o, F->xent(F, n, classes, R(logits), (const uint8_t *)in(labels), R(dlogits), loss, correct);
 }
 
+/* the optional work in backend memory (ops.h): the host functions that define it, behind the wall */
+static void sgd_upd(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
+                    double mom, bool nesterov, double wd) {
+    (void)o, sgd_update(R(w), R(g), R(buf), in(mask), n, lr, mom, nesterov, wd);
+}
+static void adam_upd(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr,
+                     double b1, double b2, double eps, double wd, int64_t t) {
+    (void)o, adam_update(R(w), R(g), R(m), R(v), in(mask), n, lr, b1, b2, eps, wd, t);
+}
+static void bfill(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
+                  const aug_param *par, int n, bool bright, const double *mean, const double *inv,
+                  const uint8_t *labels, uint8_t *lab) {
+    (void)o;
+    const uint32_t *ri = in(idx);
+    batch_fill_raw(R(x), in(pixels), c, h, w, ri, in(par), n, bright, mean, inv);
+    if (labels)
+        for (int i = 0; i < n; i++) ((uint8_t *)in(lab))[i] = ((const uint8_t *)in(labels))[ri[i]];
+}
+
 static ops devref = {
     .name = "devref",
     .conv_fwd = conv_fwd, .conv_bwd_data = conv_bwd_data, .conv_bwd_filter = conv_bwd_filter,
@@ -125,6 +145,13 @@ static ops devref = {
     .mem_alloc = d_alloc, .mem_free = d_free, .mem_upload = d_upload, .mem_download = d_download,
     .mem_copy = d_copy,
 };
+/* devref that also builds batches and takes optimizer steps in its memory, as cuda does */
+static ops devfull;
+static void make_devfull(void) {
+    devfull = devref;
+    devfull.name = "devfull";
+    devfull.sgd_update = sgd_upd, devfull.adam_update = adam_upd, devfull.batch_fill = bfill;
+}
 
 /* ---- data ----------------------------------------------------------------------------------- */
 
@@ -157,23 +184,26 @@ static int same_tensors(const checkpoint *a, const checkpoint *b, const char *wh
 
 /* ---- tests ---------------------------------------------------------------------------------- */
 
-/* The whole loop (SGD with momentum and weight decay, crop + flip, a test set evaluated each
- * epoch, a checkpoint per epoch), on ref and on devref: identical checkpoints, logs, and
- * nothing of the backend's memory left allocated. Both architectures, all parameters, BN
+/* The whole loop (SGD with momentum and weight decay, crop + flip or the seed's crop +
+ * brightness, a test set evaluated each epoch, a checkpoint per epoch), on ref, on devref
+ * and on devfull: identical checkpoints, logs, and nothing of the backend's memory left
+ * allocated. Both architectures, all parameters, BN
  * only and random-k (masked updates). */
 static void loop_case(const char *arch, int depth, const char *regime, int opt_adam) {
     dataset d = make_ds(40, 4, false), t = make_ds(12, 5, false);
-    checkpoint *c[2];
-    char logs[2][2048];
-    FILE *stream[2];
+    enum { NB = 3 };
+    ops *be[NB] = {&ops_ref, &devref, &devfull};
+    checkpoint *c[NB];
+    char logs[NB][2048];
+    FILE *stream[NB];
     char what[96];
     snprintf(what, sizeof what, "%s-%d %s %s", arch, depth, regime, opt_adam ? "adam" : "sgd");
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < NB; k++) {
         c[k] = net(arch, depth, regime);
         train_cfg cfg;
         train_cfg_defaults(&cfg);
         cfg.epochs = 2, cfg.batch = 16, cfg.every = 1, cfg.seed = 9;
-        cfg.augment = AUG_CROP_FLIP;
+        cfg.augment = strcmp(arch, "bottleneck") ? AUG_CROP_FLIP : AUG_SEED;   /* the seed's brightness */
         if (opt_adam) cfg.opt.kind = OPT_ADAM;
         cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4;
         cfg.sched.lr = 0.05;
@@ -187,8 +217,8 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         sw_init(&w, fileno(stream[k]));
         io.out = &w;
         size_t before = live_allocs;
-        int rc = train_run(c[k], k ? &devref : &ops_ref, &d, &cfg, &io, false, err);
-        CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, k ? "devref" : "ref", rc, err);
+        int rc = train_run(c[k], be[k], &d, &cfg, &io, false, err);
+        CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, be[k]->name, rc, err);
         CHECK(io.sections == 2, "%s: %d sections written, expected one per epoch", what, io.sections);
         sw_free(&w);
         CHECK(live_allocs == before, "%s: %zu backend allocations not freed", what, live_allocs - before);
@@ -204,24 +234,27 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         }
         fclose(io.log);
     }
-    CHECK(same_tensors(c[0], c[1], what), "%s: checkpoints differ between ref and devref", what);
+    for (int k = 1; k < NB; k++)
+        CHECK(same_tensors(c[0], c[k], what), "%s: checkpoints differ between ref and %s", what, be[k]->name);
     /* the streams as written, byte for byte: the epoch-1 section catches running
-     * statistics left on the backend when the section was written */
-    long len[2];
-    char *bytes[2];
-    for (int k = 0; k < 2; k++) {
+     * statistics (and, with devfull, parameters and optimizer state) left on the backend
+     * when the section was written */
+    long len[NB];
+    char *bytes[NB];
+    for (int k = 0; k < NB; k++) {
         len[k] = ftell(stream[k]);
         bytes[k] = malloc(len[k] > 0 ? (size_t)len[k] : 1);
         rewind(stream[k]);
         if (len[k] > 0 && fread(bytes[k], 1, (size_t)len[k], stream[k]) != (size_t)len[k]) len[k] = -1;
         fclose(stream[k]);
     }
-    CHECK(len[0] > 0 && len[0] == len[1] && memcmp(bytes[0], bytes[1], (size_t)len[0]) == 0,
-          "%s: checkpoint streams differ (%ld vs %ld bytes)", what, len[0], len[1]);
-    free(bytes[0]), free(bytes[1]);
-    CHECK(strcmp(logs[0], logs[1]) == 0 && strstr(logs[0], "nan") == NULL, "%s: logs differ: %s | %s", what,
-          logs[0], logs[1]);
-    ck_free(c[0]), ck_free(c[1]);
+    for (int k = 1; k < NB; k++) {
+        CHECK(len[0] > 0 && len[0] == len[k] && memcmp(bytes[0], bytes[k], (size_t)len[0]) == 0,
+              "%s: checkpoint streams differ on %s (%ld vs %ld bytes)", what, be[k]->name, len[0], len[k]);
+        CHECK(strcmp(logs[0], logs[k]) == 0 && strstr(logs[0], "nan") == NULL, "%s: logs differ on %s: %s | %s",
+              what, be[k]->name, logs[0], logs[k]);
+    }
+    for (int k = 0; k < NB; k++) free(bytes[k]), ck_free(c[k]);
     ds_free(&d), ds_free(&t);
 }
 
@@ -229,7 +262,71 @@ TEST(train_loop_matches_ref) {
     loop_case("resnet", 8, "all", 0);
     loop_case("resnet", 8, "bn", 0);
     loop_case("resnet", 8, "random-k", 1);
+    loop_case("resnet", 8, "random-k", 0);
     loop_case("bottleneck", 11, "all", 1);
+}
+
+/* With batches and the optimizer in backend memory (devfull), a step moves nothing across:
+ * the same run with twice the steps per epoch makes exactly as many uploads and
+ * downloads. (With either on the host, every step uploads its batch or its parameters.) */
+static void count_run(ops *o, int batch, int epochs, size_t *up, size_t *down, checkpoint **out) {
+    dataset d = make_ds(32, 4, false);
+    checkpoint *c = net("resnet", 8, "all");
+    train_cfg cfg;
+    train_cfg_defaults(&cfg);
+    cfg.epochs = epochs, cfg.batch = batch, cfg.every = 0, cfg.seed = 4;
+    cfg.sched.lr = 0.05;
+    char err[256] = "";
+    norm_compute(&d, &cfg.norm, err);
+    size_t u0 = uploads, d0 = downloads;
+    int rc = train_run(c, o, &d, &cfg, NULL, false, err);
+    CHECK(rc == TRAIN_DONE, "%s batch %d: rc %d %s", o->name, batch, rc, err);
+    *up = uploads - u0, *down = downloads - d0;
+    *out = c;
+    ds_free(&d);
+}
+TEST(steps_move_nothing) {
+    size_t u[2], dn[2], hu[2], hd[2];
+    checkpoint *c[4];
+    count_run(&devfull, 8, 2, &u[0], &dn[0], &c[0]);     /* 8 steps */
+    count_run(&devfull, 4, 2, &u[1], &dn[1], &c[1]);     /* 16 steps */
+    CHECK(u[0] == u[1] && dn[0] == dn[1], "devfull: %zu/%zu uploads, %zu/%zu downloads for 8/16 steps", u[0], u[1],
+          dn[0], dn[1]);
+    count_run(&devref, 8, 2, &hu[0], &hd[0], &c[2]);
+    count_run(&devref, 4, 2, &hu[1], &hd[1], &c[3]);
+    CHECK(hu[1] > hu[0] && hd[1] > hd[0], "devref (host batches and optimizer) moves data every step: %zu/%zu, %zu/%zu",
+          hu[0], hu[1], hd[0], hd[1]);
+    CHECK(same_tensors(c[0], c[2], "batch 8") && same_tensors(c[1], c[3], "batch 4"), "devfull vs devref");
+    for (int k = 0; k < 4; k++) ck_free(c[k]);
+}
+
+/* A run stopped mid-epoch on devfull (parameters and momentum in backend memory) and
+ * resumed, on devfull or on ref, ends with the bits of a run straight through. */
+TEST(devfull_resume) {
+    dataset d = make_ds(30, 4, false);
+    train_cfg cfg;
+    train_cfg_defaults(&cfg);
+    cfg.epochs = 2, cfg.batch = 8, cfg.every = 1, cfg.seed = 6;
+    cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4, cfg.sched.lr = 0.05;
+    char err[256] = "";
+    norm_compute(&d, &cfg.norm, err);
+    checkpoint *whole = net("resnet", 8, "bn");
+    int rc = train_run(whole, &devfull, &d, &cfg, NULL, false, err);
+    CHECK(rc == TRAIN_DONE, "straight run: %d %s", rc, err);
+    ops *then[2] = {&devfull, &ops_ref};
+    for (int k = 0; k < 2; k++) {
+        checkpoint *c = net("resnet", 8, "bn");
+        train_io io = {0};
+        io.max_steps = 3;           /* stops inside epoch 1 (4 steps) */
+        rc = train_run(c, &devfull, &d, &cfg, &io, false, err);
+        CHECK(rc == TRAIN_STOPPED, "stopped run: %d %s", rc, err);
+        rc = train_run(c, then[k], &d, &cfg, NULL, true, err);
+        CHECK(rc == TRAIN_DONE, "resumed on %s: %d %s", then[k]->name, rc, err);
+        CHECK(same_tensors(whole, c, "resume"), "stopped on devfull, resumed on %s: differs", then[k]->name);
+        ck_free(c);
+    }
+    ck_free(whole);
+    ds_free(&d);
 }
 
 /* The model API directly: evaluation logits and loss, an activation for filter-viz, the
@@ -337,7 +434,10 @@ int main(void) {
     printf("skip - devmem: the pointer wall needs x86-64 canonical addresses\n# 0 passed, 0 failed, 1 skipped\n");
     return 0;
 #endif
+    make_devfull();
     RUN(train_loop_matches_ref);
+    RUN(steps_move_nothing);
+    RUN(devfull_resume);
     RUN(model_api_matches_ref);
     RUN(steps_match_ref);
     RUN(bn_hook_probe);

@@ -10,7 +10,7 @@
 static inline float *fvec(size_t n) {
     float *p = malloc((n ? n : 1) * sizeof *p);
     if (!p) abort();
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    for (size_t i = 0; i < (n ? n : 1); i++) p[i] = NAN;
     return p;
 }
 static inline float *rand_vec(size_t n, double mean, double sd) {

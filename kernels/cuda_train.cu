@@ -1,0 +1,135 @@
+// cuda_train.cu: the work of a training step outside the layers, in device memory, so that
+// a step moves nothing between host and GPU but the loss: the optimizer updates (ops.h
+// sgd_update, adam_update), batch assembly from the uint8 training set with its
+// augmentation and normalisation (ops.h batch_fill), and sync (BN_PROFILE's timing).
+//
+// Each is the same bits as the host function that defines it (lib/optim.c sgd_update and
+// adam_update, lib/augment.c batch_fill_raw). nvcc contracts a*b + c into one fused
+// multiply-add by default, which the host code (built with -ffp-contract=off) never does,
+// so every product and sum here is an explicitly rounded intrinsic (__fmul_rn, __fadd_rn,
+// ...: never contracted), in the host code's order of evaluation; / and sqrtf are
+// IEEE-rounded in both (nvcc's default -prec-div=true -prec-sqrt=true, and we use the
+// _rn intrinsics anyway). tests/test_cuda_ops.c compares them with the host functions bit
+// for bit.
+#include <math.h>
+
+#include "cuda_internal.h"
+#include "cuda_mem.h"
+
+#define GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+// ---- optimizers (lib/optim.c) -------------------------------------------------------------
+
+__global__ void k_sgd(size_t n, float *w, const float *g, float *buf, const uint8_t *mask, float lr, float mom,
+                      int nesterov, float wd) {
+    GRID_STRIDE(i, n) {
+        if (mask && !mask[i]) continue;
+        float d = g[i];
+        if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wd, w[i]));
+        if (buf && mom != 0.0f) {
+            float b = __fadd_rn(__fmul_rn(mom, buf[i]), d);
+            buf[i] = b;
+            d = nesterov ? __fadd_rn(d, __fmul_rn(mom, b)) : b;
+        }
+        w[i] = __fsub_rn(w[i], __fmul_rn(lr, d));
+    }
+}
+
+__global__ void k_adam(size_t n, float *w, const float *g, float *m, float *v, const uint8_t *mask, float lr,
+                       float b1, float b2, float ob1, float ob2, float eps, float wd) {
+    GRID_STRIDE(i, n) {
+        if (mask && !mask[i]) continue;
+        float d = g[i];
+        if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wd, w[i]));
+        float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(ob1, d));
+        float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(ob2, d), d));
+        m[i] = mi, v[i] = vi;
+        w[i] = __fsub_rn(w[i], __fdiv_rn(__fmul_rn(lr, mi), __fadd_rn(__fsqrt_rn(vi), eps)));
+    }
+}
+
+void cuda_sgd_update(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
+                     double momentum, bool nesterov, double wd) {
+    (void)o;
+    if (!n) return;
+    k_sgd<<<cuda_blocks(n), CUDA_THREADS>>>(n, w, g, buf, mask, (float)lr, (float)momentum, nesterov ? 1 : 0,
+                                            (float)wd);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr,
+                      double beta1, double beta2, double eps, double wd, int64_t t) {
+    (void)o;
+    if (!n) return;
+    // the step size on the host, in double, exactly as lib/optim.c computes it
+    const double lr_t = lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
+    const float b1 = (float)beta1, b2 = (float)beta2;
+    k_adam<<<cuda_blocks(n), CUDA_THREADS>>>(n, w, g, m, v, mask, (float)lr_t, b1, b2, 1.0f - b1, 1.0f - b2,
+                                             (float)eps, (float)wd);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- batch assembly (lib/augment.c batch_fill_raw) -----------------------------------------
+
+struct norm_arg {           // by value: 256 bytes of kernel parameters
+    int on;
+    double mean[AUG_NORM_MAXC], inv[AUG_NORM_MAXC];
+};
+
+// one thread per output value x[i][c][y][xx]
+__global__ void k_batch_fill(size_t total, float *x, const uint8_t *pixels, int C, int H, int W,
+                             const uint32_t *idx, const aug_param *par, int bright, norm_arg nm) {
+    const size_t hw = (size_t)H * W, img = (size_t)C * hw;
+    GRID_STRIDE(e, total) {
+        size_t i = e / img, r = e % img;
+        int c = (int)(r / hw), y = (int)(r % hw / W), xx = (int)(r % W);
+        int dy = AUG_PAD, dx = AUG_PAD, flip = 0;
+        float delta = 0.0f;
+        if (par) dy = par[i].dy, dx = par[i].dx, flip = par[i].flip, delta = par[i].delta;
+        int sy = y + dy - AUG_PAD, sx = (flip ? W - 1 - xx : xx) + dx - AUG_PAD;
+        float v = 0.0f;
+        if (sy >= 0 && sy < H && sx >= 0 && sx < W)
+            v = __fdiv_rn((float)pixels[(size_t)idx[i] * img + ((size_t)c * H + sy) * W + sx], 255.0f);
+        if (bright) {
+            v = __fadd_rn(v, delta);
+            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+        bool nc = nm.on && c < AUG_NORM_MAXC;
+        double mc = nc ? nm.mean[c] : 0.0, ic = nc ? nm.inv[c] : 1.0;
+        x[e] = __double2float_rn(__dmul_rn(__dsub_rn((double)v, mc), ic));
+    }
+}
+
+__global__ void k_gather_labels(int n, const uint32_t *idx, const uint8_t *labels, uint8_t *lab) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) lab[i] = labels[idx[i]];
+}
+
+void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
+                     const aug_param *par, int n, bool bright, const double *mean, const double *inv,
+                     const uint8_t *labels, uint8_t *lab) {
+    (void)o;
+    if (n <= 0) return;
+    norm_arg nm;
+    nm.on = mean && inv;
+    for (int k = 0; k < AUG_NORM_MAXC; k++) {
+        bool have = nm.on && k < c;
+        nm.mean[k] = have ? mean[k] : 0.0;
+        nm.inv[k] = have ? inv[k] : 1.0;
+    }
+    size_t total = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
+    if (total) {
+        k_batch_fill<<<cuda_blocks(total), CUDA_THREADS>>>(total, x, pixels, c, h, w, idx, par, bright ? 1 : 0, nm);
+        CUDA_LAUNCH_CHECK();
+    }
+    if (labels) {
+        k_gather_labels<<<(n + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS>>>(n, idx, labels, lab);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
+void cuda_sync_op(ops *o) {
+    (void)o;
+    cuda_sync();
+}
