@@ -28,6 +28,7 @@ _Noreturn static void usage(void) {
            "                      accuracy, acc.CLASS, then confusion.CLASS<TAB>counts...) or json\n"
            "  -b, --batch N       images per forward pass (default 256; results do not depend on it)\n"
            "      --device D      ref, cpu, cuda or auto (default)\n"
+           "      --precision P   fp32 (default) or tf32 (cuda: TF32 tensor-core convolutions)\n"
            "      --threads N     OpenMP threads\n"
            "  -h, --help          this help\n"
            "  -V, --version       version\n",
@@ -35,7 +36,7 @@ _Noreturn static void usage(void) {
     exit(EXIT_OK);
 }
 
-enum { O_DEVICE = 256, O_THREADS };
+enum { O_DEVICE = 256, O_THREADS, O_PREC };
 
 static void json_str(const char *s) {
     putchar('"');
@@ -57,9 +58,10 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"pick", required_argument, 0, 'p'},       {"format", required_argument, 0, 'f'},
         {"batch", required_argument, 0, 'b'},      {"device", required_argument, 0, O_DEVICE},
+        {"precision", required_argument, 0, O_PREC},
         {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
-    const char *format = "text", *device = "auto";
+    const char *format = "text", *device = "auto", *precision = "fp32";
     long long pick = -1, batch = 256, threads = 0;
     int c;
     while ((c = getopt_long(argc, argv, "p:f:b:hV", opts, NULL)) != -1) {
@@ -72,6 +74,7 @@ int main(int argc, char **argv) {
         case O_DEVICE:
             device = cli_choice("--device", optarg, CLI_DEVICES);
             break;
+        case O_PREC: precision = cli_choice("--precision", optarg, OPS_PRECISIONS); break;
         case O_THREADS: threads = cli_int("--threads", optarg, 1, 4096); break;
         case 'h': usage();
         case 'V': cli_version();
@@ -85,6 +88,7 @@ int main(int argc, char **argv) {
     const char *why = NULL;
     ops *o = ops_get(device, &why);
     if (!o) cli_die("--device %s: %s", device, why ? why : "not available");
+    if (ops_set_precision(o, precision, &why)) cli_die("--precision %s on the %s backend: %s", precision, o->name, why);
     if (threads > 0) omp_set_num_threads((int)threads);
 
     char err[STREAM_ERRMAX];

@@ -66,6 +66,8 @@ _Noreturn static void usage(void) {
         "\n"
         "Machine:\n"
         "      --device D         ref, cpu, cuda or auto (default)\n"
+        "      --precision P      fp32 (default) or tf32 (cuda: convolutions on TF32 tensor cores;\n"
+        "                         faster, not the CPU's bits; recorded in the checkpoint)\n"
         "      --threads N        OpenMP threads (results are reproducible for a given count; under a\n"
         "                         launcher, default: the node's processors / its ranks)\n"
         "      --dist T           data parallel: auto (default: MPI when started by mpirun/mpiexec or\n"
@@ -90,7 +92,7 @@ _Noreturn static void usage(void) {
 
 enum {
     O_PICK = 256, O_EVERY, O_LOG, O_RECIPE, O_LR, O_OPT, O_MOM, O_NEST, O_WD, O_B1, O_B2, O_EPS, O_SCHED, O_MILE,
-    O_GAMMA, O_WARM, O_DECAY, O_SEED, O_AUG, O_NORM, O_MEAN, O_STD, O_DEVICE, O_THREADS, O_DIST
+    O_GAMMA, O_WARM, O_DECAY, O_SEED, O_AUG, O_NORM, O_MEAN, O_STD, O_DEVICE, O_THREADS, O_DIST, O_PREC
 };
 
 static int parse_doubles(const char *opt, const char *s, double *out, int max) {
@@ -241,11 +243,12 @@ int main(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},    {"augment", required_argument, 0, O_AUG},
         {"normalize", required_argument, 0, O_NORM}, {"mean", required_argument, 0, O_MEAN},
         {"std", required_argument, 0, O_STD},      {"device", required_argument, 0, O_DEVICE},
+        {"precision", required_argument, 0, O_PREC},
         {"threads", required_argument, 0, O_THREADS}, {"dist", required_argument, 0, O_DIST},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
     const char *init = NULL, *train_path = NULL, *test_path = NULL, *out = NULL, *log_path = NULL, *recipe = NULL,
-               *device = "auto", *transport = "auto";
+               *device = "auto", *transport = "auto", *precision = "fp32";
     long long pick = -1, threads = 0;
     bool resume = false;
     static setting *set;   /* static: still reachable when cli_die exits early (LeakSanitizer) */
@@ -267,6 +270,7 @@ int main(int argc, char **argv) {
         case O_DEVICE:
             device = cli_choice("--device", optarg, CLI_DEVICES);
             break;
+        case O_PREC: precision = cli_choice("--precision", optarg, OPS_PRECISIONS); break;
         case O_THREADS: threads = cli_int("--threads", optarg, 1, 4096); break;
         case O_DIST: transport = cli_choice("--dist", optarg, "auto,none,mpi,nccl"); break;
         case 'h': usage();
@@ -304,6 +308,7 @@ int main(int argc, char **argv) {
     const char *why = NULL;
     ops *o = ops_get(device, &why);
     if (!o) cli_die("--device %s: %s", device, why ? why : "not available");
+    if (ops_set_precision(o, precision, &why)) cli_die("--precision %s on the %s backend: %s", precision, o->name, why);
     if (threads > 0) omp_set_num_threads((int)threads);
     else if (nranks > 1 && !getenv("OMP_NUM_THREADS")) {   /* share the node's processors */
         const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
@@ -337,6 +342,10 @@ int main(int argc, char **argv) {
     cfg.seed = ck->seed;
     if (recipe) train_cfg_recipe(&cfg, recipe);
     if (resume && train_cfg_from_state(&cfg, &ck->state, err)) cli_die("%s", err);
+    {   /* the arithmetic the run used: "mixed" once a resume changed it */
+        const char *was = resume ? kv_str(&ck->state, "precision", "fp32") : precision;
+        kv_set_str(&ck->state, "precision", strcmp(was, precision) ? "mixed" : precision);
+    }
     bool lr_set = false;
     for (int i = 0; i < nset; i++) apply(&cfg, set[i].code, set[i].arg, &lr_set);
     if (!resume && cfg.sched.kind == SCHED_RAMPUP && !lr_set) cfg.sched.lr = 4e-4;
