@@ -4,6 +4,10 @@
 # cuDNN algorithm choice printed, the GPU-vs-CPU training test, then the op tests once more
 # under compute-sanitizer's memcheck, and
 # writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
+#   sh kernels/gpu-check.sh bench   instead: tests/bench.sh on the GPU (DEVICE=cuda, the
+#     PyTorch peer too when the device's python3 has torch), with the per-layer profile and
+#     the device's peaks, then one round with the step's work on the host
+#     (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) and one with --precision tf32 (~4 minutes).
 cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -16,6 +20,30 @@ done
 export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ldd build/gpu/test_cuda_ops >"$out/ldd.txt" 2>&1
 grep -q "not found" "$out/ldd.txt" && { echo "gpu-check: missing libraries:"; grep "not found" "$out/ldd.txt"; }
+
+if [ "${1:-}" = bench ]; then
+    name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+    case "$name" in                 # fp32 (non-tensor) GFLOP/s and memory GB/s, from the data sheets
+    *H200*) peaks="67000 4800" ;;
+    *H100*PCIe*) peaks="51000 2000" ;;
+    *H100*) peaks="67000 3350" ;;
+    *) peaks="0 0" ;;
+    esac
+    set -- $peaks
+    echo "== bench on $name (peaks: $1 GFLOP/s fp32, $2 GB/s)"
+    BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=${ROUNDS:-3} PROFILE=1 BN_PEAK_GFLOPS=$1 BN_PEAK_GBS=$2 \
+        timeout 300 sh tests/bench.sh >"$out/bench.log" 2>&1
+    echo "exit $?"; cat "$out/bench.log"
+    echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
+    BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0 BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=1 \
+        timeout 120 sh tests/bench.sh >"$out/bench-host-step.log" 2>&1
+    echo "exit $?"; grep -E '^(1|median)' "$out/bench-host-step.log"
+    echo "== one round with --precision tf32 (the peer with --channels-last)"
+    OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} \
+        ROUNDS=1 timeout 120 sh tests/bench.sh >"$out/bench-tf32.log" 2>&1
+    echo "exit $?"; grep -E '^(1|median)' "$out/bench-tf32.log"
+    exit 0
+fi
 
 echo "== test_cuda_ops (BN_CUDA_VERBOSE=1: cuDNN choices on stderr)"
 BN_CUDA_VERBOSE=1 timeout 300 ./build/gpu/test_cuda_ops >"$out/test.log" 2>"$out/test.err"

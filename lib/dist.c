@@ -13,7 +13,9 @@
 
 static int g_rank = 0, g_size = 1;
 static const char *g_transport = "none";
+#ifdef HAVE_MPI
 static bool g_mpi = false, g_finalized = false;
+#endif
 
 int dist_rank(void) { return g_rank; }
 int dist_size(void) { return g_size; }

@@ -10,7 +10,11 @@
 # RSS=1: then the peak resident memory of one full training run over a synthetic
 #   50,000-image stream (CIFAR-10's size), stopped by SIGINT after RSS_SECONDS (default 60),
 #   measured with /usr/bin/time -v (the budget is 500 MB).
-# PEER_FLAGS: more flags for the peer (e.g. --channels-last).
+# PEER_FLAGS: more flags for the peer (e.g. --channels-last); OURS_FLAGS: for net-train (e.g.
+#   --precision tf32).
+# On a GPU: DEVICE=cuda STEPS=200 (an epoch of 20 steps lasts milliseconds there), and
+#   PROFILE=1 BN_PEAK_GFLOPS=67000 BN_PEAK_GBS=4800 (H200; H100 SXM: 67000 and 3350) for the
+#   per-layer table with each layer's share of the fp32 peak or of the memory bandwidth.
 # BN_FAST=0 in the environment turns the cpu backend's fast path off (plain NCHW ops) for
 #   before/after comparisons; BN_CPU_ZCONV=0 only its own AVX-512 convolutions (oneDNN for
 #   every shape), BN_CPU_CONV=direct only oneDNN's Winograd.
@@ -35,7 +39,7 @@ done
 # ours MODE: images/s of the second epoch (the first one warms caches and plans up)
 ours() {
   $B/net-train "$T/$1.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
-    --augment none --normalize none --device "$DEVICE" --threads "$THREADS" \
+    --augment none --normalize none --device "$DEVICE" --threads "$THREADS" ${OURS_FLAGS:-} \
     --log "$T/log.tsv" -o "$T/out.ckpt" 2>/dev/null
   awk -F'\t' 'NR==1{for(i=1;i<=NF;i++) if($i=="images_per_s") c=i} NR>1{v=$c} END{print v}' "$T/log.tsv"
 }
@@ -80,7 +84,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
   for mode in all bn; do
     echo "profile $mode (BN_PROFILE=1, 2 epochs of $STEPS steps):"
     BN_PROFILE=1 $B/net-train "$T/$mode.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
-      --augment none --normalize none --device "$DEVICE" --threads "$THREADS" -o "$T/out.ckpt" 2>&1 \
+      --augment none --normalize none --device "$DEVICE" --threads "$THREADS" ${OURS_FLAGS:-} -o "$T/out.ckpt" 2>&1 \
       | grep -v '^net-train'
   done
 fi
