@@ -13,6 +13,11 @@
 // backends (lib/ops_ref.c, lib/ops_cpu_bn.c), so that ranks on different backends agree:
 //   bn_fwd_train: {sum x [c], m} then {sum (x-mean)^2 [c]};
 //   bn_bwd:       {sum dy [c], sum dy*xhat [c], m}   (dx needs the global count m too).
+//
+// Fused ReLU (ops.h OPS_RELU, the _l entries of ops_cuda.cu): the forward applies
+// max(0, .) to the rounded float (NaN kept, as relu_fwd), the backward masks dy by the
+// forward's output y > 0 (as relu_bwd) wherever it reads dy, so the fused ops give the
+// bits of the separate ones. dx may be dy: each element reads its dy before writing dx.
 #include <math.h>
 
 #include "cuda_internal.h"
@@ -21,10 +26,11 @@
 enum { SUM_X, SUM_SQ, SUM_BWD };
 
 // part[(q*C + c)*S + s] = slice s of channel c's sum of quantity q:
-//   SUM_X: x;   SUM_SQ: (x - mean[c])^2;   SUM_BWD: q=0 dy, q=1 dy*(x - smean[c]).
+//   SUM_X: x;   SUM_SQ: (x - mean[c])^2;   SUM_BWD: q=0 dy, q=1 dy*(x - smean[c]), with dy
+//   masked by ym > 0 when ym is not NULL (a fused ReLU's output).
 template <int MODE>
-__global__ void k_bn_partial(const float *x, const float *dy, const double *mean, const float *smean, int C, int hw,
-                             size_t m, double *part) {
+__global__ void k_bn_partial(const float *x, const float *dy, const float *ym, const double *mean, const float *smean,
+                             int C, int hw, size_t m, double *part) {
     int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
     double mu = MODE == SUM_SQ ? mean[c] : MODE == SUM_BWD ? (double)smean[c] : 0.0;
     double a = 0.0, b = 0.0;
@@ -36,7 +42,7 @@ __global__ void k_bn_partial(const float *x, const float *dy, const double *mean
             double v = (double)x[at] - mu;
             a += v * v;
         } else {
-            double g = dy[at];
+            double g = ym && !(ym[at] > 0.0f) ? 0.0 : (double)dy[at];
             a += g;
             b += g * ((double)x[at] - mu);
         }
@@ -77,20 +83,23 @@ __global__ void k_bn_stats(const double *sumsq, const double *mean, double M, in
     if (run_var) run_var[c] = (float)((1.0 - mom) * (double)run_var[c] + mom * unbiased);
 }
 
+// relu_fwd's rule: NaN stays NaN (NaN < 0 is false)
+__device__ static inline float relu_if(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
+
 __global__ void k_bn_apply(const float *x, const float *gamma, const float *beta, const double *mean,
-                           const double *invstd, int C, int hw, size_t total, float *y) {
+                           const double *invstd, int C, int hw, size_t total, int relu, float *y) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)((i / hw) % C);
-        y[i] = (float)((double)gamma[c] * ((double)x[i] - mean[c]) * invstd[c] + (double)beta[c]);
+        y[i] = relu_if((float)((double)gamma[c] * ((double)x[i] - mean[c]) * invstd[c] + (double)beta[c]), relu);
     }
 }
 
 __global__ void k_bn_infer(const float *x, const float *gamma, const float *beta, const float *run_mean,
-                           const float *run_var, float eps, int C, int hw, size_t total, float *y) {
+                           const float *run_var, float eps, int C, int hw, size_t total, int relu, float *y) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)((i / hw) % C);
         double scale = (double)gamma[c] / sqrt((double)run_var[c] + (double)eps);
-        y[i] = (float)(scale * ((double)x[i] - (double)run_mean[c]) + (double)beta[c]);
+        y[i] = relu_if((float)(scale * ((double)x[i] - (double)run_mean[c]) + (double)beta[c]), relu);
     }
 }
 
@@ -107,14 +116,15 @@ __global__ void k_bn_bwd_sums(double *sum, const float *save_invstd, int C, floa
 }
 
 // dx = gamma*invstd/M * (M*dy - sum dy - xhat * sum dy*xhat)
-__global__ void k_bn_bwd_dx(const float *x, const float *dy, const float *gamma, const float *save_mean,
-                            const float *save_invstd, const double *sum, double M, int C, int hw, size_t total,
-                            float *dx) {
+__global__ void k_bn_bwd_dx(const float *x, const float *dy, const float *ym, const float *gamma,
+                            const float *save_mean, const float *save_invstd, const double *sum, double M, int C,
+                            int hw, size_t total, float *dx) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)((i / hw) % C);
         double is = save_invstd[c], k = (double)gamma[c] * is / M;
         double xhat = ((double)x[i] - (double)save_mean[c]) * is;
-        dx[i] = (float)(k * (M * (double)dy[i] - sum[c] - xhat * sum[C + c]));
+        double g = ym && !(ym[i] > 0.0f) ? 0.0 : (double)dy[i];
+        dx[i] = (float)(k * (M * g - sum[c] - xhat * sum[C + c]));
     }
 }
 
@@ -132,11 +142,11 @@ static int slices(int C, size_t m) {
 
 // rows*C channel sums of one MODE into sum[rows*C]; part is scratch of rows*C*S doubles
 template <int MODE>
-static void channel_sums(const bn_desc *d, const float *x, const float *dy, const double *mean, const float *smean,
-                         double *part, int S, double *sum) {
+static void channel_sums(const bn_desc *d, const float *x, const float *dy, const float *ym, const double *mean,
+                         const float *smean, double *part, int S, double *sum) {
     size_t m = (size_t)d->n * (size_t)d->hw;
     dim3 grid((unsigned)d->c, (unsigned)S);
-    k_bn_partial<MODE><<<grid, CUDA_THREADS>>>(x, dy, mean, smean, d->c, d->hw, m, part);
+    k_bn_partial<MODE><<<grid, CUDA_THREADS>>>(x, dy, ym, mean, smean, d->c, d->hw, m, part);
     CUDA_LAUNCH_CHECK();
     int rows = (MODE == SUM_BWD ? 2 : 1) * d->c;
     k_bn_collect<<<small_blocks(rows), CUDA_THREADS>>>(part, rows, S, sum);
@@ -154,8 +164,8 @@ static double reduce_over_ranks(ops *o, double *sum, int k, int with_extra, doub
     return with_extra ? h[k] : 0.0;
 }
 
-void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
-                       float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
+                          float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
     cuda_ctx *c = cuda_ctx_of(o);
     if (d->c <= 0) return;
     int C = d->c;
@@ -165,33 +175,44 @@ void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *ga
     double *part = (double *)cuda_ctx_scratch(c, ((size_t)C * S + 3 * (size_t)C) * sizeof(double));
     double *sum = part + (size_t)C * S, *mean = sum + C, *invstd = mean + C;
     double M = (double)m;
-    channel_sums<SUM_X>(d, x, NULL, NULL, NULL, part, S, sum);
+    channel_sums<SUM_X>(d, x, NULL, NULL, NULL, NULL, part, S, sum);
     if (o->allreduce) M = reduce_over_ranks(o, sum, C, 1, M);
     k_bn_mean<<<small_blocks(C), CUDA_THREADS>>>(sum, M, C, mean);
     CUDA_LAUNCH_CHECK();
-    channel_sums<SUM_SQ>(d, x, NULL, mean, NULL, part, S, sum);
+    channel_sums<SUM_SQ>(d, x, NULL, NULL, mean, NULL, part, S, sum);
     if (o->allreduce) reduce_over_ranks(o, sum, C, 0, 0.0);
     k_bn_stats<<<small_blocks(C), CUDA_THREADS>>>(sum, mean, M, C, d->eps, d->momentum, invstd, save_mean, save_invstd,
                                                   run_mean, run_var);
     CUDA_LAUNCH_CHECK();
     size_t total = m * (size_t)C;
     if (total) {
-        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, mean, invstd, C, d->hw, total, y);
+        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, mean, invstd, C, d->hw, total, relu, y);
         CUDA_LAUNCH_CHECK();
     }
 }
 
-void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
-                       const float *run_mean, const float *run_var, float *y) {
+void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
+                       float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+    cuda_bn_fwd_train_ex(o, d, 0, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+}
+
+void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
+                          const float *run_mean, const float *run_var, float *y) {
     (void)o;
     if (d->c <= 0 || d->n <= 0 || d->hw <= 0) return;
     size_t total = (size_t)d->n * (size_t)d->c * (size_t)d->hw;
-    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, run_mean, run_var, d->eps, d->c, d->hw, total, y);
+    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, run_mean, run_var, d->eps, d->c, d->hw, total,
+                                                     relu, y);
     CUDA_LAUNCH_CHECK();
 }
 
-void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
-                 const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
+                       const float *run_mean, const float *run_var, float *y) {
+    cuda_bn_fwd_infer_ex(o, d, 0, x, gamma, beta, run_mean, run_var, y);
+}
+
+void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, const float *dy, const float *gamma,
+                    const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
     cuda_ctx *c = cuda_ctx_of(o);
     if (d->c <= 0) return;
     int C = d->c;
@@ -200,7 +221,7 @@ void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, cons
     // scratch: part [2*C*S], sum [2*C]
     double *part = (double *)cuda_ctx_scratch(c, (2 * (size_t)C * S + 2 * (size_t)C) * sizeof(double));
     double *sum = part + 2 * (size_t)C * S;
-    channel_sums<SUM_BWD>(d, x, dy, NULL, save_mean, part, S, sum);
+    channel_sums<SUM_BWD>(d, x, dy, ym, NULL, save_mean, part, S, sum);
     k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS>>>(sum, save_invstd, C, dgamma, dbeta, 0);
     CUDA_LAUNCH_CHECK();
     double M = (double)m;
@@ -209,8 +230,13 @@ void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, cons
     CUDA_LAUNCH_CHECK();
     size_t total = m * (size_t)C;
     if (dx && total && M > 0) {
-        k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS>>>(x, dy, gamma, save_mean, save_invstd, sum, M, C, d->hw,
+        k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS>>>(x, dy, ym, gamma, save_mean, save_invstd, sum, M, C, d->hw,
                                                           total, dx);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
+                 const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+    cuda_bn_bwd_ex(o, d, NULL, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }

@@ -1,4 +1,5 @@
-// cuda_elem.cu: ReLU, add and global average pooling on the GPU, with the reference's
+// cuda_elem.cu: ReLU, add (and the fused add+ReLU, ReLU-backward+add), global average
+// pooling on the GPU, with the reference's
 // arithmetic: ReLU keeps NaN (NaN < 0 is false), pooling sums in double and rounds once,
 // its backward is the float of dy/hw computed in double. All are grid-stride loops.
 #include "cuda_internal.h"
@@ -14,6 +15,16 @@ __global__ void k_relu_bwd(size_t n, const float *y, const float *dy, float *dx)
 }
 __global__ void k_add(size_t n, const float *a, const float *b, float *y) {
     GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+// ops.h's fused pair, the bits of add then relu_fwd / add then relu_bwd
+__global__ void k_add_relu(size_t n, const float *a, const float *b, float *y) {
+    GRID_STRIDE(i, n) {
+        float v = a[i] + b[i];
+        y[i] = v < 0.0f ? 0.0f : v;
+    }
+}
+__global__ void k_relu_bwd_add(size_t n, const float *y, const float *dy, const float *dy2, float *dx) {
+    GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] + dy2[i] : 0.0f;
 }
 
 // one warp per (image, channel) row of hw values
@@ -51,6 +62,20 @@ void cuda_add(ops *o, size_t n, const float *a, const float *b, float *y) {
     (void)o;
     if (!n) return;
     k_add<<<cuda_blocks(n), CUDA_THREADS>>>(n, a, b, y);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_add_relu(ops *o, size_t n, const float *a, const float *b, float *y) {
+    (void)o;
+    if (!n) return;
+    k_add_relu<<<cuda_blocks(n), CUDA_THREADS>>>(n, a, b, y);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_relu_bwd_add(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx) {
+    (void)o;
+    if (!n) return;
+    k_relu_bwd_add<<<cuda_blocks(n), CUDA_THREADS>>>(n, y, dy, dy2, dx);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -72,10 +72,19 @@ void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *ga
                        const float *run_mean, const float *run_var, float *y);
 void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
                  const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+// the same with a fused ReLU: relu applies max(0, .) to y; ym (the forward's y) masks dy
+void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
+                          float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var);
+void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
+                          const float *run_mean, const float *run_var, float *y);
+void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, const float *dy, const float *gamma,
+                    const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
 void cuda_relu_fwd(ops *o, size_t n, const float *x, float *y);
 void cuda_relu_bwd(ops *o, size_t n, const float *y, const float *dy, float *dx);
 void cuda_add(ops *o, size_t n, const float *a, const float *b, float *y);
+void cuda_add_relu(ops *o, size_t n, const float *a, const float *b, float *y);
+void cuda_relu_bwd_add(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx);
 void cuda_gap_fwd(ops *o, int n, int c, int hw, const float *x, float *y);
 void cuda_gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx);
 

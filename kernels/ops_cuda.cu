@@ -33,6 +33,45 @@ static void mem_upload(ops *o, void *dst, const void *src, size_t bytes) { (void
 static void mem_download(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_to_host(dst, src, bytes); }
 static void mem_copy(ops *o, void *dst, const void *src, size_t bytes) { (void)o, cuda_copy(dst, src, bytes); }
 
+// ops.h's layout entries with block width 1: "nCHW1" is NCHW itself, so the model's fast path
+// (model.c fast_setup) runs on the plain kernels with its fusions: BN+ReLU in one kernel each
+// way (OPS_RELU), add+ReLU, and the ReLU backward that adds a gradient's two parts.
+static void conv_fwd_l(ops *o, const conv_desc *d, int flags, const float *x, const float *w, const float *b,
+                       float *y) {
+    (void)flags, cuda_conv_fwd(o, d, x, w, b, y);
+}
+static void conv_bwd_data_l(ops *o, const conv_desc *d, int flags, const float *dy, const float *w, float *dx) {
+    (void)flags, cuda_conv_bwd_data(o, d, dy, w, dx);
+}
+static void conv_bwd_filter_l(ops *o, const conv_desc *d, int flags, const float *x, const float *dy, float *dw,
+                              float *db) {
+    (void)flags, cuda_conv_bwd_filter(o, d, x, dy, dw, db);
+}
+static void bn_fwd_train_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
+                           float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+    cuda_bn_fwd_train_ex(o, d, flags & OPS_RELU, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+}
+static void bn_fwd_infer_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
+                           const float *run_mean, const float *run_var, float *y) {
+    cuda_bn_fwd_infer_ex(o, d, flags & OPS_RELU, x, gamma, beta, run_mean, run_var, y);
+}
+static void bn_bwd_l(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
+                     const float *gamma, const float *beta, const float *save_mean, const float *save_invstd,
+                     float *dx, float *dgamma, float *dbeta) {
+    (void)beta;
+    cuda_bn_bwd_ex(o, d, flags & OPS_RELU ? y : NULL, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+static void gap_fwd_l(ops *o, int flags, int n, int c, int hw, const float *x, float *y) {
+    (void)flags, cuda_gap_fwd(o, n, c, hw, x, y);
+}
+static void gap_bwd_l(ops *o, int flags, int n, int c, int hw, const float *dy, float *dx) {
+    (void)flags, cuda_gap_bwd(o, n, c, hw, dy, dx);
+}
+static void act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y) {
+    (void)o, (void)to_blocked;
+    if (x != y) cuda_copy(y, x, (size_t)n * (size_t)c * (size_t)hw * sizeof *x);
+}
+
 // ops.h set_precision: "fp32" (FMA convolutions only) or "tf32" (tensor cores allowed)
 static int set_precision(ops *o, const char *name) {
     int t = strcmp(name, "tf32") == 0 ? 1 : strcmp(name, "fp32") == 0 ? 0 : -1;
@@ -65,11 +104,23 @@ static ops ops_cuda = {
     .xent = cuda_xent,
     .allreduce = NULL,
     .allreduce_ctx = NULL,
+    .act_blk = 1,
+    .conv_fwd_l = conv_fwd_l,
+    .conv_bwd_data_l = conv_bwd_data_l,
+    .conv_bwd_filter_l = conv_bwd_filter_l,
+    .bn_fwd_train_l = bn_fwd_train_l,
+    .bn_fwd_infer_l = bn_fwd_infer_l,
+    .bn_bwd_l = bn_bwd_l,
+    .gap_fwd_l = gap_fwd_l,
+    .gap_bwd_l = gap_bwd_l,
+    .act_convert = act_convert,
     .mem_alloc = mem_alloc,
     .mem_free = mem_free,
     .mem_upload = mem_upload,
     .mem_download = mem_download,
     .mem_copy = mem_copy,
+    .add_relu = cuda_add_relu,
+    .relu_bwd_add = cuda_relu_bwd_add,
     .sgd_update = cuda_sgd_update,
     .adam_update = cuda_adam_update,
     .batch_fill = cuda_batch_fill,

@@ -387,6 +387,65 @@ TEST(bn_vs_ref) {
     for (size_t i = 0; i < sizeof bn_shapes / sizeof *bn_shapes; i++) bn_case(&bn_shapes[i]);
 }
 
+/* The fused BN+ReLU of the layout entries (act_blk 1: the layout is NCHW): the forward
+ * against ref's bn then relu, the backward (in place, dx = dy, as the model calls it) against
+ * ref's relu_bwd by the forward's output then bn_bwd; the same tolerances as bn_case. */
+static void bn_fused_case(const bn_shape *s) {
+    bn_desc d = {s->n, s->c, s->hw, 1e-5f, 0.1f};
+    size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c;
+    const int fl = OPS_BLK_IN | OPS_RELU;
+    char what[96];
+    snprintf(what, sizeof what, "bn+relu n%d c%d hw%d", s->n, s->c, s->hw);
+    float *x = rand_vec(nx, 0.5, 1.0), *dy = rand_vec(nx, 0, 1);
+    float *g = rand_vec(nc, 1.0, 0.3), *bt = rand_vec(nc, 0, 0.5);
+    float *rm = rand_vec(nc, 0, 1), *rv = rand_vec(nc, 2, 0.1), *rm0 = copy_vec(rm, nc), *rv0 = copy_vec(rv, nc);
+    float *y0 = fvec(nx), *m0 = fvec(nc), *is0 = fvec(nc);
+    float *gx = dup(x, nx), *gdy = dup(dy, nx), *gg = dup(g, nc), *gbt = dup(bt, nc), *grm = dup(rm, nc);
+    float *grv = dup(rv, nc), *gy = dpoison(nx), *gm = dpoison(nc), *gis = dpoison(nc);
+    G->bn_fwd_train_l(G, &d, fl, gx, gg, gbt, gy, gm, gis, grm, grv);
+    F->bn_fwd_train(F, &d, x, g, bt, y0, m0, is0, rm0, rv0);
+    F->relu_fwd(F, nx, y0, y0);
+    float *y1 = back(gy, nx), *rm1 = back(grm, nc);
+    CHECK_ERR(y1, y0, nx, BN_TOL, what);
+    CHECK_ERR(rm1, rm0, nc, BN_TOL, "bn+relu run_mean");
+    size_t zeros = 0;
+    for (size_t i = 0; i < nx; i++) zeros += y0[i] == 0.0f;
+    if (nx >= 4096)   /* the test means something: the ReLU masks a good part, not all */
+        CHECK(zeros > nx / 10 && zeros < nx - nx / 10, "%s: the ReLU masks %zu of %zu values", what, zeros, nx);
+
+    /* backward from the reference's y and statistics, in place as the model calls it */
+    float *dx0 = fvec(nx), *dg0 = fvec(nc), *db0 = fvec(nc), *dym = fvec(nx);
+    float *gy0 = dup(y0, nx), *gm0 = dup(m0, nc), *gis0 = dup(is0, nc), *gdg = dpoison(nc), *gdb = dpoison(nc);
+    G->bn_bwd_l(G, &d, fl, gx, gy0, gdy, gg, gbt, gm0, gis0, gdy, gdg, gdb);
+    F->relu_bwd(F, nx, y0, dy, dym);
+    F->bn_bwd(F, &d, x, dym, g, m0, is0, dx0, dg0, db0);
+    float *dx1 = back(gdy, nx), *dg1 = back(gdg, nc), *db1 = back(gdb, nc);
+    double scale = dx_scale(g, is0, nc, dym, nx), e = max_diff(dx1, dx0, nx);
+    CHECK(e <= BN_TOL * (scale + 1.0), "%s: bwd dx error %.3g (scale %.3g)", what, e, scale);
+    CHECK_ERR(dg1, dg0, nc, BN_TOL, "bn+relu dgamma");
+    CHECK_ERR(db1, db0, nc, BN_TOL, "bn+relu dbeta");
+
+    refill(gy, nx);
+    float *grm2 = dup(rm, nc), *grv2 = dup(rv, nc);
+    G->bn_fwd_infer_l(G, &d, fl, gx, gg, gbt, grm2, grv2, gy);
+    F->bn_fwd_infer(F, &d, x, g, bt, rm, rv, y0);
+    F->relu_fwd(F, nx, y0, y0);
+    float *y2 = back(gy, nx);
+    CHECK_ERR(y2, y0, nx, BN_TOL, "bn+relu infer");
+
+    float *gone[] = {gx, gdy, gg, gbt, grm, grv, gy, gm, gis, gy0, gm0, gis0, gdg, gdb, grm2, grv2};
+    for (size_t i = 0; i < sizeof gone / sizeof *gone; i++) cuda_free(gone[i]);
+    float *hone[] = {x, dy, g, bt, rm, rv, rm0, rv0, y0, m0, is0, y1, rm1, dx0, dg0, db0, dym, dx1, dg1, db1, y2};
+    for (size_t i = 0; i < sizeof hone / sizeof *hone; i++) free(hone[i]);
+}
+
+TEST(bn_fused_vs_ref) {
+    NEED_GPU();
+    CHECK(G->act_blk == 1 && G->bn_fwd_train_l && G->bn_bwd_l && G->bn_fwd_infer_l, "cuda's layout entries");
+    if (G->act_blk != 1 || !G->bn_fwd_train_l || !G->bn_bwd_l || !G->bn_fwd_infer_l) return;
+    for (size_t i = 0; i < sizeof bn_shapes / sizeof *bn_shapes; i++) bn_fused_case(&bn_shapes[i]);
+}
+
 /* Without running statistics or saved statistics (NULL pointers are allowed). */
 TEST(bn_null_stats) {
     NEED_GPU();
@@ -578,6 +637,23 @@ TEST(elementwise_vs_ref) {
         F->relu_fwd(F, n, y0, y0);
         free(y1), y1 = back(ga, n);
         CHECK(same(y1, y0, n), "in-place relu n=%zu differs", n);
+        /* the fused pair against its composition: add_relu in place (y == a), relu_bwd_add
+         * by that y with dx == dy */
+        float *c = rand_vec(n, 0, 1), *r0 = fvec(n), *r1;
+        float *gc = dup(c, n);
+        cuda_to_device(ga, a, n * 4);
+        G->add_relu(G, n, ga, gb, ga);
+        F->add(F, n, a, b, r0);
+        F->relu_fwd(F, n, r0, r0);
+        r1 = back(ga, n);
+        CHECK(same(r1, r0, n), "add_relu n=%zu differs", n);
+        G->relu_bwd_add(G, n, ga, gb, gc, gb);
+        F->add(F, n, b, c, y0);
+        F->relu_bwd(F, n, r0, y0, y0);
+        free(r1), r1 = back(gb, n);
+        CHECK(same(r1, y0, n), "relu_bwd_add n=%zu differs", n);
+        cuda_free(gc);
+        free(c), free(r0), free(r1);
         cuda_free(ga), cuda_free(gb), cuda_free(gy);
         free(a), free(b), free(y0), free(y1);
     }
@@ -839,7 +915,9 @@ TEST(backend) {
     int missing = !o->conv_fwd + !o->conv_bwd_data + !o->conv_bwd_filter + !o->bn_fwd_train + !o->bn_fwd_infer +
                   !o->bn_bwd + !o->relu_fwd + !o->relu_bwd + !o->add + !o->gap_fwd + !o->gap_bwd + !o->linear_fwd +
                   !o->linear_bwd_data + !o->linear_bwd_filter + !o->xent + !o->sgd_update + !o->adam_update +
-                  !o->batch_fill + !o->sync + !o->set_precision;
+                  !o->batch_fill + !o->sync + !o->set_precision + !o->add_relu + !o->relu_bwd_add + !o->conv_fwd_l +
+                  !o->conv_bwd_data_l + !o->conv_bwd_filter_l + !o->bn_fwd_train_l + !o->bn_fwd_infer_l + !o->bn_bwd_l +
+                  !o->gap_fwd_l + !o->gap_bwd_l + !o->act_convert + (o->act_blk != 1);
     CHECK(missing == 0, "%d ops missing from the cuda table", missing);
     CHECK(o->allreduce == NULL, "allreduce is set in a single process");
 #endif
@@ -868,6 +946,7 @@ int main(void) {
     RUN(conv_tf32);
     RUN(conv_nan_inf);
     RUN(bn_vs_ref);
+    RUN(bn_fused_vs_ref);
     RUN(bn_null_stats);
     RUN(bn_deterministic);
     RUN(bn_nan);

@@ -18,9 +18,11 @@
  * - A checkpoint moves between devices: 1 epoch on cuda then --resume for 1 on cpu equals
  *   2 epochs on cpu within TRAIN_TOL (the format is the same whichever device wrote it).
  * - Batches and optimizer steps in GPU memory (kernels/cuda_train.cu, the default) give the
- *   same bits as with both on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0): SGD with
- *   momentum and Adam, crop + flip and the seed's brightness, all parameters and random-k
- *   (masked updates). Same process, so cuDNN's algorithm choices are the same. */
+ *   same bits as with both on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0), and the fused
+ *   BN+ReLU / add+ReLU kernels (the default) the same bits as the separate ones (BN_FAST=0):
+ *   SGD with momentum and Adam, crop + flip and the seed's brightness, all parameters,
+ *   random-k (masked updates) and BN only. Same process, so cuDNN's algorithm choices are
+ *   the same. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,10 +111,13 @@ TEST(loop_cuda_vs_cpu) {
     ds_free(&d), ds_free(&t);
 }
 
-/* ResNet-8 for 2 epochs on the GPU with kernels/cuda_train.cu's work on the device or on the host */
-static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, aug_kind aug, int on_host) {
+/* ResNet-8 for 2 epochs on the GPU; on_host: kernels/cuda_train.cu's work on the host;
+ * unfused: BN_FAST=0 (no layout entries: BN, ReLU and add as separate kernels) */
+static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, aug_kind aug, int on_host,
+                           int unfused) {
     setenv("BN_DEVICE_DATA", on_host ? "0" : "1", 1);
     setenv("BN_DEVICE_OPTIM", on_host ? "0" : "1", 1);
+    setenv("BN_FAST", unfused ? "0" : "1", 1);
     checkpoint *c = ck_clone(init);
     train_cfg cfg;
     train_cfg_defaults(&cfg);
@@ -123,7 +128,7 @@ static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, a
     norm_compute(d, &cfg.norm, err);
     int rc = train_run(c, G, d, &cfg, NULL, false, err);
     CHECK(rc == TRAIN_DONE, "train_run (work on the %s): %s", on_host ? "host" : "device", err);
-    unsetenv("BN_DEVICE_DATA"), unsetenv("BN_DEVICE_OPTIM");
+    unsetenv("BN_DEVICE_DATA"), unsetenv("BN_DEVICE_OPTIM"), unsetenv("BN_FAST");
     return c;
 }
 
@@ -139,17 +144,22 @@ TEST(device_work_same_bits) {
             CHECK(0, "init: %s", err);
             return;
         }
-        checkpoint *a = dev_run(init, &d, cases[k].adam, cases[k].aug, 0);
-        checkpoint *b = dev_run(init, &d, cases[k].adam, cases[k].aug, 1);
-        int diff = a->nt != b->nt;
-        for (int i = 0; !diff && i < a->nt; i++)
-            if (memcmp(a->t[i].data, b->t[i].data, a->t[i].numel * dtype_size(a->t[i].dtype))) {
-                printf("  %s: %s differs\n", cases[k].regime, a->t[i].name);
-                diff = 1;
-            }
-        CHECK(!diff, "%s %s: device-side batches and optimizer differ from host-side ones", cases[k].regime,
-              cases[k].adam ? "adam" : "sgd");
-        ck_free(init), ck_free(a), ck_free(b);
+        checkpoint *a = dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 0);
+        checkpoint *b[2] = {dev_run(init, &d, cases[k].adam, cases[k].aug, 1, 0),
+                            dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 1)};
+        static const char *const other[2] = {"batches and optimizer on the host", "unfused BN, ReLU and add"};
+        for (int j = 0; j < 2; j++) {
+            int diff = a->nt != b[j]->nt;
+            for (int i = 0; !diff && i < a->nt; i++)
+                if (memcmp(a->t[i].data, b[j]->t[i].data, a->t[i].numel * dtype_size(a->t[i].dtype))) {
+                    printf("  %s: %s differs\n", cases[k].regime, a->t[i].name);
+                    diff = 1;
+                }
+            CHECK(!diff, "%s %s: the default (fused, work on the device) differs from %s", cases[k].regime,
+                  cases[k].adam ? "adam" : "sgd", other[j]);
+            ck_free(b[j]);
+        }
+        ck_free(init), ck_free(a);
     }
     ds_free(&d);
 }

@@ -146,11 +146,76 @@ static ops devref = {
     .mem_copy = d_copy,
 };
 /* devref that also builds batches and takes optimizer steps in its memory, as cuda does */
-static ops devfull;
+static ops devfull, devfast;
+
+/* The layout entries at block width 1 (nCHW1 is NCHW), as the cuda backend has them, so that
+ * the model takes its fast path (fused BN+ReLU, add+ReLU, ReLU backward + add): here each is
+ * the composition of the plain ops it fuses, so the results must be ref's bits. */
+static size_t bn_numel(const bn_desc *d) { return (size_t)d->n * (size_t)d->c * (size_t)d->hw; }
+static void conv_fwd_1(ops *o, const conv_desc *d, int fl, const float *x, const float *w, const float *b, float *y) {
+    (void)fl, conv_fwd(o, d, x, w, b, y);
+}
+static void conv_bwd_data_1(ops *o, const conv_desc *d, int fl, const float *dy, const float *w, float *dx) {
+    (void)fl, conv_bwd_data(o, d, dy, w, dx);
+}
+static void conv_bwd_filter_1(ops *o, const conv_desc *d, int fl, const float *x, const float *dy, float *dw,
+                              float *db) {
+    (void)fl, conv_bwd_filter(o, d, x, dy, dw, db);
+}
+static void bn_fwd_train_1(ops *o, const bn_desc *d, int fl, const float *x, const float *g, const float *b, float *y,
+                           float *sm, float *si, float *rm, float *rv) {
+    bn_fwd_train(o, d, x, g, b, y, sm, si, rm, rv);
+    if (fl & OPS_RELU) relu_fwd(o, bn_numel(d), y, y);
+}
+static void bn_fwd_infer_1(ops *o, const bn_desc *d, int fl, const float *x, const float *g, const float *b,
+                           const float *rm, const float *rv, float *y) {
+    bn_fwd_infer(o, d, x, g, b, rm, rv, y);
+    if (fl & OPS_RELU) relu_fwd(o, bn_numel(d), y, y);
+}
+static void bn_bwd_1(ops *o, const bn_desc *d, int fl, const float *x, const float *y, const float *dy,
+                     const float *g, const float *b, const float *sm, const float *si, float *dx, float *dg,
+                     float *db) {
+    (void)b;
+    if (!(fl & OPS_RELU)) {
+        bn_bwd(o, d, x, dy, g, sm, si, dx, dg, db);
+        return;
+    }
+    float *t = d_alloc(o, bn_numel(d) * sizeof *t);   /* the masked dy (dx may be dy or NULL) */
+    relu_bwd(o, bn_numel(d), y, dy, t);
+    bn_bwd(o, d, x, t, g, sm, si, dx, dg, db);
+    d_free(o, t);
+}
+static void gap_fwd_1(ops *o, int fl, int n, int c, int hw, const float *x, float *y) {
+    (void)fl, gap_fwd(o, n, c, hw, x, y);
+}
+static void gap_bwd_1(ops *o, int fl, int n, int c, int hw, const float *dy, float *dx) {
+    (void)fl, gap_bwd(o, n, c, hw, dy, dx);
+}
+static void act_convert_1(ops *o, int to, int n, int c, int hw, const float *x, float *y) {
+    (void)to;
+    if (x != y) d_copy(o, y, x, (size_t)n * c * hw * sizeof *x);
+}
+static void add_relu_1(ops *o, size_t n, const float *a, const float *b, float *y) {
+    add(o, n, a, b, y);
+    relu_fwd(o, n, y, y);
+}
+static void relu_bwd_add_1(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx) {
+    add(o, n, dy, dy2, dx);
+    relu_bwd(o, n, y, dx, dx);
+}
+
 static void make_devfull(void) {
     devfull = devref;
     devfull.name = "devfull";
     devfull.sgd_update = sgd_upd, devfull.adam_update = adam_upd, devfull.batch_fill = bfill;
+    devfast = devfull;
+    devfast.name = "devfast";
+    devfast.act_blk = 1;
+    devfast.conv_fwd_l = conv_fwd_1, devfast.conv_bwd_data_l = conv_bwd_data_1;
+    devfast.conv_bwd_filter_l = conv_bwd_filter_1, devfast.bn_fwd_train_l = bn_fwd_train_1;
+    devfast.bn_fwd_infer_l = bn_fwd_infer_1, devfast.bn_bwd_l = bn_bwd_1, devfast.gap_fwd_l = gap_fwd_1;
+    devfast.gap_bwd_l = gap_bwd_1, devfast.act_convert = act_convert_1, devfast.add_relu = add_relu_1;
+    devfast.relu_bwd_add = relu_bwd_add_1;
 }
 
 /* ---- data ----------------------------------------------------------------------------------- */
@@ -191,8 +256,8 @@ static int same_tensors(const checkpoint *a, const checkpoint *b, const char *wh
  * only and random-k (masked updates). */
 static void loop_case(const char *arch, int depth, const char *regime, int opt_adam) {
     dataset d = make_ds(40, 4, false), t = make_ds(12, 5, false);
-    enum { NB = 3 };
-    ops *be[NB] = {&ops_ref, &devref, &devfull};
+    enum { NB = 4 };
+    ops *be[NB] = {&ops_ref, &devref, &devfull, &devfast};
     checkpoint *c[NB];
     char logs[NB][2048];
     FILE *stream[NB];
@@ -337,16 +402,18 @@ TEST(model_api_matches_ref) {
     dataset d = make_ds(N, 6, false);
     float *x = malloc(N * 3072 * sizeof *x);
     for (size_t i = 0; i < N * 3072; i++) x[i] = d.pixels[i] / 255.0f - 0.5f;
-    checkpoint *c[2];
-    model *m[2];
+    enum { NB = 3 };
+    ops *be[NB] = {&ops_ref, &devref, &devfast};
+    checkpoint *c[NB];
+    model *m[NB];
     char err[256];
-    double loss[2][3];
-    int ok[2];
-    float *logit[2], *act[2], *grad[2];
+    double loss[NB][3];
+    int ok[NB];
+    float *logit[NB], *act[NB], *grad[NB];
     size_t nl = N * 10, na = 0, ng = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < NB; k++) {
         c[k] = net("resnet", 8, "all");
-        m[k] = model_build(c[k], k ? &devref : &ops_ref, N, err);
+        m[k] = model_build(c[k], be[k], N, err);
         CHECK(m[k] != NULL, "model_build: %s", err);
         if (!m[k]) return;
         model_forward(m[k], x, N, false);
@@ -379,15 +446,18 @@ TEST(model_api_matches_ref) {
         loss[k][2] = model_loss_backward(m[k], d.labels, N, NULL, false);
         model_sync(m[k]);
     }
-    CHECK(loss[0][0] == loss[1][0] && ok[0] == ok[1], "eval loss %.9g vs %.9g", loss[0][0], loss[1][0]);
-    CHECK(memcmp(logit[0], logit[1], nl * sizeof(float)) == 0, "model_logits differ");
-    CHECK(memcmp(act[0], act[1], na * sizeof(float)) == 0, "model_activation differs");
-    CHECK(loss[0][1] == loss[1][1], "train loss %.9g vs %.9g", loss[0][1], loss[1][1]);
-    CHECK(memcmp(grad[0], grad[1], ng * sizeof(float)) == 0, "gradients (batch total 2N) differ");
-    CHECK(loss[0][2] == loss[1][2] && loss[0][2] != loss[0][0], "after model_upload_params: %.9g vs %.9g (before %.9g)",
-          loss[0][2], loss[1][2], loss[0][0]);
-    CHECK(same_tensors(c[0], c[1], "model api"), "running statistics after model_sync");
-    for (int k = 0; k < 2; k++) {
+    for (int k = 1; k < NB; k++) {
+        const char *b = be[k]->name;
+        CHECK(loss[0][0] == loss[k][0] && ok[0] == ok[k], "%s: eval loss %.9g vs %.9g", b, loss[0][0], loss[k][0]);
+        CHECK(memcmp(logit[0], logit[k], nl * sizeof(float)) == 0, "%s: model_logits differ", b);
+        CHECK(memcmp(act[0], act[k], na * sizeof(float)) == 0, "%s: model_activation differs", b);
+        CHECK(loss[0][1] == loss[k][1], "%s: train loss %.9g vs %.9g", b, loss[0][1], loss[k][1]);
+        CHECK(memcmp(grad[0], grad[k], ng * sizeof(float)) == 0, "%s: gradients (batch total 2N) differ", b);
+        CHECK(loss[0][2] == loss[k][2] && loss[0][2] != loss[0][0],
+              "%s: after model_upload_params: %.9g vs %.9g (before %.9g)", b, loss[0][2], loss[k][2], loss[0][0]);
+        CHECK(same_tensors(c[0], c[k], "model api"), "%s: running statistics after model_sync", b);
+    }
+    for (int k = 0; k < NB; k++) {
         model_free(m[k]);
         ck_free(c[k]);
         free(logit[k]), free(act[k]), free(grad[k]);
@@ -403,6 +473,8 @@ TEST(steps_match_ref) {
     double e = compare_training(&ops_ref, &devref, "resnet", 8, 4, "all", 6, 3, 0.05f, 0.0, "resnet-8 all");
     e += compare_training(&ops_ref, &devref, "resnet", 8, 4, "bn", 6, 3, 0.05f, 0.0, "resnet-8 bn");
     e += compare_training(&ops_ref, &devref, "bottleneck", 11, 4, "bn+output", 6, 3, 0.05f, 0.0, "bottleneck-11 bn+output");
+    e += compare_training(&ops_ref, &devfast, "resnet", 8, 4, "all", 6, 3, 0.05f, 0.0, "resnet-8 all, devfast");
+    e += compare_training(&ops_ref, &devfast, "bottleneck", 11, 4, "bn", 6, 3, 0.05f, 0.0, "bottleneck-11 bn, devfast");
     CHECK(e == 0.0, "differences %g", e);
 }
 
