@@ -48,6 +48,11 @@ expect_err "train --schedule bad" 2 "schedule" net-train "$T/init.ck" --train "$
 expect_err "train --augment bad" 2 "augment" net-train "$T/init.ck" --train "$T/syn.ds" --augment mixup
 expect_err "train --recipe bad" 2 "recipe" net-train "$T/init.ck" --train "$T/syn.ds" --recipe fast
 expect_err "train --device bad" 2 "device" net-train "$T/init.ck" --train "$T/syn.ds" --device tpu
+expect_err "train --precision bad" 2 "precision" net-train "$T/init.ck" --train "$T/syn.ds" --precision bf16
+expect_err "train --precision tf32 on the cpu" 1 "tf32 needs --device cuda" net-train "$T/init.ck" --train "$T/syn.ds" \
+  --device cpu --precision tf32 -o "$T/x.ck"
+expect_err "eval --precision tf32 on ref" 1 "tf32 needs --device cuda" net-eval --device ref --precision tf32 \
+  "$T/init.ck" "$T/syn.ds"
 expect_err "train --lr junk" 2 "lr" net-train "$T/init.ck" --train "$T/syn.ds" --lr 0.1x
 expect_err "train --milestones junk" 2 "milestones" net-train "$T/init.ck" --train "$T/syn.ds" --milestones 80,x
 expect_err "train --mean without --std" 2 "std" net-train "$T/init.ck" --train "$T/syn.ds" --mean 0.5,0.5,0.5 -o "$T/x.ck"
@@ -76,6 +81,7 @@ if have_pymsgpack; then
   check "--every 0: only the last" test "$(sections "$T/e0.ck")" -eq 1
   check "checkpoint records the schedule" test "$(state "$T/a.ck" schedule)" = cosine
   check "checkpoint records meanstd" test "$(state "$T/a.ck" normalize)" = meanstd
+  check "checkpoint records precision fp32" test "$(state "$T/a.ck" precision)" = fp32
   check "checkpoint epoch 3 step 15" test "$(state "$T/a.ck" epoch),$(state "$T/a.ck" step)" = "3,15"
 else
   t_skip "checkpoint counts" "python3-msgpack missing"
