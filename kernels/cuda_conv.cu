@@ -8,9 +8,11 @@
 // BN_CUDNN_FIND=0 cuDNN's heuristics (cudnnGet*_v7) order the candidates instead, and no
 // timing runs. When nothing qualifies, the deterministic GEMM-based algorithm of that
 // direction. Every descriptor has math type CUDNN_FMA_MATH, except in the "tf32" mode
-// (ops.h set_precision): CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores for
-// float data (as PyTorch's allow_tf32 does), and tensor-op candidates are then accepted.
-// The workspace is one buffer
+// (ops.h set_precision): candidates are searched under CUDNN_DEFAULT_MATH, which lets cuDNN
+// use TF32 tensor cores for float data (as PyTorch's allow_tf32 does), tensor-op candidates
+// are accepted, and each direction runs with its candidate's math type (set on the shared
+// descriptor before each call, as PyTorch does); fp16 conversion
+// (TENSOR_OP_MATH_ALLOW_CONVERSION) never. The workspace is one buffer
 // grown as needed (cuda_ctx_workspace). BN_CUDA_VERBOSE=1 prints each choice.
 //
 // Zero-sized shapes (no batch, no output pixels, no input channels) never reach cuDNN,
@@ -67,12 +69,19 @@ static conv_entry *entry_for(cuda_ctx *c, const conv_desc *d) {
 
 // The first candidate (fastest first) that ran, needs no tensor cores (unless tf32) and
 // little enough workspace, preferring a deterministic one; -1 when none qualifies.
+// The math type a direction runs with: FMA only in fp32 mode; in tf32 mode the chosen
+// candidate's (cuDNN timed it with that math type), or the default math.
+template <typename Perf> static cudnnMathType_t math_of(const cuda_ctx *c, const Perf *p, int i) {
+    if (!c->tf32) return CUDNN_FMA_MATH;
+    return i >= 0 ? p[i].mathType : CUDNN_DEFAULT_MATH;
+}
 template <typename Perf> static int pick(const Perf *p, int n, int tf32) {
     int best = -1;
     for (int i = 0; i < n; i++) {
         if (p[i].status != CUDNN_STATUS_SUCCESS || p[i].memory > WS_LIMIT) continue;
-        if (!tf32 && (p[i].mathType == CUDNN_TENSOR_OP_MATH || p[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-            continue;
+        // ALLOW_CONVERSION means converting to fp16: never; tensor-op math only in tf32 mode
+        if (p[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+        if (!tf32 && p[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
         if (p[i].determinism == CUDNN_DETERMINISTIC) return i;
         if (best < 0) best = i;
     }
@@ -81,11 +90,17 @@ template <typename Perf> static int pick(const Perf *p, int n, int tf32) {
 
 template <typename Perf> static void report(const conv_desc *d, const char *dir, const Perf *p, int i, int algo,
                                             size_t ws) {
-    fprintf(stderr, "cuda: conv n%d %d->%d %dx%d k%d s%d p%d %s: algo %d%s, workspace %zu bytes", d->n, d->cin,
+    fprintf(stderr, "cuda: conv n%d %d->%d %dx%d k%d s%d p%d %s: algo %d%s%s, workspace %zu bytes", d->n, d->cin,
             d->cout, d->h, d->w, d->k, d->stride, d->pad, dir, algo,
-            i >= 0 && p[i].determinism != CUDNN_DETERMINISTIC ? " (non-deterministic)" : "", ws);
+            i >= 0 && p[i].determinism != CUDNN_DETERMINISTIC ? " (non-deterministic)" : "",
+            i >= 0 && p[i].mathType == CUDNN_TENSOR_OP_MATH ? " (tensor-op math)" : "", ws);
     if (i >= 0 && p[i].time >= 0) fprintf(stderr, ", %.4f ms", p[i].time);
     fprintf(stderr, "%s\n", i < 0 ? " (fallback)" : "");
+}
+
+// the math type the candidates are searched with (a direction chosen before may have left another)
+static void search_math(const cuda_ctx *c, conv_entry *e) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
 }
 
 void cuda_conv_cache_clear(cuda_ctx *c) {
@@ -101,6 +116,7 @@ void cuda_conv_cache_clear(cuda_ctx *c) {
 }
 
 static void choose_fwd(cuda_ctx *c, conv_entry *e) {
+    search_math(c, e);
     cudnnConvolutionFwdAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
     cudnnStatus_t s = CUDNN_STATUS_NOT_SUPPORTED;
@@ -111,12 +127,15 @@ static void choose_fwd(cuda_ctx *c, conv_entry *e) {
     }
     int i = pick(p, n, c->tf32);
     e->fwd = i >= 0 ? p[i].algo : CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+    e->fwd_math = math_of(c, p, i);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->fwd_math));
     CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(c->dnn, e->x, e->w, e->conv, e->y, e->fwd, &e->fwd_ws));
     e->have_fwd = 1;
     if (c->verbose) report(&e->key, "fwd", p, i, (int)e->fwd, e->fwd_ws);
 }
 
 static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
+    search_math(c, e);
     cudnnConvolutionBwdDataAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
     cudnnStatus_t s = CUDNN_STATUS_NOT_SUPPORTED;
@@ -128,6 +147,8 @@ static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
     }
     int i = pick(p, n, c->tf32);
     e->bwd_data = i >= 0 ? p[i].algo : CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+    e->bwd_data_math = math_of(c, p, i);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_data_math));
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, e->w, e->y, e->conv, e->x, e->bwd_data,
                                                              &e->bwd_data_ws));
     e->have_bwd_data = 1;
@@ -135,6 +156,7 @@ static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
 }
 
 static void choose_bwd_filter(cuda_ctx *c, conv_entry *e) {
+    search_math(c, e);
     cudnnConvolutionBwdFilterAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
     cudnnStatus_t s = CUDNN_STATUS_NOT_SUPPORTED;
@@ -147,6 +169,8 @@ static void choose_bwd_filter(cuda_ctx *c, conv_entry *e) {
     }
     int i = pick(p, n, c->tf32);
     e->bwd_filter = i >= 0 ? p[i].algo : CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+    e->bwd_filter_math = math_of(c, p, i);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_filter_math));
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, e->x, e->y, e->conv, e->w, e->bwd_filter,
                                                                &e->bwd_filter_ws));
     e->have_bwd_filter = 1;
@@ -196,6 +220,7 @@ void cuda_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, c
     }
     conv_entry *e = entry_for(c, d);
     if (!e->have_fwd) choose_fwd(c, e);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->fwd_math));   // one descriptor serves three directions
     void *ws = cuda_ctx_workspace(c, e->fwd_ws);
     CUDNN_CHECK(cudnnConvolutionForward(c->dnn, &one, e->x, x, e->w, w, e->conv, e->fwd, ws, e->fwd_ws, &zero, e->y, y));
     if (b) CUDNN_CHECK(cudnnAddTensor(c->dnn, &one, e->bias, b, &one, e->y, y));
@@ -211,6 +236,7 @@ void cuda_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float
     }
     conv_entry *e = entry_for(c, d);
     if (!e->have_bwd_data) choose_bwd_data(c, e);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_data_math));
     void *ws = cuda_ctx_workspace(c, e->bwd_data_ws);
     CUDNN_CHECK(cudnnConvolutionBackwardData(c->dnn, &one, e->w, w, e->y, dy, e->conv, e->bwd_data, ws, e->bwd_data_ws,
                                              &zero, e->x, dx));
@@ -233,6 +259,7 @@ void cuda_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const floa
     }
     conv_entry *e = entry_for(c, d);
     if (!e->have_bwd_filter) choose_bwd_filter(c, e);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_filter_math));
     void *ws = cuda_ctx_workspace(c, e->bwd_filter_ws);
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, e->x, x, e->y, dy, e->conv, e->bwd_filter, ws,
                                                e->bwd_filter_ws, &zero, e->w, dw));

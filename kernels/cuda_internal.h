@@ -31,6 +31,7 @@ typedef struct conv_entry {
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;   // set on the descriptor before each call
 } conv_entry;
 
 typedef struct cuda_ctx {

@@ -72,32 +72,35 @@ void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, cons
 
 // ---- batch assembly (lib/augment.c batch_fill_raw) -----------------------------------------
 
-struct norm_arg {           // by value: 256 bytes of kernel parameters
+struct norm_arg {           // by value: 264 bytes of kernel parameters
     int on;
     double mean[AUG_NORM_MAXC], inv[AUG_NORM_MAXC];
 };
 
-// one thread per output value x[i][c][y][xx]
-__global__ void k_batch_fill(size_t total, float *x, const uint8_t *pixels, int C, int H, int W,
-                             const uint32_t *idx, const aug_param *par, int bright, norm_arg nm) {
-    const size_t hw = (size_t)H * W, img = (size_t)C * hw;
-    GRID_STRIDE(e, total) {
-        size_t i = e / img, r = e % img;
-        int c = (int)(r / hw), y = (int)(r % hw / W), xx = (int)(r % W);
+// image i in blockIdx.y (strided past 65535), its values r = (c*H + y)*W + xx in x: 32-bit
+// index arithmetic within an image (at most 64 MiB of values, dataset.c)
+__global__ void k_batch_fill(int n, float *x, const uint8_t *pixels, int C, int H, int W, const uint32_t *idx,
+                             const aug_param *par, int bright, norm_arg nm) {
+    const int hw = H * W, img = C * hw;
+    for (int i = blockIdx.y; i < n; i += gridDim.y) {
+        const uint8_t *src = pixels + (size_t)idx[i] * (size_t)img;
+        float *dst = x + (size_t)i * (size_t)img;
         int dy = AUG_PAD, dx = AUG_PAD, flip = 0;
         float delta = 0.0f;
         if (par) dy = par[i].dy, dx = par[i].dx, flip = par[i].flip, delta = par[i].delta;
-        int sy = y + dy - AUG_PAD, sx = (flip ? W - 1 - xx : xx) + dx - AUG_PAD;
-        float v = 0.0f;
-        if (sy >= 0 && sy < H && sx >= 0 && sx < W)
-            v = __fdiv_rn((float)pixels[(size_t)idx[i] * img + ((size_t)c * H + sy) * W + sx], 255.0f);
-        if (bright) {
-            v = __fadd_rn(v, delta);
-            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < img; r += gridDim.x * blockDim.x) {
+            int c = r / hw, y = r % hw / W, xx = r % W;
+            int sy = y + dy - AUG_PAD, sx = (flip ? W - 1 - xx : xx) + dx - AUG_PAD;
+            float v = 0.0f;
+            if (sy >= 0 && sy < H && sx >= 0 && sx < W) v = __fdiv_rn((float)src[(c * H + sy) * W + sx], 255.0f);
+            if (bright) {
+                v = __fadd_rn(v, delta);
+                v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            }
+            bool nc = nm.on && c < AUG_NORM_MAXC;
+            double mc = nc ? nm.mean[c] : 0.0, ic = nc ? nm.inv[c] : 1.0;
+            dst[r] = __double2float_rn(__dmul_rn(__dsub_rn((double)v, mc), ic));
         }
-        bool nc = nm.on && c < AUG_NORM_MAXC;
-        double mc = nc ? nm.mean[c] : 0.0, ic = nc ? nm.inv[c] : 1.0;
-        x[e] = __double2float_rn(__dmul_rn(__dsub_rn((double)v, mc), ic));
     }
 }
 
@@ -118,9 +121,11 @@ void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int 
         nm.mean[k] = have ? mean[k] : 0.0;
         nm.inv[k] = have ? inv[k] : 1.0;
     }
-    size_t total = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
-    if (total) {
-        k_batch_fill<<<cuda_blocks(total), CUDA_THREADS>>>(total, x, pixels, c, h, w, idx, par, bright ? 1 : 0, nm);
+    size_t img = (size_t)c * (size_t)h * (size_t)w;
+    if (img) {
+        unsigned bx = (unsigned)((img + CUDA_THREADS - 1) / CUDA_THREADS), by = n < 65535 ? (unsigned)n : 65535u;
+        if (bx > 1024) bx = 1024;
+        k_batch_fill<<<dim3(bx, by), CUDA_THREADS>>>(n, x, pixels, c, h, w, idx, par, bright ? 1 : 0, nm);
         CUDA_LAUNCH_CHECK();
     }
     if (labels) {

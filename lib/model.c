@@ -28,15 +28,18 @@
  * the checkpoint's own arrays, updated in place. A backend with ops.h's mem_* entries (cuda)
  * gets everything an op reads or writes in its own memory (tensor_alloc): activations,
  * gradients, BN statistics, the input batch and labels, and a copy of each bound checkpoint
- * tensor. The host side then holds the checkpoint (the optimizer updates it there) and a
- * host copy of each gradient; model_loss_backward downloads the gradients,
- * model_upload_params sends the updated parameters back, model_sync brings the BN running
- * statistics home before a checkpoint is written. Nothing on the host dereferences backend
- * memory (tests/test_devmem.c checks that with a backend whose pointers fault on the host).
+ * tensor. The host side then holds the checkpoint and a host copy of each gradient, which
+ * model_grad downloads when asked. With the host optimizer, model_upload_params sends the
+ * updated parameters back; with the backend's (optim.c optim_step_backend, through
+ * model_bind_state / model_dparam_get) parameters and optimizer state stay there and
+ * model_sync brings them home, with the BN running statistics, before a checkpoint is
+ * written. The training set can live there too (model_data_attach: batches built by the
+ * backend's batch_fill). Nothing on the host dereferences backend memory
+ * (tests/test_devmem.c checks that with a backend whose pointers fault on the host).
  *
- * Fast path (backends with ops.h act_blk, the cpu one): activations in the backend's
- * blocked layout and BN+ReLU fused (fast_setup); BN_PROFILE=1|cpu times every layer
- * (prof_print, at model_free). */
+ * Fast path (backends with ops.h act_blk: cpu, and cuda at block width 1): activations in
+ * the backend's blocked layout and BN+ReLU, add+ReLU fused (fast_setup); BN_PROFILE=1|cpu
+ * times every layer (prof_print, at model_free). */
 #include "model.h"
 
 #include <math.h>
@@ -648,10 +651,10 @@ static double conv_flops(const model *m, const layer *l, int dir) {
 
 /* Bytes one image must move through memory-bound layer l in direction dir (0 forward, 1
  * backward): each tensor the op reads or writes, once (fp32): BN forward x, y; backward x,
- * dy, dx; ReLU x, y / y, dy, dx (a ReLU whose gradient comes in two parts reads one more);
- * add a, b, y (its backward hands dy on: nothing); pooling
- * x / dx. 0 for convolutions and the linear layer (counted in flops). A real kernel moves at
- * least this much, so bytes / time is a lower bound on its bandwidth. */
+ * dy, dx; ReLU x, y / y, dy, dx; add a, b, y (its backward hands dy on: nothing); pooling
+ * x / dx. 0 for convolutions and the linear layer (counted in flops). Left out: the y a
+ * fused BN backward reads for its mask, the second part a ReLU's gradient may come in. A
+ * real kernel moves at least this much, so bytes / time is a lower bound on its bandwidth. */
 static double layer_bytes(const model *m, const layer *l, int dir) {
     const value *x = &m->v[l->in];
     double e = 4.0 * x->c * x->h * x->w;
@@ -1340,11 +1343,29 @@ int model_bind_state(model *m, int i, float *s1, float *s2) {
     return 0;
 }
 
+void model_unbind_state(model *m) {
+    for (int i = 0; m->dev && i < m->np; i++) {
+        mparam *p = &m->P[i];
+        for (int k = 0; k < 2; k++) {
+            for (int j = 0; p->dstate[k] && j < m->nb; j++)
+                if (m->B[j].dev == p->dstate[k]) {
+                    tensor_free(m, m->B[j].dev);
+                    m->B[j] = m->B[--m->nb];
+                    break;
+                }
+            p->dstate[k] = NULL;
+        }
+        if (p->dmask) m->o->mem_free(m->o, p->dmask), p->dmask = NULL;
+    }
+}
+
 void model_dparam_get(model *m, int i, model_dparam *out) {
     mparam *p = &m->P[i];
     *out = (model_dparam){p->dptr, p->grad, p->dstate[0], p->dstate[1], p->dmask, p->numel};
     m->params_moved = true;
 }
+
+bool model_is_fast(const model *m) { return m->fast; }
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
 

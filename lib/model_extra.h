@@ -45,6 +45,11 @@ typedef struct model_dparam {
 } model_dparam;
 ops *model_backend(const model *m);
 int model_bind_state(model *m, int i, float *s1, float *s2);
+/* Undoes every model_bind_state (frees the copies: model_sync then leaves the host's state
+ * alone), for a caller that falls back to the host optimizer. */
+void model_unbind_state(model *m);
+/* Whether the model runs the backend's fast path (layout entries, fused BN+ReLU). */
+bool model_is_fast(const model *m);
 void model_dparam_get(model *m, int i, model_dparam *out);
 /* Bytes the model holds now: activations, gradients of trainable tensors and of values
  * (the gradient pool grows to its peak during the first backward pass), BN statistics. */

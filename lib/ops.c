@@ -46,6 +46,10 @@ int ops_set_precision(ops *o, const char *name, const char **why) {
     const char *unused;
     if (!why) why = &unused;
     *why = NULL;
+    if (!name) {
+        *why = "no precision named";
+        return -1;
+    }
     if (o->set_precision) {
         if (o->set_precision(o, name) == 0) return 0;
     } else if (name && strcmp(name, "fp32") == 0) {

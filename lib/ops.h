@@ -28,9 +28,9 @@ typedef struct conv_desc {
 } conv_desc;
 void conv_desc_init(conv_desc *d, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
 
-/* One image's augmentation (augment.h draws them): the corner of the 32x32 crop in the
- * image zero-padded by AUG_PAD on every side (0..2*AUG_PAD each), a left-right mirror, and
- * a brightness delta. */
+/* One image's augmentation (augment.h draws them): the corner of the crop (the image's own
+ * h x w) in the image zero-padded by AUG_PAD on every side (0..2*AUG_PAD each), a
+ * left-right mirror, and a brightness delta. */
 #define AUG_PAD 4
 #define AUG_NORM_MAXC 16   /* batch_fill's mean/inv: channels 0..15 at most are normalised */
 typedef struct aug_param {
@@ -155,7 +155,7 @@ struct ops {
      * model and the loop do it on the host, as they always do with the host backends), so
      * that a training step moves nothing between host and backend but the loss. All array
      * pointers are backend pointers (mean and inv are host pointers). The host functions
-     * named define them, bit for bit:
+     * named define them, bit for bit (NaN payloads aside):
      *   sgd_update, adam_update: optim.h's, on one tensor of n elements (buf, m, v: its
      *     optimizer state; mask: uint8, NULL = every element);
      *   batch_fill: augment.h's batch_fill_raw: x[n,c,h,w] from the uint8 records

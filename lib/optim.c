@@ -134,7 +134,10 @@ bool optim_backend_prepare(checkpoint *ck, model *m, const optim_cfg *cfg) {
         if (cfg->kind == OPT_ADAM) s1 = state_of(ck, "opt.m/", p->name), s2 = state_of(ck, "opt.v/", p->name);
         else if (cfg->momentum != 0.0) s1 = state_of(ck, "opt.m/", p->name);
         bool missing = cfg->kind == OPT_ADAM ? !s1 || !s2 : cfg->momentum != 0.0 && !s1;
-        if (missing || model_bind_state(m, i, s1, s2)) return false;
+        if (missing || model_bind_state(m, i, s1, s2)) {
+            model_unbind_state(m);   /* else model_sync would bring stale copies home over the host's */
+            return false;
+        }
     }
     return true;
 }

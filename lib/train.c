@@ -446,6 +446,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     char why[256] = "";
     bool dev_optim = dp.P == 1 && env_on("BN_DEVICE_OPTIM") && optim_backend_prepare(ck, m, &cfg->opt);
     bool dev_data = model_backend(m) && o->batch_fill && env_on("BN_DEVICE_DATA") && !model_data_attach(m, train, why);
+    io->backend_data = dev_data, io->backend_optim = dev_optim, io->fast = model_is_fast(m);
     if (io->verbose && model_backend(m))
         fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s\n", cli_prog, o->name,
                 dev_data ? "there" : "on the host", *why ? ": " : "", why, dev_optim ? "backend" : "host");

@@ -62,6 +62,9 @@ typedef struct train_io {
     int sections;          /* out: checkpoints written */
     int64_t bad_epoch, bad_step;   /* out: where the loss became NaN/Inf */
     int stop_signal;       /* out: the signal that stopped the run */
+    /* out: the path the run took (a backend with memory of its own: batches built there,
+     * optimizer steps there; the model's fast path with its fusions) */
+    bool backend_data, backend_optim, fast;
 } train_io;
 
 enum { TRAIN_DONE = 0, TRAIN_NAN = 1, TRAIN_STOPPED = 2, TRAIN_ERROR = 3 };

@@ -126,8 +126,14 @@ static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, a
     if (adam) cfg.opt.kind = OPT_ADAM, cfg.sched.lr = 0.002;
     char err[256] = "";
     norm_compute(d, &cfg.norm, err);
-    int rc = train_run(c, G, d, &cfg, NULL, false, err);
+    train_io io = {0};
+    int rc = train_run(c, G, d, &cfg, &io, false, err);
     CHECK(rc == TRAIN_DONE, "train_run (work on the %s): %s", on_host ? "host" : "device", err);
+    /* the comparison means something only if each run took the path it was meant to */
+    CHECK(io.backend_data == !on_host && io.backend_optim == !on_host && io.fast == !unfused,
+          "path taken: batches %s, optimizer %s, %s (wanted %s, %s)", io.backend_data ? "device" : "host",
+          io.backend_optim ? "device" : "host", io.fast ? "fused" : "unfused", on_host ? "host" : "device",
+          unfused ? "unfused" : "fused");
     unsetenv("BN_DEVICE_DATA"), unsetenv("BN_DEVICE_OPTIM"), unsetenv("BN_FAST");
     return c;
 }

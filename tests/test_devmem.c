@@ -12,6 +12,7 @@
  * a checkpoint is written) makes its results differ from ops_ref's. With the same ops in
  * the same order the two must agree bit for bit: checkpoints, losses, logits,
  * activations. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ static rng R;   /* testvec.h's generator (unused here) */
 
 #define WALL ((uintptr_t)1 << 62)
 static size_t live_allocs, uploads, downloads;
+static size_t alloc_calls, fail_at = SIZE_MAX;   /* mem_alloc number fail_at returns NULL */
 
 static void *in(const void *p) { return p ? (void *)((uintptr_t)p ^ WALL) : NULL; }   /* backend -> real */
 static void *out(void *p) { return p ? (void *)((uintptr_t)p ^ WALL) : NULL; }        /* real -> backend */
@@ -43,7 +45,7 @@ static void *out(void *p) { return p ? (void *)((uintptr_t)p ^ WALL) : NULL; }  
 
 static void *d_alloc(ops *o, size_t bytes) {
     (void)o;
-    if (!bytes) return NULL;
+    if (!bytes || alloc_calls++ == fail_at) return NULL;
     void *p = calloc(1, bytes);
     if (p) live_allocs++;
     return out(p);
@@ -344,8 +346,12 @@ static void count_run(ops *o, int batch, int epochs, size_t *up, size_t *down, c
     char err[256] = "";
     norm_compute(&d, &cfg.norm, err);
     size_t u0 = uploads, d0 = downloads;
-    int rc = train_run(c, o, &d, &cfg, NULL, false, err);
+    train_io io = {0};
+    int rc = train_run(c, o, &d, &cfg, &io, false, err);
     CHECK(rc == TRAIN_DONE, "%s batch %d: rc %d %s", o->name, batch, rc, err);
+    bool full = o->batch_fill != NULL;
+    CHECK(io.backend_data == full && io.backend_optim == full, "%s: batches %s, optimizer %s", o->name,
+          io.backend_data ? "there" : "host", io.backend_optim ? "there" : "host");
     *up = uploads - u0, *down = downloads - d0;
     *out = c;
     ds_free(&d);
@@ -363,6 +369,40 @@ TEST(steps_move_nothing) {
           hu[0], hu[1], hd[0], hd[1]);
     CHECK(same_tensors(c[0], c[2], "batch 8") && same_tensors(c[1], c[3], "batch 4"), "devfull vs devref");
     for (int k = 0; k < 4; k++) ck_free(c[k]);
+}
+
+/* The backend's memory runs out while the optimizer state is bound (the last state tensor):
+ * the run falls back to the host optimizer and must still end with ref's bits (the partly
+ * bound copies must not be brought home over the host's state by model_sync). */
+TEST(optim_bind_fails) {
+    dataset d = make_ds(24, 4, false);
+    train_cfg cfg;
+    train_cfg_defaults(&cfg);
+    cfg.epochs = 2, cfg.batch = 8, cfg.every = 1, cfg.seed = 5;
+    cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4, cfg.sched.lr = 0.05;
+    char err[256] = "";
+    norm_compute(&d, &cfg.norm, err);
+    checkpoint *a = net("resnet", 8, "all"), *b = net("resnet", 8, "all");
+    CHECK(train_run(a, &ops_ref, &d, &cfg, NULL, false, err) == TRAIN_DONE, "ref: %s", err);
+    /* the allocations of model_build, then one per momentum buffer */
+    checkpoint *probe = ck_clone(b);
+    optim_prepare(probe, &cfg.opt, true, err);
+    size_t a0 = alloc_calls;
+    model *m = model_build(probe, &devfull, cfg.batch, err);
+    size_t build = alloc_calls - a0;
+    int states = m ? model_nparams(m) : 0;
+    model_free(m), ck_free(probe);
+    size_t before = live_allocs;
+    fail_at = alloc_calls + build + (size_t)states - 1;
+    train_io io = {0};
+    int rc = train_run(b, &devfull, &d, &cfg, &io, false, err);
+    fail_at = SIZE_MAX;
+    CHECK(rc == TRAIN_DONE && !io.backend_optim && io.backend_data, "rc %d (%s), optimizer on the %s", rc, err,
+          io.backend_optim ? "backend" : "host");
+    CHECK(live_allocs == before, "%zu backend allocations left", live_allocs - before);
+    CHECK(same_tensors(a, b, "bind fails"), "after the fallback to the host optimizer: differs from ref");
+    ck_free(a), ck_free(b);
+    ds_free(&d);
 }
 
 /* A run stopped mid-epoch on devfull (parameters and momentum in backend memory) and
@@ -510,6 +550,7 @@ int main(void) {
     RUN(train_loop_matches_ref);
     RUN(steps_move_nothing);
     RUN(devfull_resume);
+    RUN(optim_bind_fails);
     RUN(model_api_matches_ref);
     RUN(steps_match_ref);
     RUN(bn_hook_probe);
