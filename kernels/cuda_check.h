@@ -14,6 +14,7 @@
 
 // lib/cli.c (cli.h itself is C11: its _Noreturn is not C++)
 extern "C" void cli_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+extern "C" bool cli_env_flag(const char *name, bool dflt);
 
 int cuda_sync_each_launch(void);   // BN_CUDA_SYNC=1 (read once; cuda_device.cu)
 

@@ -4,9 +4,6 @@
 // its backward is the float of dy/hw computed in double. All are grid-stride loops.
 #include "cuda_internal.h"
 
-#define GRID_STRIDE(i, n) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
 __global__ void k_relu_fwd(size_t n, const float *x, float *y) {
     GRID_STRIDE(i, n) y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }

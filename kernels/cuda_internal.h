@@ -55,6 +55,10 @@ void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes);   // >= bytes of device mem
 void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes);     // >= bytes of device memory
 void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes);    // >= bytes of pinned host memory
 
+// A grid-stride loop over n elements (launched with cuda_blocks(n) blocks of CUDA_THREADS).
+#define GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
 // Blocks for a grid-stride loop over n elements.
 static inline unsigned cuda_blocks(size_t n) {
     size_t b = (n + CUDA_THREADS - 1) / CUDA_THREADS;

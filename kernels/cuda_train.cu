@@ -16,9 +16,6 @@
 #include "cuda_internal.h"
 #include "cuda_mem.h"
 
-#define GRID_STRIDE(i, n) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
 // ---- optimizers (lib/optim.c) -------------------------------------------------------------
 
 __global__ void k_sgd(size_t n, float *w, const float *g, float *buf, const uint8_t *mask, float lr, float mom,

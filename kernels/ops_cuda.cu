@@ -128,12 +128,6 @@ static ops ops_cuda = {
     .set_precision = set_precision,
 };
 
-static int env_flag(const char *name, int dflt) {
-    const char *s = getenv(name);
-    if (!s || !*s) return dflt;
-    return strcmp(s, "0") != 0;
-}
-
 // 0 when usable; else why_buf says why.
 static int start(void) {
     const char *why = NULL;
@@ -171,8 +165,8 @@ static int start(void) {
         snprintf(why_buf, sizeof why_buf, "cuDNN could not start (%s)", cudnnGetErrorString(ds));
         return -1;
     }
-    ctx.find = env_flag("BN_CUDNN_FIND", 1);
-    ctx.verbose = env_flag("BN_CUDA_VERBOSE", 0);
+    ctx.find = cli_env_flag("BN_CUDNN_FIND", true);
+    ctx.verbose = cli_env_flag("BN_CUDA_VERBOSE", false);
     if (ctx.verbose)
         fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s\n", p.name, p.major, p.minor,
                 p.multiProcessorCount, v, ctx.find ? "timing (cudnnFind)" : "heuristics (cudnnGet_v7)");

@@ -119,6 +119,12 @@ int cli_parse_int_list(const char *opt, const char *s, long long *out, int max, 
     return 0;
 }
 
+bool cli_env_flag(const char *name, bool dflt) {
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    return strcmp(s, "0") != 0;
+}
+
 int cli_parse_choice(const char *opt, const char *value, const char *choices, char *why, size_t cap) {
     if (!value) return why_set(why, cap, "%s: missing value (one of %s)", opt, choices);
     size_t n = strlen(value);

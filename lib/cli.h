@@ -41,6 +41,9 @@ int cli_parse_double(const char *opt, const char *s, double lo, double hi, doubl
 int cli_parse_int_list(const char *opt, const char *s, long long *out, int max, long long lo, long long hi,
                        int *count, char *why, size_t cap);
 int cli_parse_choice(const char *opt, const char *value, const char *choices, char *why, size_t cap);
+/* An on/off switch from the environment (BN_FAST, BN_DEVICE_DATA, ...): "0" is off, any
+ * other value on; unset or empty: dflt. */
+bool cli_env_flag(const char *name, bool dflt);
 /* The --device choices every computing tool takes. */
 #define CLI_DEVICES "ref,cpu,cuda,auto"
 

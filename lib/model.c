@@ -48,6 +48,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "model_extra.h"
 #include "rng.h"
 
@@ -588,10 +589,9 @@ static bool relu_alone_after(const model *m, int i, int type) {
 
 static void fast_setup(model *m) {
     ops *o = m->o;
-    const char *env = getenv("BN_FAST");
     m->fast = o->act_blk > 0 && o->conv_fwd_l && o->conv_bwd_data_l && o->conv_bwd_filter_l && o->bn_fwd_train_l &&
               o->bn_fwd_infer_l && o->bn_bwd_l && o->gap_fwd_l && o->gap_bwd_l && o->act_convert &&
-              !(env && strcmp(env, "0") == 0);
+              cli_env_flag("BN_FAST", true);
     if (!m->fast) return;
     for (int i = 1; i < m->nv; i++) {
         value *v = &m->v[i];
@@ -1143,7 +1143,10 @@ static void backward_layer(model *m, layer *l) {
             float *gw = l->gw ? l->gw : m->scratch, *gb = l->b ? (l->gb ? l->gb : m->scratch + m->scratch_n / 2) : NULL;
             if (fast) o->conv_bwd_filter_l(o, &d, cf, x, dy, gw, gb);
             else o->conv_bwd_filter(o, &d, x, dy, gw, gb);
-            if (pt) pt[2] += prof_now(m) - t0, t0 = prof_now(m);
+            if (pt) {
+                double t1 = prof_now(m);
+                pt[2] += t1 - t0, t0 = t1;
+            }
         }
         if (need_dx) {
             dx = grad_begin(m, l->in, &tmp);
@@ -1320,9 +1323,10 @@ void model_upload_params(model *m) {
 
 void model_sync(model *m) {
     if (!m->dev) return;
-    for (int i = 0; i < m->nb; i++)
-        if (m->B[i].buffer || m->params_moved)
-            to_host(m, m->B[i].host, m->B[i].dev, m->B[i].numel * sizeof(float));
+    for (int i = 0; i < m->nb; i++)   /* BN running statistics, optimizer state */
+        if (m->B[i].buffer) to_host(m, m->B[i].host, m->B[i].dev, m->B[i].numel * sizeof(float));
+    for (int i = 0; m->params_moved && i < m->np; i++)   /* the trainable parameters, once changed there */
+        to_host(m, m->P[i].data, m->P[i].dptr, m->P[i].numel * sizeof(float));
     m->params_moved = false;
 }
 

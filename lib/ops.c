@@ -52,7 +52,7 @@ int ops_set_precision(ops *o, const char *name, const char **why) {
     }
     if (o->set_precision) {
         if (o->set_precision(o, name) == 0) return 0;
-    } else if (name && strcmp(name, "fp32") == 0) {
+    } else if (strcmp(name, "fp32") == 0) {
         return 0;
     }
     *why = "this backend has no such mode (tf32 needs --device cuda on a GPU)";

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "ops_cpu.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -54,8 +55,8 @@ int cpu_zconv_wanted(const conv_desc *d, int dir, int layout, int blk) {
 #if Z_HAVE
     static int mode = -1;
     if (mode < 0) {
-        const char *s = getenv("BN_CPU_ZCONV");    /* 0: oneDNN for these shapes too */
-        mode = !(s && strcmp(s, "0") == 0) && __builtin_cpu_supports("avx512f");
+        /* BN_CPU_ZCONV=0: oneDNN for these shapes too */
+        mode = cli_env_flag("BN_CPU_ZCONV", true) && __builtin_cpu_supports("avx512f");
     }
     if (!mode || blk != LANES || layout != (OPS_BLK_IN | OPS_BLK_OUT) || !shape_ok(d)) return 0;
     /* where they were measured faster than oneDNN in a training step (docs/cpu-ops.md):

@@ -95,6 +95,15 @@ static float *state_of(checkpoint *ck, const char *prefix, const char *name) {
     return t ? t->data : NULL;
 }
 
+/* The state arrays cfg's optimizer keeps for tensor `name` (*s1: momentum buffer or first
+ * moment, *s2: second moment; NULL when not used); false when one it needs is missing. */
+static bool param_state(checkpoint *ck, const optim_cfg *cfg, const char *name, float **s1, float **s2) {
+    bool adam = cfg->kind == OPT_ADAM;
+    *s1 = adam || cfg->momentum != 0.0 ? state_of(ck, "opt.m/", name) : NULL;
+    *s2 = adam ? state_of(ck, "opt.v/", name) : NULL;
+    return adam ? *s1 && *s2 : cfg->momentum == 0.0 || *s1;
+}
+
 void optim_step(checkpoint *ck, const model *m, const optim_cfg *cfg, double lr, int64_t t) {
     int np = model_nparams(m);
     for (int i = 0; i < np; i++) {
@@ -102,21 +111,16 @@ void optim_step(checkpoint *ck, const model *m, const optim_cfg *cfg, double lr,
         const float *g = model_grad(m, i);
         const uint8_t *mask = model_mask(m, i);
         if (!p || !g || !p->trainable) continue;
-        if (cfg->kind == OPT_ADAM) {
-            float *ms = state_of(ck, "opt.m/", p->name), *vs = state_of(ck, "opt.v/", p->name);
-            if (!ms || !vs) {
-                fprintf(stderr, "optim_step: no Adam state for %s (optim_prepare not called)\n", p->name);
-                abort();
-            }
-            adam_update(p->data, g, ms, vs, mask, p->numel, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t);
-        } else {
-            float *buf = NULL;
-            if (cfg->momentum != 0.0 && !(buf = state_of(ck, "opt.m/", p->name))) {
-                fprintf(stderr, "optim_step: no momentum buffer for %s (optim_prepare not called)\n", p->name);
-                abort();
-            }
-            sgd_update(p->data, g, buf, mask, p->numel, lr, cfg->momentum, cfg->nesterov, cfg->wd);
+        float *s1, *s2;
+        if (!param_state(ck, cfg, p->name, &s1, &s2)) {
+            fprintf(stderr, "optim_step: no %s state for %s (optim_prepare not called)\n", optim_name(cfg->kind),
+                    p->name);
+            abort();
         }
+        if (cfg->kind == OPT_ADAM)
+            adam_update(p->data, g, s1, s2, mask, p->numel, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t);
+        else
+            sgd_update(p->data, g, s1, mask, p->numel, lr, cfg->momentum, cfg->nesterov, cfg->wd);
     }
 }
 
@@ -130,11 +134,8 @@ bool optim_backend_prepare(checkpoint *ck, model *m, const optim_cfg *cfg) {
     for (int i = 0; i < model_nparams(m); i++) {
         ck_tensor *p = model_param(m, i);
         if (!p || !p->trainable) continue;
-        float *s1 = NULL, *s2 = NULL;
-        if (cfg->kind == OPT_ADAM) s1 = state_of(ck, "opt.m/", p->name), s2 = state_of(ck, "opt.v/", p->name);
-        else if (cfg->momentum != 0.0) s1 = state_of(ck, "opt.m/", p->name);
-        bool missing = cfg->kind == OPT_ADAM ? !s1 || !s2 : cfg->momentum != 0.0 && !s1;
-        if (missing || model_bind_state(m, i, s1, s2)) {
+        float *s1, *s2;
+        if (!param_state(ck, cfg, p->name, &s1, &s2) || model_bind_state(m, i, s1, s2)) {
             model_unbind_state(m);   /* else model_sync would bring stale copies home over the host's */
             return false;
         }

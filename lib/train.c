@@ -165,11 +165,6 @@ int train_check_data(const checkpoint *ck, const dataset *d, const char *what, c
     return 0;
 }
 
-static bool env_on(const char *name) {
-    const char *s = getenv(name);
-    return !s || strcmp(s, "0") != 0;
-}
-
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -444,8 +439,8 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
      * several ranks (their gradient sums are made there). BN_DEVICE_DATA=0 and
      * BN_DEVICE_OPTIM=0 keep either on the host (the results are the same bits). */
     char why[256] = "";
-    bool dev_optim = dp.P == 1 && env_on("BN_DEVICE_OPTIM") && optim_backend_prepare(ck, m, &cfg->opt);
-    bool dev_data = model_backend(m) && o->batch_fill && env_on("BN_DEVICE_DATA") && !model_data_attach(m, train, why);
+    bool dev_optim = dp.P == 1 && cli_env_flag("BN_DEVICE_OPTIM", true) && optim_backend_prepare(ck, m, &cfg->opt);
+    bool dev_data = cli_env_flag("BN_DEVICE_DATA", true) && !model_data_attach(m, train, why);
     io->backend_data = dev_data, io->backend_optim = dev_optim, io->fast = model_is_fast(m);
     if (io->verbose && model_backend(m))
         fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s\n", cli_prog, o->name,

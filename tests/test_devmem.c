@@ -371,17 +371,23 @@ TEST(steps_move_nothing) {
     for (int k = 0; k < 4; k++) ck_free(c[k]);
 }
 
+/* 2 epochs of batch 8, SGD with momentum and weight decay, normalised by d */
+static void short_cfg(train_cfg *cfg, const dataset *d, uint64_t seed) {
+    char err[256];
+    train_cfg_defaults(cfg);
+    cfg->epochs = 2, cfg->batch = 8, cfg->every = 1, cfg->seed = seed;
+    cfg->opt.momentum = 0.9, cfg->opt.wd = 5e-4, cfg->sched.lr = 0.05;
+    norm_compute(d, &cfg->norm, err);
+}
+
 /* The backend's memory runs out while the optimizer state is bound (the last state tensor):
  * the run falls back to the host optimizer and must still end with ref's bits (the partly
  * bound copies must not be brought home over the host's state by model_sync). */
 TEST(optim_bind_fails) {
     dataset d = make_ds(24, 4, false);
     train_cfg cfg;
-    train_cfg_defaults(&cfg);
-    cfg.epochs = 2, cfg.batch = 8, cfg.every = 1, cfg.seed = 5;
-    cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4, cfg.sched.lr = 0.05;
     char err[256] = "";
-    norm_compute(&d, &cfg.norm, err);
+    short_cfg(&cfg, &d, 5);
     checkpoint *a = net("resnet", 8, "all"), *b = net("resnet", 8, "all");
     CHECK(train_run(a, &ops_ref, &d, &cfg, NULL, false, err) == TRAIN_DONE, "ref: %s", err);
     /* the allocations of model_build, then one per momentum buffer */
@@ -410,11 +416,8 @@ TEST(optim_bind_fails) {
 TEST(devfull_resume) {
     dataset d = make_ds(30, 4, false);
     train_cfg cfg;
-    train_cfg_defaults(&cfg);
-    cfg.epochs = 2, cfg.batch = 8, cfg.every = 1, cfg.seed = 6;
-    cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4, cfg.sched.lr = 0.05;
     char err[256] = "";
-    norm_compute(&d, &cfg.norm, err);
+    short_cfg(&cfg, &d, 6);
     checkpoint *whole = net("resnet", 8, "bn");
     int rc = train_run(whole, &devfull, &d, &cfg, NULL, false, err);
     CHECK(rc == TRAIN_DONE, "straight run: %d %s", rc, err);
