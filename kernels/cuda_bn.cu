@@ -146,10 +146,10 @@ static void channel_sums(const bn_desc *d, const float *x, const float *dy, cons
                          const float *smean, double *part, int S, double *sum) {
     size_t m = (size_t)d->n * (size_t)d->hw;
     dim3 grid((unsigned)d->c, (unsigned)S);
-    k_bn_partial<MODE><<<grid, CUDA_THREADS>>>(x, dy, ym, mean, smean, d->c, d->hw, m, part);
+    k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, d->c, d->hw, m, part);
     CUDA_LAUNCH_CHECK();
     int rows = (MODE == SUM_BWD ? 2 : 1) * d->c;
-    k_bn_collect<<<small_blocks(rows), CUDA_THREADS>>>(part, rows, S, sum);
+    k_bn_collect<<<small_blocks(rows), CUDA_THREADS, 0, cuda_stream()>>>(part, rows, S, sum);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -177,16 +177,16 @@ void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *x, co
     double M = (double)m;
     channel_sums<SUM_X>(d, x, NULL, NULL, NULL, NULL, part, S, sum);
     if (o->allreduce) M = reduce_over_ranks(o, sum, C, 1, M);
-    k_bn_mean<<<small_blocks(C), CUDA_THREADS>>>(sum, M, C, mean);
+    k_bn_mean<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, M, C, mean);
     CUDA_LAUNCH_CHECK();
     channel_sums<SUM_SQ>(d, x, NULL, NULL, mean, NULL, part, S, sum);
     if (o->allreduce) reduce_over_ranks(o, sum, C, 0, 0.0);
-    k_bn_stats<<<small_blocks(C), CUDA_THREADS>>>(sum, mean, M, C, d->eps, d->momentum, invstd, save_mean, save_invstd,
+    k_bn_stats<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, mean, M, C, d->eps, d->momentum, invstd, save_mean, save_invstd,
                                                   run_mean, run_var);
     CUDA_LAUNCH_CHECK();
     size_t total = m * (size_t)C;
     if (total) {
-        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, mean, invstd, C, d->hw, total, relu, y);
+        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, mean, invstd, C, d->hw, total, relu, y);
         CUDA_LAUNCH_CHECK();
     }
 }
@@ -201,7 +201,7 @@ void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *x, co
     (void)o;
     if (d->c <= 0 || d->n <= 0 || d->hw <= 0) return;
     size_t total = (size_t)d->n * (size_t)d->c * (size_t)d->hw;
-    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS>>>(x, gamma, beta, run_mean, run_var, d->eps, d->c, d->hw, total,
+    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, run_mean, run_var, d->eps, d->c, d->hw, total,
                                                      relu, y);
     CUDA_LAUNCH_CHECK();
 }
@@ -222,15 +222,15 @@ void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, c
     double *part = (double *)cuda_ctx_scratch(c, (2 * (size_t)C * S + 2 * (size_t)C) * sizeof(double));
     double *sum = part + 2 * (size_t)C * S;
     channel_sums<SUM_BWD>(d, x, dy, ym, NULL, save_mean, part, S, sum);
-    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS>>>(sum, save_invstd, C, dgamma, dbeta, 0);
+    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, save_invstd, C, dgamma, dbeta, 0);
     CUDA_LAUNCH_CHECK();
     double M = (double)m;
     if (o->allreduce) M = reduce_over_ranks(o, sum, 2 * C, 1, M);
-    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS>>>(sum, save_invstd, C, dgamma, dbeta, 1);
+    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, save_invstd, C, dgamma, dbeta, 1);
     CUDA_LAUNCH_CHECK();
     size_t total = m * (size_t)C;
     if (dx && total && M > 0) {
-        k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS>>>(x, dy, ym, gamma, save_mean, save_invstd, sum, M, C, d->hw,
+        k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, gamma, save_mean, save_invstd, sum, M, C, d->hw,
                                                           total, dx);
         CUDA_LAUNCH_CHECK();
     }

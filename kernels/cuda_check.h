@@ -18,15 +18,27 @@ extern "C" bool cli_env_flag(const char *name, bool dflt);
 
 int cuda_sync_each_launch(void);   // BN_CUDA_SYNC=1 (read once; cuda_device.cu)
 
+// While a step is being recorded into a CUDA graph (ops.h graph_begin .. graph_end,
+// ops_cuda.cu), a failing call does not end the program: nothing it recorded has run, so
+// the first failure is kept (with its file and line) and graph_end reports it and drops the
+// recording; the step then runs op by op, where a failure ends the program as usual.
+extern int cuda_recording;
+void cuda_record_failed(const char *what, const char *call, const char *file, int line);
+
 static inline void cuda_check_(cudaError_t e, const char *call, const char *file, int line) {
-    if (e != cudaSuccess) cli_die("CUDA error at %s:%d: %s (%s)", file, line, cudaGetErrorString(e), call);
+    if (e == cudaSuccess) return;
+    if (cuda_recording) return cuda_record_failed(cudaGetErrorString(e), call, file, line);
+    cli_die("CUDA error at %s:%d: %s (%s)", file, line, cudaGetErrorString(e), call);
 }
 static inline void cudnn_check_(cudnnStatus_t s, const char *call, const char *file, int line) {
-    if (s != CUDNN_STATUS_SUCCESS) cli_die("cuDNN error at %s:%d: %s (%s)", file, line, cudnnGetErrorString(s), call);
+    if (s == CUDNN_STATUS_SUCCESS) return;
+    if (cuda_recording) return cuda_record_failed(cudnnGetErrorString(s), call, file, line);
+    cli_die("cuDNN error at %s:%d: %s (%s)", file, line, cudnnGetErrorString(s), call);
 }
 static inline void cuda_launch_check_(const char *file, int line) {
     cuda_check_(cudaGetLastError(), "kernel launch", file, line);
-    if (cuda_sync_each_launch()) cuda_check_(cudaDeviceSynchronize(), "kernel run (BN_CUDA_SYNC=1)", file, line);
+    if (cuda_sync_each_launch() && !cuda_recording)
+        cuda_check_(cudaDeviceSynchronize(), "kernel run (BN_CUDA_SYNC=1)", file, line);
 }
 
 #define CUDA_CHECK(call) cuda_check_((call), #call, __FILE__, __LINE__)

@@ -103,7 +103,18 @@ static void search_math(const cuda_ctx *c, conv_entry *e) {
     CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
 }
 
+// Choosing an algorithm times candidates (synchronising) and may grow the workspace: never
+// while a step is being recorded. The first full step runs op by op for that; a shape first
+// seen while recording makes the recording fail (nothing of it runs), and the step then
+// runs op by op, choosing as usual.
+static int recording_refused(const char *dir) {
+    if (!cuda_recording) return 0;
+    cuda_record_failed("a convolution shape first seen while recording a step", dir, __FILE__, __LINE__);
+    return 1;
+}
+
 void cuda_conv_cache_clear(cuda_ctx *c) {
+    c->gen++;       // recorded steps used these plans
     for (int i = 0; i < c->nconv; i++) {
         conv_entry *e = &c->conv[i];
         CUDNN_CHECK(cudnnDestroyTensorDescriptor(e->x));
@@ -116,6 +127,7 @@ void cuda_conv_cache_clear(cuda_ctx *c) {
 }
 
 static void choose_fwd(cuda_ctx *c, conv_entry *e) {
+    if (recording_refused("choosing the fwd algorithm")) return;
     search_math(c, e);
     cudnnConvolutionFwdAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
@@ -135,6 +147,7 @@ static void choose_fwd(cuda_ctx *c, conv_entry *e) {
 }
 
 static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
+    if (recording_refused("choosing the bwd data algorithm")) return;
     search_math(c, e);
     cudnnConvolutionBwdDataAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
@@ -156,6 +169,7 @@ static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
 }
 
 static void choose_bwd_filter(cuda_ctx *c, conv_entry *e) {
+    if (recording_refused("choosing the bwd filter algorithm")) return;
     search_math(c, e);
     cudnnConvolutionBwdFilterAlgoPerf_t p[MAX_ALGOS];
     int n = 0;
@@ -214,7 +228,7 @@ void cuda_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, c
     size_t ny = count(d->n, d->cout, d->ho, d->wo);
     if (ny == 0) return;
     if (empty(d)) {                                       // no input channel: y = b
-        k_fill_channels<<<cuda_blocks(ny), CUDA_THREADS>>>(y, b, d->cout, d->ho * d->wo, ny);
+        k_fill_channels<<<cuda_blocks(ny), CUDA_THREADS, 0, cuda_stream()>>>(y, b, d->cout, d->ho * d->wo, ny);
         CUDA_LAUNCH_CHECK();
         return;
     }
@@ -231,7 +245,7 @@ void cuda_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float
     size_t nx = count(d->n, d->cin, d->h, d->w);
     if (nx == 0) return;
     if (empty(d)) {                                       // no output depends on x
-        CUDA_CHECK(cudaMemset(dx, 0, nx * sizeof *dx));
+        CUDA_CHECK(cudaMemsetAsync(dx, 0, nx * sizeof *dx, cuda_stream()));
         return;
     }
     conv_entry *e = entry_for(c, d);
@@ -246,13 +260,13 @@ void cuda_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const floa
     cuda_ctx *c = cuda_ctx_of(o);
     size_t nw = count(d->cout, d->cin, d->k, d->k);
     if (empty(d)) {                                       // sums over nothing
-        if (nw) CUDA_CHECK(cudaMemset(dw, 0, nw * sizeof *dw));
+        if (nw) CUDA_CHECK(cudaMemsetAsync(dw, 0, nw * sizeof *dw, cuda_stream()));
         if (db && d->cout > 0) {
             if (d->n > 0 && d->ho > 0 && d->wo > 0) {     // cin = 0: db is still sum dy
-                k_bias_grad<<<d->cout, CUDA_THREADS>>>(dy, d->n, d->cout, d->ho * d->wo, db);
+                k_bias_grad<<<d->cout, CUDA_THREADS, 0, cuda_stream()>>>(dy, d->n, d->cout, d->ho * d->wo, db);
                 CUDA_LAUNCH_CHECK();
             } else {
-                CUDA_CHECK(cudaMemset(db, 0, (size_t)d->cout * sizeof *db));
+                CUDA_CHECK(cudaMemsetAsync(db, 0, (size_t)d->cout * sizeof *db, cuda_stream()));
             }
         }
         return;
@@ -264,7 +278,7 @@ void cuda_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const floa
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, e->x, x, e->y, dy, e->conv, e->bwd_filter, ws,
                                                e->bwd_filter_ws, &zero, e->w, dw));
     if (db) {
-        k_bias_grad<<<d->cout, CUDA_THREADS>>>(dy, d->n, d->cout, d->ho * d->wo, db);
+        k_bias_grad<<<d->cout, CUDA_THREADS, 0, cuda_stream()>>>(dy, d->n, d->cout, d->ho * d->wo, db);
         CUDA_LAUNCH_CHECK();
     }
 }

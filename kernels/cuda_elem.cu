@@ -44,35 +44,35 @@ const void *cuda_probe_kernel(void) { return (const void *)k_add; }
 void cuda_relu_fwd(ops *o, size_t n, const float *x, float *y) {
     (void)o;
     if (!n) return;
-    k_relu_fwd<<<cuda_blocks(n), CUDA_THREADS>>>(n, x, y);
+    k_relu_fwd<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, x, y);
     CUDA_LAUNCH_CHECK();
 }
 
 void cuda_relu_bwd(ops *o, size_t n, const float *y, const float *dy, float *dx) {
     (void)o;
     if (!n) return;
-    k_relu_bwd<<<cuda_blocks(n), CUDA_THREADS>>>(n, y, dy, dx);
+    k_relu_bwd<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, y, dy, dx);
     CUDA_LAUNCH_CHECK();
 }
 
 void cuda_add(ops *o, size_t n, const float *a, const float *b, float *y) {
     (void)o;
     if (!n) return;
-    k_add<<<cuda_blocks(n), CUDA_THREADS>>>(n, a, b, y);
+    k_add<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, a, b, y);
     CUDA_LAUNCH_CHECK();
 }
 
 void cuda_add_relu(ops *o, size_t n, const float *a, const float *b, float *y) {
     (void)o;
     if (!n) return;
-    k_add_relu<<<cuda_blocks(n), CUDA_THREADS>>>(n, a, b, y);
+    k_add_relu<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, a, b, y);
     CUDA_LAUNCH_CHECK();
 }
 
 void cuda_relu_bwd_add(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx) {
     (void)o;
     if (!n) return;
-    k_relu_bwd_add<<<cuda_blocks(n), CUDA_THREADS>>>(n, y, dy, dy2, dx);
+    k_relu_bwd_add<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, y, dy, dy2, dx);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -81,11 +81,11 @@ void cuda_gap_fwd(ops *o, int n, int c, int hw, const float *x, float *y) {
     if (n <= 0 || c <= 0) return;
     size_t rows = (size_t)n * (size_t)c;
     if (hw <= 0) {                                 // the mean of nothing: 0/0, as the reference
-        CUDA_CHECK(cudaMemset(y, 0xff, rows * sizeof *y));   // all-ones bits: a NaN
+        CUDA_CHECK(cudaMemsetAsync(y, 0xff, rows * sizeof *y, cuda_stream()));   // all-ones bits: a NaN
         return;
     }
     size_t blocks = (rows * 32 + CUDA_THREADS - 1) / CUDA_THREADS;
-    k_gap_fwd<<<(unsigned)blocks, CUDA_THREADS>>>(rows, hw, x, y);
+    k_gap_fwd<<<(unsigned)blocks, CUDA_THREADS, 0, cuda_stream()>>>(rows, hw, x, y);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -93,6 +93,6 @@ void cuda_gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx) {
     (void)o;
     if (n <= 0 || c <= 0 || hw <= 0) return;
     size_t total = (size_t)n * (size_t)c * (size_t)hw;
-    k_gap_bwd<<<cuda_blocks(total), CUDA_THREADS>>>(total, hw, dy, dx);
+    k_gap_bwd<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(total, hw, dy, dx);
     CUDA_LAUNCH_CHECK();
 }

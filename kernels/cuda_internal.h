@@ -6,9 +6,11 @@
 // softmax cross-entropy), cuda_train.cu (optimizer updates, batch assembly, sync),
 // cuda_device.cu (device detection, cuda_mem.h).
 //
-// Every op runs on the legacy default stream (stream 0), as do the copies of cuda_mem.h, so
-// everything is ordered without events. Ops return when their work is queued, except those
-// that hand a result to the host (xent; BatchNorm when it calls allreduce).
+// Every op runs on the backend's stream (cuda_stream(): one stream, created blocking, so the
+// copies of cuda_mem.h on the legacy default stream stay ordered with it without events; a
+// stream of its own because the legacy one cannot be recorded into a graph). Ops return when
+// their work is queued, except those that hand a result to the host (xent; BatchNorm when
+// it calls allreduce).
 #ifndef BN_CUDA_INTERNAL_H
 #define BN_CUDA_INTERNAL_H
 #include <stddef.h>
@@ -36,6 +38,9 @@ typedef struct conv_entry {
 
 typedef struct cuda_ctx {
     cudnnHandle_t dnn;
+    cudaStream_t st;                // every op's stream (cudnnSetStream too)
+    unsigned gen;                   // bumped when a buffer below moves or the plans are dropped:
+                                    // a recorded step (graph_*) from before is then stale
     conv_entry *conv;               // the convolution cache
     int nconv, capconv;
     int find;                       // 1: time the algorithms (cudnnFind*); 0: heuristics (BN_CUDNN_FIND=0)
@@ -50,6 +55,7 @@ typedef struct cuda_ctx {
 } cuda_ctx;
 
 static inline cuda_ctx *cuda_ctx_of(ops *o) { return (cuda_ctx *)o->ctx; }
+cudaStream_t cuda_stream(void);                        // the backend's stream (ops_cuda.cu)
 void cuda_conv_cache_clear(cuda_ctx *c);               // drops every cached shape (cuda_conv.cu)
 void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes);   // >= bytes of device memory (NULL for 0)
 void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes);     // >= bytes of device memory
@@ -98,15 +104,21 @@ void cuda_linear_bwd_data(ops *o, int n, int in, int out, const float *dy, const
 void cuda_linear_bwd_filter(ops *o, int n, int in, int out, const float *x, const float *dy, float *dw, float *db);
 void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits, double *loss,
                int *correct);
+void cuda_xent_rows(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
+                    double *row_loss, int32_t *row_hit, ops_step *s);
 
 void cuda_sgd_update(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
-                     double momentum, bool nesterov, double wd);
+                     double momentum, bool nesterov, double wd, const ops_step *s);
 void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr,
-                      double beta1, double beta2, double eps, double wd, int64_t t);
+                      double beta1, double beta2, double eps, double wd, int64_t t, const ops_step *s);
 void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
                      const aug_param *par, int n, bool bright, const double *mean, const double *inv,
                      const uint8_t *labels, uint8_t *lab);
 void cuda_sync_op(ops *o);
+int cuda_graph_begin(ops *o);
+void *cuda_graph_end(ops *o);
+int cuda_graph_launch(ops *o, void *g);
+void cuda_graph_free(ops *o, void *g);
 
 // A kernel of this build, to test that the device can run its code (ops_cuda.cu).
 const void *cuda_probe_kernel(void);

@@ -46,7 +46,7 @@ __global__ void k_gemm(int m, int n, int kk, operand a, operand bt, float *c, in
 
 static void gemm(int m, int n, int kk, operand a, operand bt, float *c, int accumulate) {
     dim3 block(TILE, TILE), grid((unsigned)((n + TILE - 1) / TILE), (unsigned)((m + TILE - 1) / TILE));
-    k_gemm<<<grid, block>>>(m, n, kk, a, bt, c, accumulate);
+    k_gemm<<<grid, block, 0, cuda_stream()>>>(m, n, kk, a, bt, c, accumulate);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -69,7 +69,7 @@ void cuda_linear_fwd(ops *o, int n, int in, int out, const float *x, const float
     (void)o;
     if (n <= 0 || out <= 0) return;
     if (in <= 0 || b) {                            // y = b (then + x.w^T), or 0 when there is no input
-        k_fill_rows<<<cuda_blocks((size_t)n * out), CUDA_THREADS>>>(n, out, b, y);
+        k_fill_rows<<<cuda_blocks((size_t)n * out), CUDA_THREADS, 0, cuda_stream()>>>(n, out, b, y);
         CUDA_LAUNCH_CHECK();
         if (in <= 0) return;
     }
@@ -80,7 +80,7 @@ void cuda_linear_bwd_data(ops *o, int n, int in, int out, const float *dy, const
     (void)o;
     if (n <= 0 || in <= 0) return;
     if (out <= 0) {
-        CUDA_CHECK(cudaMemset(dx, 0, (size_t)n * in * sizeof *dx));
+        CUDA_CHECK(cudaMemsetAsync(dx, 0, (size_t)n * in * sizeof *dx, cuda_stream()));
         return;
     }
     gemm(n, in, out, operand{dy, (size_t)out, 1}, operand{w, 1, (size_t)in}, dx, 0);
@@ -91,19 +91,20 @@ void cuda_linear_bwd_filter(ops *o, int n, int in, int out, const float *x, cons
     if (out <= 0) return;
     if (in > 0) {
         if (n <= 0)
-            CUDA_CHECK(cudaMemset(dw, 0, (size_t)out * in * sizeof *dw));
+            CUDA_CHECK(cudaMemsetAsync(dw, 0, (size_t)out * in * sizeof *dw, cuda_stream()));
         else
             gemm(out, in, n, operand{dy, 1, (size_t)out}, operand{x, 1, (size_t)in}, dw, 0);
     }
     if (db) {
-        k_col_sums<<<(unsigned)((out + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS>>>(n > 0 ? n : 0, out, dy, db);
+        k_col_sums<<<(unsigned)((out + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_stream()>>>(n > 0 ? n : 0, out, dy, db);
         CUDA_LAUNCH_CHECK();
     }
 }
 
 // Row i: loss (NaN for a label outside [0, classes)), hit, and the gradient (p - onehot)/n.
+// With step (xent_rows): a loss that is not finite sets step->skip (the optimizer then skips the step).
 __global__ void k_xent(int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
-                       double *row_loss, int *row_hit) {
+                       double *row_loss, int32_t *row_hit, ops_step *step) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float *l = logits + (size_t)i * classes;
@@ -114,8 +115,10 @@ __global__ void k_xent(int n, int classes, const float *logits, const uint8_t *l
     for (int j = 0; j < classes; j++) s += exp((double)l[j] - mx);
     double lse = mx + log(s);
     int lab = labels[i];
-    row_loss[i] = lab < classes ? lse - (double)l[lab] : (double)NAN;
+    double loss = lab < classes ? lse - (double)l[lab] : (double)NAN;
+    row_loss[i] = loss;
     row_hit[i] = lab < classes && arg == lab;
+    if (step && !isfinite(loss)) step->skip = 1;
     if (dlogits)
         for (int j = 0; j < classes; j++) {
             double p = exp((double)l[j] - lse);
@@ -131,15 +134,16 @@ void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *l
         if (correct) *correct = 0;
         return;
     }
-    size_t bytes = (size_t)n * (sizeof(double) + sizeof(int));
+    size_t bytes = (size_t)n * (sizeof(double) + sizeof(int32_t));
     double *d_loss = (double *)cuda_ctx_scratch(c, bytes);
-    int *d_hit = (int *)(d_loss + n);
-    k_xent<<<(unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS>>>(n, classes, logits, labels, dlogits,
-                                                                                  d_loss, d_hit);
+    int32_t *d_hit = (int32_t *)(d_loss + n);
+    k_xent<<<(unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_stream()>>>(n, classes, logits, labels, dlogits,
+                                                                                  d_loss, d_hit, NULL);
     CUDA_LAUNCH_CHECK();
     double *h_loss = (double *)cuda_ctx_hscratch(c, bytes);
-    int *h_hit = (int *)(h_loss + n);
-    CUDA_CHECK(cudaMemcpy(h_loss, d_loss, bytes, cudaMemcpyDeviceToHost));
+    int32_t *h_hit = (int32_t *)(h_loss + n);
+    CUDA_CHECK(cudaMemcpyAsync(h_loss, d_loss, bytes, cudaMemcpyDeviceToHost, c->st));
+    CUDA_CHECK(cudaStreamSynchronize(c->st));
     double total = 0.0;
     int right = 0;
     for (int i = 0; i < n; i++) {
@@ -148,4 +152,15 @@ void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *l
     }
     *loss = total / n;
     if (correct) *correct = right;
+}
+
+// ops.h xent_rows: the same kernel, its rows left in device memory (the host sums them as
+// cuda_xent does, so the two give the same loss)
+void cuda_xent_rows(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
+                    double *row_loss, int32_t *row_hit, ops_step *s) {
+    (void)o;
+    if (n <= 0 || classes <= 0) return;
+    k_xent<<<(unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_stream()>>>(
+        n, classes, logits, labels, dlogits, row_loss, row_hit, s);
+    CUDA_LAUNCH_CHECK();
 }

@@ -1,7 +1,8 @@
 // cuda_train.cu: the work of a training step outside the layers, in device memory, so that
-// a step moves nothing between host and GPU but the loss: the optimizer updates (ops.h
-// sgd_update, adam_update), batch assembly from the uint8 training set with its
-// augmentation and normalisation (ops.h batch_fill), and sync (BN_PROFILE's timing).
+// a step moves nothing between host and GPU but its plan and its loss: the optimizer updates
+// (ops.h sgd_update, adam_update), batch assembly from the uint8 training set with its
+// augmentation and normalisation (ops.h batch_fill), sync (BN_PROFILE's timing), and the
+// recording of a whole step into a CUDA graph (ops.h graph_*).
 //
 // Each is the same bits as the host function that defines it (lib/optim.c sgd_update and
 // adam_update, lib/augment.c batch_fill_raw). nvcc contracts a*b + c into one fused
@@ -12,14 +13,21 @@
 // _rn intrinsics anyway). tests/test_cuda_ops.c compares them with the host functions bit
 // for bit.
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "cuda_internal.h"
 #include "cuda_mem.h"
 
 // ---- optimizers (lib/optim.c) -------------------------------------------------------------
 
+// s (a recorded step's values, ops.h ops_step): the step size from there, or no step at all
 __global__ void k_sgd(size_t n, float *w, const float *g, float *buf, const uint8_t *mask, float lr, float mom,
-                      int nesterov, float wd) {
+                      int nesterov, float wd, const ops_step *s) {
+    if (s) {
+        if (s->skip) return;
+        lr = s->lr;
+    }
     GRID_STRIDE(i, n) {
         if (mask && !mask[i]) continue;
         float d = g[i];
@@ -34,7 +42,11 @@ __global__ void k_sgd(size_t n, float *w, const float *g, float *buf, const uint
 }
 
 __global__ void k_adam(size_t n, float *w, const float *g, float *m, float *v, const uint8_t *mask, float lr,
-                       float b1, float b2, float ob1, float ob2, float eps, float wd) {
+                       float b1, float b2, float ob1, float ob2, float eps, float wd, const ops_step *s) {
+    if (s) {
+        if (s->skip) return;
+        lr = s->lr;
+    }
     GRID_STRIDE(i, n) {
         if (mask && !mask[i]) continue;
         float d = g[i];
@@ -47,23 +59,24 @@ __global__ void k_adam(size_t n, float *w, const float *g, float *m, float *v, c
 }
 
 void cuda_sgd_update(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
-                     double momentum, bool nesterov, double wd) {
+                     double momentum, bool nesterov, double wd, const ops_step *s) {
     (void)o;
     if (!n) return;
-    k_sgd<<<cuda_blocks(n), CUDA_THREADS>>>(n, w, g, buf, mask, (float)lr, (float)momentum, nesterov ? 1 : 0,
-                                            (float)wd);
+    k_sgd<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, w, g, buf, mask, (float)lr, (float)momentum,
+                                                            nesterov ? 1 : 0, (float)wd, s);
     CUDA_LAUNCH_CHECK();
 }
 
 void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr,
-                      double beta1, double beta2, double eps, double wd, int64_t t) {
+                      double beta1, double beta2, double eps, double wd, int64_t t, const ops_step *s) {
     (void)o;
     if (!n) return;
-    // the step size on the host, in double, exactly as lib/optim.c computes it
-    const double lr_t = lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
+    // the step size on the host, in double, exactly as lib/optim.c computes it (with s: the
+    // one optim_step_size gave, in device memory)
+    const double lr_t = s ? 0.0 : lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
     const float b1 = (float)beta1, b2 = (float)beta2;
-    k_adam<<<cuda_blocks(n), CUDA_THREADS>>>(n, w, g, m, v, mask, (float)lr_t, b1, b2, 1.0f - b1, 1.0f - b2,
-                                             (float)eps, (float)wd);
+    k_adam<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, w, g, m, v, mask, (float)lr_t, b1, b2, 1.0f - b1,
+                                                             1.0f - b2, (float)eps, (float)wd, s);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -122,11 +135,11 @@ void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int 
     if (img) {
         unsigned bx = (unsigned)((img + CUDA_THREADS - 1) / CUDA_THREADS), by = n < 65535 ? (unsigned)n : 65535u;
         if (bx > 1024) bx = 1024;
-        k_batch_fill<<<dim3(bx, by), CUDA_THREADS>>>(n, x, pixels, c, h, w, idx, par, bright ? 1 : 0, nm);
+        k_batch_fill<<<dim3(bx, by), CUDA_THREADS, 0, cuda_stream()>>>(n, x, pixels, c, h, w, idx, par, bright ? 1 : 0, nm);
         CUDA_LAUNCH_CHECK();
     }
     if (labels) {
-        k_gather_labels<<<(n + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS>>>(n, idx, labels, lab);
+        k_gather_labels<<<(n + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS, 0, cuda_stream()>>>(n, idx, labels, lab);
         CUDA_LAUNCH_CHECK();
     }
 }
@@ -134,4 +147,81 @@ void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int 
 void cuda_sync_op(ops *o) {
     (void)o;
     cuda_sync();
+}
+
+// ---- recorded steps (ops.h graph_*) ---------------------------------------------------------
+// The step's ops are captured from the backend's stream (thread-local mode: a call that would
+// break the capture, such as a synchronous copy or an allocation from this thread, fails
+// instead, and cuda_check.h keeps that failure rather than ending the program), instantiated
+// once, and launched on the same stream. A recording holds the backend's generation: its
+// workspace, scratch and plans may not move or change after it (ctx.gen), else it is stale.
+
+int cuda_recording;
+static char record_why[320];
+
+void cuda_record_failed(const char *what, const char *call, const char *file, int line) {
+    (void)cudaGetLastError();           // clear it: the recording is dropped, the step rerun
+    if (!record_why[0]) snprintf(record_why, sizeof record_why, "%s:%d: %s (%s)", file, line, what, call);
+}
+
+typedef struct cuda_graph {
+    cudaGraphExec_t exec;
+    unsigned gen;
+} cuda_graph;
+
+int cuda_graph_begin(ops *o) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    if (cuda_recording) return -1;
+    record_why[0] = 0;
+    cudaError_t e = cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (c->verbose) fprintf(stderr, "cuda: no step recording: %s\n", cudaGetErrorString(e));
+        return -1;
+    }
+    cuda_recording = 1;
+    return 0;
+}
+
+void *cuda_graph_end(ops *o) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    if (!cuda_recording) return NULL;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+    cuda_recording = 0;
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess && !record_why[0]) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) (void)cudaGraphDestroy(graph);   // the instance holds what it needs
+    if (e != cudaSuccess || record_why[0]) {
+        if (e != cudaSuccess && !record_why[0])
+            snprintf(record_why, sizeof record_why, "%s (ending the capture)", cudaGetErrorString(e));
+        (void)cudaGetLastError();
+        if (exec) (void)cudaGraphExecDestroy(exec);
+        fprintf(stderr, "cuda: the step could not be recorded into a graph: %s; steps go op by op\n", record_why);
+        return NULL;
+    }
+    cuda_graph *g = (cuda_graph *)malloc(sizeof *g);
+    if (!g) {
+        CUDA_CHECK(cudaGraphExecDestroy(exec));
+        return NULL;
+    }
+    g->exec = exec, g->gen = c->gen;
+    return g;
+}
+
+int cuda_graph_launch(ops *o, void *p) {
+    cuda_ctx *c = cuda_ctx_of(o);
+    cuda_graph *g = (cuda_graph *)p;
+    if (!g || g->gen != c->gen) return -1;
+    CUDA_CHECK(cudaGraphLaunch(g->exec, c->st));
+    if (cuda_sync_each_launch()) CUDA_CHECK(cudaStreamSynchronize(c->st));
+    return 0;
+}
+
+void cuda_graph_free(ops *o, void *p) {
+    (void)o;
+    cuda_graph *g = (cuda_graph *)p;
+    if (!g) return;
+    CUDA_CHECK(cudaGraphExecDestroy(g->exec));
+    free(g);
 }

@@ -126,7 +126,14 @@ static ops ops_cuda = {
     .batch_fill = cuda_batch_fill,
     .sync = cuda_sync_op,
     .set_precision = set_precision,
+    .xent_rows = cuda_xent_rows,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
 };
+
+cudaStream_t cuda_stream(void) { return ctx.st; }
 
 // 0 when usable; else why_buf says why.
 static int start(void) {
@@ -165,6 +172,18 @@ static int start(void) {
         snprintf(why_buf, sizeof why_buf, "cuDNN could not start (%s)", cudnnGetErrorString(ds));
         return -1;
     }
+    // a stream of our own (the legacy default stream cannot be captured into a graph),
+    // blocking: the legacy stream's copies (cuda_mem.h) and it still wait for each other
+    e = cudaStreamCreate(&ctx.st);
+    if (e == cudaSuccess && (ds = cudnnSetStream(ctx.dnn, ctx.st)) != CUDNN_STATUS_SUCCESS) {
+        snprintf(why_buf, sizeof why_buf, "cuDNN could not take a stream (%s)", cudnnGetErrorString(ds));
+        return -1;
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(why_buf, sizeof why_buf, "no CUDA stream (%s)", cudaGetErrorString(e));
+        return -1;
+    }
     ctx.find = cli_env_flag("BN_CUDNN_FIND", true);
     ctx.verbose = cli_env_flag("BN_CUDA_VERBOSE", false);
     if (ctx.verbose)
@@ -195,6 +214,7 @@ void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
     if (bytes > c->ws_size) {
         if (c->ws) CUDA_CHECK(cudaFree(c->ws));             // waits for the work that used it
         c->ws_size = grown(c->ws_size, bytes);
+        c->gen++;
         CUDA_CHECK(cudaMalloc(&c->ws, c->ws_size));
     }
     return c->ws;
@@ -204,6 +224,7 @@ void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->scratch_size || !c->scratch) {
         if (c->scratch) CUDA_CHECK(cudaFree(c->scratch));
         c->scratch_size = grown(c->scratch_size, bytes);
+        c->gen++;
         CUDA_CHECK(cudaMalloc(&c->scratch, c->scratch_size));
     }
     return c->scratch;
@@ -213,6 +234,7 @@ void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->hscratch_size || !c->hscratch) {
         if (c->hscratch) CUDA_CHECK(cudaFreeHost(c->hscratch));
         c->hscratch_size = grown(c->hscratch_size, bytes);
+        c->gen++;
         CUDA_CHECK(cudaMallocHost(&c->hscratch, c->hscratch_size));
     }
     return c->hscratch;

@@ -34,7 +34,10 @@
  * model_bind_state / model_dparam_get) parameters and optimizer state stay there and
  * model_sync brings them home, with the BN running statistics, before a checkpoint is
  * written. The training set can live there too (model_data_attach: batches built by the
- * backend's batch_fill). Nothing on the host dereferences backend memory
+ * backend's batch_fill from a per-step stage, the loss per image left there by xent_rows),
+ * and a step's ops can be recorded once and replayed (model_graph_*, ops.h graph_*: every
+ * per-step value comes from the stage, and `gen` counts the allocations that would make a
+ * recording's pointers stale). Nothing on the host dereferences backend memory
  * (tests/test_devmem.c checks that with a backend whose pointers fault on the host).
  *
  * Fast path (backends with ops.h act_blk: cpu, and cuda at block width 1): activations in
@@ -149,10 +152,23 @@ struct model {
     /* training data in backend memory (model_data_attach) */
     uint8_t *dpixels, *dlabels_all;
     int dc, dh, dw;
-    size_t dn, dplan_n;
-    uint32_t *dorder;
-    aug_param *dpar;
-    bool labels_ready;          /* dlabels hold the planned batch's labels */
+    size_t dn;
+    unsigned char *dstage, *hstage;   /* a step's stage: ops_step, idx[max_batch], par[max_batch] */
+    size_t stage_par;           /* offset of par in the stage */
+    bool stage_has_par;
+    double *drows, *hrows;      /* xent_rows: loss[max_batch] doubles, then hit[max_batch] int32 */
+    bool labels_ready;          /* dlabels hold the staged batch's labels */
+    bool pool_ready;            /* a backward pass has sized the gradient pool */
+    unsigned gen;               /* backend allocations and releases so far */
+    unsigned bwd_count;         /* backward passes queued so far */
+    /* a recorded step (model_graph_*) */
+    void *graph;
+    int graph_n;
+    unsigned graph_gen;         /* gen when it was recorded: another value makes it stale */
+    bool graph_moves, graph_bwd;    /* it updates the parameters / runs a backward pass */
+    bool recording;
+    bool rec_moved;             /* params_moved before the recording */
+    unsigned rec_gen, rec_bwd;
 };
 
 /* ---- memory --------------------------------------------------------------------------- */
@@ -166,13 +182,22 @@ static float *buf_alloc(size_t n) {
 }
 
 /* Backend memory for n floats (zero-filled), and its release; the host's with a host backend. */
+static void *dev_alloc(model *m, size_t bytes) {
+    m->gen++;
+    return m->o->mem_alloc(m->o, bytes);
+}
+static void dev_free(model *m, void *p) {
+    if (!p) return;
+    m->gen++;
+    m->o->mem_free(m->o, p);
+}
 static float *tensor_alloc(model *m, size_t n) {
     if (!m->dev) return buf_alloc(n);
-    return m->o->mem_alloc(m->o, (n ? n : 1) * sizeof(float));
+    return dev_alloc(m, (n ? n : 1) * sizeof(float));
 }
 static void tensor_free(model *m, void *p) {
     if (!p) return;
-    if (m->dev) m->o->mem_free(m->o, p);
+    if (m->dev) dev_free(m, p);
     else free(p);
 }
 static void to_backend(model *m, void *dst, const void *src, size_t bytes) {
@@ -854,7 +879,7 @@ model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {
     if (m->dev) {   /* the input batch, its labels, the logits' host side */
         size_t img = (size_t)max_batch * (size_t)m->v[0].c * (size_t)m->v[0].h * (size_t)m->v[0].w;
         if (!(m->store[0] = tensor_alloc(m, img))) goto oom;
-        if (!(m->dlabels = m->o->mem_alloc(m->o, (size_t)max_batch))) goto oom;
+        if (!(m->dlabels = dev_alloc(m, (size_t)max_batch))) goto oom;
         if (!(m->hlogits = buf_alloc((size_t)max_batch * (size_t)m->classes))) goto oom;
         if (!(m->hdlogits = buf_alloc((size_t)max_batch * (size_t)m->classes))) goto oom;
     }
@@ -873,6 +898,7 @@ oom:
 
 void model_free(model *m) {
     if (!m) return;
+    model_graph_drop(m);
     if (m->pf) {    /* first: the table reads need[] */
         prof_print(m);
         free(m->pf->t);
@@ -885,7 +911,7 @@ void model_free(model *m) {
     for (int i = 0; i < m->np; i++) {
         if (m->P[i].hgrad != m->P[i].grad) free(m->P[i].hgrad);
         tensor_free(m, m->P[i].grad);
-        if (m->P[i].dmask) m->o->mem_free(m->o, m->P[i].dmask);
+        dev_free(m, m->P[i].dmask);
     }
     free(m->P);
     if (m->store)
@@ -895,7 +921,7 @@ void model_free(model *m) {
     free(m->pool);
     for (int i = 0; i < m->nb; i++) tensor_free(m, m->B[i].dev);
     free(m->B);
-    if (m->dlabels) m->o->mem_free(m->o, m->dlabels);
+    if (m->dlabels) dev_free(m, m->dlabels);
     free(m->hlogits);
     free(m->hdlogits);
     tensor_free(m, m->dplain);
@@ -937,7 +963,7 @@ void model_forward(model *m, const float *x, int n, bool train) {
 int model_data_attach(model *m, const dataset *d, char err[256]) {
     ops *o = m->o;
     const value *in = &m->v[0];
-    if (!m->dev || !o->batch_fill) {
+    if (!m->dev || !o->batch_fill || !o->xent_rows) {
         snprintf(err, 256, "backend %s does not build batches in its own memory", o->name);
         return -1;
     }
@@ -952,55 +978,68 @@ int model_data_attach(model *m, const dataset *d, char err[256]) {
             return -1;
         }
     model_data_detach(m);
-    size_t img = ds_image_bytes(&d->h);
-    if (!(m->dpixels = o->mem_alloc(o, d->n * img)) || !(m->dlabels_all = o->mem_alloc(o, d->n)) ||
-        !(m->dorder = o->mem_alloc(o, d->n * sizeof *m->dorder)) ||
-        !(m->dpar = o->mem_alloc(o, d->n * sizeof *m->dpar))) {
+    size_t img = ds_image_bytes(&d->h), mb = (size_t)m->max_batch;
+    m->stage_par = sizeof(ops_step) + (mb * sizeof(uint32_t) + 15) / 16 * 16;
+    size_t stage = m->stage_par + mb * sizeof(aug_param), rows = mb * (sizeof(double) + sizeof(int32_t));
+    if (!(m->dpixels = dev_alloc(m, d->n * img)) || !(m->dlabels_all = dev_alloc(m, d->n)) ||
+        !(m->dstage = dev_alloc(m, stage)) || !(m->drows = dev_alloc(m, rows)) || !(m->hstage = calloc(1, stage)) ||
+        !(m->hrows = malloc(rows))) {
         model_data_detach(m);
         snprintf(err, 256, "out of %s memory for %zu images (%.0f MB)", o->name, d->n, 1e-6 * (double)(d->n * img));
         return -1;
     }
     o->mem_upload(o, m->dpixels, d->pixels, d->n * img);
     o->mem_upload(o, m->dlabels_all, d->labels, d->n);
-    m->dc = d->h.c, m->dh = d->h.h, m->dw = d->h.w, m->dn = d->n, m->dplan_n = 0;
+    m->dc = d->h.c, m->dh = d->h.h, m->dw = d->h.w, m->dn = d->n;
     return 0;
 }
 
 void model_data_detach(model *m) {
-    void *p[4] = {m->dpixels, m->dlabels_all, m->dorder, m->dpar};
-    for (int i = 0; i < 4; i++)
-        if (p[i]) m->o->mem_free(m->o, p[i]);
-    m->dpixels = m->dlabels_all = NULL, m->dorder = NULL, m->dpar = NULL;
-    m->dn = m->dplan_n = 0, m->labels_ready = false;
+    model_graph_drop(m);
+    void *p[4] = {m->dpixels, m->dlabels_all, m->dstage, m->drows};
+    for (int i = 0; i < 4; i++) dev_free(m, p[i]);
+    free(m->hstage), free(m->hrows);
+    m->dpixels = m->dlabels_all = NULL, m->dstage = m->hstage = NULL, m->drows = m->hrows = NULL;
+    m->dn = 0, m->labels_ready = false;
 }
 
-void model_data_plan(model *m, const uint32_t *order, const aug_param *par, size_t n) {
-    if (!m->dn || n > m->dn) {
-        fprintf(stderr, "model_data_plan: a plan of %zu positions for %zu attached images\n", n, m->dn);
+ops_step *model_step_vals(const model *m) { return (ops_step *)m->dstage; }
+
+void model_step_stage(model *m, const uint32_t *idx, const aug_param *par, int n, float lr) {
+    check_batch(m, n, "model_step_stage");
+    if (!m->dstage) {
+        fprintf(stderr, "model_step_stage: no data attached\n");
         abort();
     }
-    for (size_t i = 0; i < n; i++)
-        if (order[i] >= m->dn) {
-            fprintf(stderr, "model_data_plan: position %zu names image %u of %zu\n", i, order[i], m->dn);
+    for (int i = 0; i < n; i++)
+        if (idx[i] >= m->dn) {
+            fprintf(stderr, "model_step_stage: position %d names image %u of %zu\n", i, idx[i], m->dn);
             abort();
         }
-    m->o->mem_upload(m->o, m->dorder, order, n * sizeof *order);
-    m->o->mem_upload(m->o, m->dpar, par, n * sizeof *par);
-    m->dplan_n = n;
+    ops_step v = {lr, 0, {0, 0}};
+    memcpy(m->hstage, &v, sizeof v);
+    memcpy(m->hstage + sizeof v, idx, (size_t)n * sizeof *idx);
+    size_t bytes = sizeof v + (size_t)n * sizeof *idx;
+    m->stage_has_par = par != NULL;
+    if (par) {
+        memcpy(m->hstage + m->stage_par, par, (size_t)n * sizeof *par);
+        bytes = m->stage_par + (size_t)n * sizeof *par;
+    }
+    m->o->mem_upload(m->o, m->dstage, m->hstage, bytes);   /* one upload a step */
 }
 
-void model_forward_planned(model *m, size_t i0, int n, aug_kind k, const norm_cfg *nm, bool train) {
-    check_batch(m, n, "model_forward_planned");
-    if (i0 > m->dplan_n || (size_t)n > m->dplan_n - i0) {
-        fprintf(stderr, "model_forward_planned: positions %zu..%zu of a plan of %zu\n", i0, i0 + (size_t)n,
-                m->dplan_n);
+void model_forward_staged(model *m, int n, aug_kind k, const norm_cfg *nm, bool train) {
+    check_batch(m, n, "model_forward_staged");
+    if (!m->dstage || (k != AUG_NONE && !m->stage_has_par)) {
+        fprintf(stderr, "model_forward_staged: no stage%s\n", m->dstage ? " with augmentations" : "");
         abort();
     }
     double mean[NORM_MAXC], inv[NORM_MAXC];
     bool norm = norm_arrays(nm, m->dc, mean, inv);
-    m->o->batch_fill(m->o, m->store[0], m->dpixels, m->dc, m->dh, m->dw, m->dorder + i0,
-                     k == AUG_NONE ? NULL : m->dpar + i0, n, k == AUG_SEED, norm ? mean : NULL, norm ? inv : NULL,
-                     m->dlabels_all, m->dlabels);
+    const uint32_t *idx = (const uint32_t *)(m->dstage + sizeof(ops_step));
+    const aug_param *par = (const aug_param *)(m->dstage + m->stage_par);
+    m->o->batch_fill(m->o, m->store[0], m->dpixels, m->dc, m->dh, m->dw, idx, k == AUG_NONE ? NULL : par, n,
+                     k == AUG_SEED, norm ? mean : NULL, norm ? inv : NULL, m->dlabels_all, m->dlabels);
     m->labels_ready = true;
     forward_run(m, n, train);
 }
@@ -1266,39 +1305,44 @@ static void backward_layer(model *m, layer *l) {
     m->gof[l->out] = -1;
 }
 
-double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward) {
-    double loss = NAN;
-    int ok = 0;
-    if (correct) *correct = 0;
-    if (n != m->n || n < 1) return NAN;
-    if (!labels && !m->labels_ready) return NAN;
+/* The loss (and with backward the backward pass) of the last forward. labels NULL: the
+ * staged batch's, the loss per row left in backend memory by xent_rows (model_loss_collect
+ * takes it); else xent's mean in *loss. -1 for a call that cannot be served. */
+static int loss_run(model *m, const uint8_t *labels, int n, bool backward, double *loss, int *ok) {
+    if (n != m->n || n < 1) return -1;
+    if (!labels && (!m->labels_ready || !m->drows)) return -1;
     for (int i = 0; labels && i < n; i++)
-        if (labels[i] >= m->classes) return NAN;
-    if (backward && !m->last_train) return NAN;   /* BN backward needs batch statistics */
+        if (labels[i] >= m->classes) return -1;
+    if (backward && !m->last_train) return -1;   /* BN backward needs batch statistics */
     const float *logits = logits_of(m);
     int last = m->L[m->nl - 1].out;
-    if (!labels) {  /* those model_forward_planned gathered, already in backend memory */
+    bool rows = !labels;
+    if (rows) {     /* those model_forward_staged gathered, already in backend memory */
         labels = m->dlabels;
     } else if (m->dev) {   /* the ops read labels from backend memory */
         m->o->mem_upload(m->o, m->dlabels, labels, (size_t)n);
         labels = m->dlabels;
     }
-    if (!backward || !m->need[last]) {    /* no backward, or nothing trainable */
-        m->o->xent(m->o, n, m->classes, logits, labels, NULL, &loss, &ok);
-        if (correct) *correct = ok;
-        return loss;
+    bool bwd = backward && m->need[last];   /* else no backward, or nothing trainable */
+    int g = -1;
+    if (bwd) {
+        for (int i = 0; i < m->nv; i++) m->gof[i] = -1, m->pend[i] = -1;
+        for (int i = 0; i < m->npool; i++) m->pool[i].refs = 0;
+        g = pool_get(m);                  /* the logits' gradient */
     }
-    for (int i = 0; i < m->nv; i++) m->gof[i] = -1, m->pend[i] = -1;
-    for (int i = 0; i < m->npool; i++) m->pool[i].refs = 0;
-    int g = pool_get(m);                  /* the logits' gradient */
-    m->o->xent(m->o, n, m->classes, logits, labels, m->pool[g].p, &loss, &ok);
-    if (correct) *correct = ok;
+    float *dl = bwd ? m->pool[g].p : NULL;
+    if (rows)
+        m->o->xent_rows(m->o, n, m->classes, logits, labels, dl, m->drows, (int32_t *)(m->drows + m->max_batch),
+                        model_step_vals(m));
+    else
+        m->o->xent(m->o, n, m->classes, logits, labels, dl, loss, ok);
+    if (!bwd) return 0;
     if (m->batch_total > 0 && m->batch_total != n) {   /* each image weighs 1/batch_total */
         size_t k = (size_t)n * (size_t)m->classes;
-        float s = (float)n / (float)m->batch_total, *dl = m->dev ? m->hdlogits : m->pool[g].p;
-        if (m->dev) to_host(m, dl, m->pool[g].p, k * sizeof *dl);
-        for (size_t i = 0; i < k; i++) dl[i] *= s;
-        if (m->dev) to_backend(m, m->pool[g].p, dl, k * sizeof *dl);
+        float s = (float)n / (float)m->batch_total, *h = m->dev ? m->hdlogits : dl;
+        if (m->dev) to_host(m, h, dl, k * sizeof *h);
+        for (size_t i = 0; i < k; i++) h[i] *= s;
+        if (m->dev) to_backend(m, dl, h, k * sizeof *h);
     }
     m->gof[last] = g;
     if (m->pf) m->pf->bwd++, m->pf->img_bwd += n;
@@ -1309,7 +1353,38 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
     }
     if (m->dev)     /* model_grad downloads a gradient when the host asks for it */
         for (int i = 0; i < m->np; i++) m->P[i].stale = true;
+    m->bwd_count++;
+    if (!m->recording) m->pool_ready = true;
+    return 0;
+}
+
+double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward) {
+    double loss = NAN;
+    int ok = 0;
+    if (correct) *correct = 0;
+    if (loss_run(m, labels, n, backward, &loss, &ok)) return NAN;
+    if (!labels) loss = model_loss_collect(m, n, &ok);
+    if (correct) *correct = ok;
     return loss;
+}
+
+int model_loss_queue(model *m, int n, bool backward) {
+    double loss;
+    int ok;
+    return loss_run(m, NULL, n, backward, &loss, &ok);
+}
+
+double model_loss_collect(model *m, int n, int *correct) {
+    if (correct) *correct = 0;
+    if (!m->drows || n < 1 || n > m->max_batch) return NAN;
+    size_t mb = (size_t)m->max_batch;
+    to_host(m, m->hrows, m->drows, mb * sizeof(double) + (size_t)n * sizeof(int32_t));
+    const int32_t *hit = (const int32_t *)(m->hrows + mb);
+    double total = 0.0;
+    int right = 0;
+    for (int i = 0; i < n; i++) total += m->hrows[i], right += hit[i];
+    if (correct) *correct = right;
+    return total / n;
 }
 
 void model_upload_params(model *m) {
@@ -1341,7 +1416,7 @@ int model_bind_state(model *m, int i, float *s1, float *s2) {
         if (h[k] && !(p->dstate[k] = bind_tensor(m, h[k], p->numel, true))) return -1;
     const uint8_t *mask = model_mask(m, i);
     if (mask && !p->dmask) {
-        if (!(p->dmask = m->o->mem_alloc(m->o, p->numel))) return -1;
+        if (!(p->dmask = dev_alloc(m, p->numel))) return -1;
         m->o->mem_upload(m->o, p->dmask, mask, p->numel);
     }
     return 0;
@@ -1359,7 +1434,7 @@ void model_unbind_state(model *m) {
                 }
             p->dstate[k] = NULL;
         }
-        if (p->dmask) m->o->mem_free(m->o, p->dmask), p->dmask = NULL;
+        if (p->dmask) dev_free(m, p->dmask), p->dmask = NULL;
     }
 }
 
@@ -1370,6 +1445,55 @@ void model_dparam_get(model *m, int i, model_dparam *out) {
 }
 
 bool model_is_fast(const model *m) { return m->fast; }
+
+/* ---- recorded steps (ops.h graph_*) ---------------------------------------------------- */
+int model_graph_begin(model *m) {
+    ops *o = m->o;
+    if (!m->dev || !o->graph_begin || !m->dstage || !m->pool_ready || m->recording || m->pf) return -1;
+    model_graph_drop(m);
+    if (o->graph_begin(o)) return -1;
+    m->recording = true;
+    m->rec_gen = m->gen, m->rec_bwd = m->bwd_count, m->rec_moved = m->params_moved;
+    m->params_moved = false;
+    return 0;
+}
+
+int model_graph_end(model *m, int n) {
+    if (!m->recording) return -1;
+    m->recording = false;
+    void *g = m->o->graph_end(m->o);
+    bool moves = m->params_moved;
+    m->params_moved = m->rec_moved || moves;
+    if (!g) return -1;
+    if (m->gen != m->rec_gen) {     /* memory moved while recording: its pointers may be gone */
+        m->o->graph_free(m->o, g);
+        return -1;
+    }
+    m->graph = g, m->graph_n = n, m->graph_gen = m->gen;
+    m->graph_moves = moves, m->graph_bwd = m->bwd_count != m->rec_bwd;
+    return 0;
+}
+
+int model_graph_launch(model *m, int n) {
+    if (!m->graph || m->graph_n != n) return -1;
+    if (m->gen != m->graph_gen || m->o->graph_launch(m->o, m->graph)) {
+        model_graph_drop(m);
+        return -1;
+    }
+    /* what the recorded calls did on the host side when they were made */
+    m->n = n, m->last_train = true, m->labels_ready = true;
+    if (m->graph_bwd)
+        for (int i = 0; i < m->np; i++) m->P[i].stale = true;
+    if (m->graph_moves) m->params_moved = true;
+    return 0;
+}
+
+bool model_has_graph(const model *m) { return m->graph != NULL; }
+
+void model_graph_drop(model *m) {
+    if (m->graph) m->o->graph_free(m->o, m->graph);
+    m->graph = NULL;
+}
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
 

@@ -39,22 +39,30 @@ void model_free(model *m);
  * averages; otherwise running averages. */
 void model_forward(model *m, const float *x, int n, bool train);
 const float *model_logits(const model *m);      /* [n, classes] of the last forward (host) */
-/* Loss of the last forward against labels (host; NULL: model_forward_planned's); *correct = right top-1 predictions.
+/* Loss of the last forward against labels (host; NULL: model_forward_staged's); *correct = right top-1 predictions.
  * When backward is true, also runs the backward pass: gradients of every trainable tensor
  * (and nothing for frozen ones: no filter gradient work for a frozen conv). */
 double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct, bool backward);
 
-/* Training data in backend memory (a backend with memory of its own and ops.h batch_fill:
- * the cuda one), so that a step uploads nothing. model_data_attach copies d's records and
- * labels there (-1 with err when the backend cannot, d does not fit the model, a label is
- * out of range, or its memory is short: then build batches on the host as before);
- * model_data_plan sends an epoch's plan (epoch_plan's order and par, n <= d's images);
- * model_forward_planned builds the batch of plan positions [i0, i0 + n) there, as batch_fill
- * would (augmentation k, normalisation nm), with its labels, and runs model_forward on it;
- * model_loss_backward(m, NULL, n, ...) then takes those labels. model_free detaches. */
+/* Training data in backend memory (a backend with memory of its own and ops.h batch_fill
+ * and xent_rows: the cuda one), so that a step moves only its plan and its loss.
+ * model_data_attach copies d's records and labels there (-1 with err when the backend
+ * cannot, d does not fit the model, a label is out of range, or its memory is short: then
+ * build batches on the host as before). A step there:
+ *   model_step_stage: one upload of the batch's image numbers idx[n] (< d's images), their
+ *     augmentations par[n] (NULL: none) and the optimizer's step size lr (ops.h ops_step);
+ *   model_forward_staged: the batch built there as batch_fill would (augmentation k,
+ *     normalisation nm), with its labels, and model_forward on it;
+ *   model_loss_queue: the loss of each image, left there, and with backward the backward
+ *     pass (-1 when it cannot: no staged forward of n images); the optimizer may follow
+ *     (optim.h optim_step_backend with model_step_vals);
+ *   model_loss_collect: waits for that work and returns the mean loss (and *correct).
+ * model_loss_backward(m, NULL, n, ...) does the last two at once. model_free detaches. */
 int model_data_attach(model *m, const dataset *d, char err[256]);
-void model_data_plan(model *m, const uint32_t *order, const aug_param *par, size_t n);
-void model_forward_planned(model *m, size_t i0, int n, aug_kind k, const norm_cfg *nm, bool train);
+void model_step_stage(model *m, const uint32_t *idx, const aug_param *par, int n, float lr);
+void model_forward_staged(model *m, int n, aug_kind k, const norm_cfg *nm, bool train);
+int model_loss_queue(model *m, int n, bool backward);
+double model_loss_collect(model *m, int n, int *correct);
 void model_data_detach(model *m);
 
 /* Backend memory (see model_build): send ck's trainable parameters to the backend after an

@@ -51,6 +51,25 @@ void model_unbind_state(model *m);
 /* Whether the model runs the backend's fast path (layout entries, fused BN+ReLU). */
 bool model_is_fast(const model *m);
 void model_dparam_get(model *m, int i, model_dparam *out);
+/* The staged step's values in backend memory (model_step_stage), for the optimizer's ops. */
+ops_step *model_step_vals(const model *m);
+
+/* A training step recorded once and replayed (ops.h graph_*: CUDA graphs). Between
+ * model_graph_begin (0; -1 when the backend cannot record, no data is attached, or no
+ * backward pass has run yet, which sizes the buffers, or under BN_PROFILE, which times each
+ * layer) and model_graph_end, the step's calls
+ * (model_forward_staged, model_loss_queue, optim_step_backend with model_step_vals) are
+ * recorded, not run; model_graph_end is 0 when the model then holds the recording of a step
+ * of n images (else the caller runs the step's calls again, as usual). model_graph_launch
+ * runs it after a model_step_stage, as the calls would: 0, or -1 when there is none for n
+ * or it is stale (memory of the model or the backend moved since; it is dropped: record
+ * again). model_graph_drop frees it (model_free and model_data_detach do). */
+int model_graph_begin(model *m);
+int model_graph_end(model *m, int n);
+int model_graph_launch(model *m, int n);
+bool model_has_graph(const model *m);
+void model_graph_drop(model *m);
+
 /* Bytes the model holds now: activations, gradients of trainable tensors and of values
  * (the gradient pool grows to its peak during the first backward pass), BN statistics. */
 size_t model_bytes(const model *m);

@@ -39,6 +39,16 @@ typedef struct aug_param {
     float delta;       /* brightness added (augment "seed") */
 } aug_param;
 
+/* Values of one training step in backend memory, written by the host before the step
+ * (model_step_stage) and read by the ops when they run, so that a step recorded once
+ * (graph_begin) can be replayed with the next step's values. */
+typedef struct ops_step {
+    float lr;          /* the optimizer's step size: optim.h optim_step_size */
+    int32_t skip;      /* nonzero: sgd_update / adam_update change nothing (xent_rows sets it
+                        * when a loss is not finite, as the host skips the step then) */
+    int32_t pad[2];
+} ops_step;
+
 typedef struct bn_desc {
     int n, c, hw;            /* x is [n, c, hw] */
     float eps, momentum;
@@ -162,11 +172,14 @@ struct ops {
      *     pixels[.][c][h][w] named by idx[n], cropped and mirrored by par[n] (NULL: as they
      *     are), brightness added and clipped when bright, then (v - mean[c]) * inv[c] in
      *     double (mean/inv NULL: none; min(c, AUG_NORM_MAXC) values each); when labels is not NULL also lab[i] = labels[idx[i]];
-     *   sync: returns when all queued work is done (BN_PROFILE's timing). */
+     *   sync: returns when all queued work is done (BN_PROFILE's timing).
+     * sgd_update and adam_update take s (backend memory) or NULL: with s, nothing is done
+     * when s->skip is nonzero, and the step size is s->lr (a float, as optim.h's
+     * optim_step_size gives it for lr and t) in place of lr (and Adam's t). */
     void (*sgd_update)(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
-                       double momentum, bool nesterov, double wd);
+                       double momentum, bool nesterov, double wd, const ops_step *s);
     void (*adam_update)(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n,
-                        double lr, double beta1, double beta2, double eps, double wd, int64_t t);
+                        double lr, double beta1, double beta2, double eps, double wd, int64_t t, const ops_step *s);
     void (*batch_fill)(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
                        const aug_param *par, int n, bool bright, const double *mean, const double *inv,
                        const uint8_t *labels, uint8_t *lab);
@@ -176,6 +189,26 @@ struct ops {
      * tensor cores, whose inputs keep 10 mantissa bits); 0, or -1 for a mode the backend
      * does not have. Call before the first op (a change drops cached convolution plans). */
     int (*set_precision)(ops *o, const char *name);
+
+    /* Optional: xent with its results left in backend memory (NULL: the model uses xent).
+     * row_loss[i] is row i's loss in double (NaN for a label out of range), row_hit[i] 1
+     * when its argmax is the label, else 0; dlogits as xent's. The host's mean is the sum of
+     * row_loss in row order over n, which is xent's loss bit for bit (ops_ref defines both).
+     * When s is not NULL and some row's loss is not finite, s->skip is set to 1 (never
+     * cleared here). */
+    void (*xent_rows)(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
+                      double *row_loss, int32_t *row_hit, ops_step *s);
+    /* Optional step recording (cuda: CUDA graphs; NULL: none). After graph_begin (0; -1 when
+     * it cannot start) the ops called are recorded, not run, until graph_end, which returns
+     * the recording, or NULL when recording failed (a call that cannot be recorded: then
+     * nothing of it ran). While recording, the caller calls nothing but ops (no mem_*).
+     * graph_launch queues the recorded ops again, with the same arguments and pointers: 0,
+     * or -1 when the recording is stale (the backend's own buffers or plans changed since:
+     * record again). graph_free releases a recording. */
+    int (*graph_begin)(ops *o);
+    void *(*graph_end)(ops *o);
+    int (*graph_launch)(ops *o, void *g);
+    void (*graph_free)(ops *o, void *g);
 };
 enum { OPS_BLK_IN = 1, OPS_BLK_OUT = 2, OPS_RELU = 4 };
 

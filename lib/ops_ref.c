@@ -195,6 +195,21 @@ static void xent(ops *o, int n, int classes, const float *logits, const uint8_t 
     ref32_xent(n, classes, logits, labels, dlogits, loss, correct);
 }
 
+/* ops.h xent_rows, defined by xent: each row's loss is xent's on that row alone (a mean
+ * over one row is the row's loss), dlogits xent's over the batch */
+static void xent_rows(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
+                      double *row_loss, int32_t *row_hit, ops_step *s) {
+    (void)o;
+    double total;
+    if (dlogits) ref32_xent(n, classes, logits, labels, dlogits, &total, NULL);
+    for (int i = 0; i < n; i++) {
+        int hit = 0;
+        ref32_xent(1, classes, logits + (size_t)i * (size_t)classes, labels + i, NULL, &row_loss[i], &hit);
+        row_hit[i] = hit;
+        if (s && !isfinite(row_loss[i])) s->skip = 1;
+    }
+}
+
 ops ops_ref = {
     .name = "ref",
     .ctx = NULL,
@@ -213,4 +228,5 @@ ops ops_ref = {
     .linear_bwd_data = linear_bwd_data,
     .linear_bwd_filter = linear_bwd_filter,
     .xent = xent,
+    .xent_rows = xent_rows,
 };

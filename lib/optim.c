@@ -34,7 +34,17 @@ void sgd_update(float *w, const float *g, float *buf, const uint8_t *mask, size_
 void adam_update(float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr, double beta1,
                  double beta2, double eps, double wd, int64_t t) {
     const double lr_t = lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
-    const float flr = (float)lr_t, b1 = (float)beta1, b2 = (float)beta2, feps = (float)eps, fwd = (float)wd;
+    adam_update_at(w, g, m, v, mask, n, (float)lr_t, beta1, beta2, eps, wd);
+}
+
+float optim_step_size(const optim_cfg *cfg, double lr, int64_t t) {
+    if (cfg->kind != OPT_ADAM) return (float)lr;
+    return (float)(lr * sqrt(1.0 - pow(cfg->beta2, (double)t)) / (1.0 - pow(cfg->beta1, (double)t)));
+}
+
+void adam_update_at(float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, float lr_t,
+                    double beta1, double beta2, double eps, double wd) {
+    const float flr = lr_t, b1 = (float)beta1, b2 = (float)beta2, feps = (float)eps, fwd = (float)wd;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         if (mask && !mask[i]) continue;
@@ -143,7 +153,7 @@ bool optim_backend_prepare(checkpoint *ck, model *m, const optim_cfg *cfg) {
     return true;
 }
 
-void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t) {
+void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t, const ops_step *s) {
     ops *o = model_backend(m);
     if (!backend_can(o, cfg)) {
         fprintf(stderr, "optim_step_backend: backend cannot (optim_backend_prepare said so)\n");
@@ -155,8 +165,9 @@ void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t) {
         model_dparam d;
         model_dparam_get(m, i, &d);
         if (cfg->kind == OPT_ADAM)
-            o->adam_update(o, d.w, d.g, d.s1, d.s2, d.mask, d.n, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t);
+            o->adam_update(o, d.w, d.g, d.s1, d.s2, d.mask, d.n, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t,
+                           s);
         else
-            o->sgd_update(o, d.w, d.g, d.s1, d.mask, d.n, lr, cfg->momentum, cfg->nesterov, cfg->wd);
+            o->sgd_update(o, d.w, d.g, d.s1, d.mask, d.n, lr, cfg->momentum, cfg->nesterov, cfg->wd, s);
     }
 }

@@ -39,6 +39,12 @@ void sgd_update(float *w, const float *g, float *buf, const uint8_t *mask, size_
                 bool nesterov, double wd);
 void adam_update(float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr, double beta1,
                  double beta2, double eps, double wd, int64_t t);
+/* The float step size the updates apply: (float)lr for SGD; Adam's bias-corrected
+ * (float)(lr * sqrt(1 - beta2^t) / (1 - beta1^t)). adam_update_at is adam_update with that
+ * size given (adam_update(.., lr, .., t) = adam_update_at(.., optim_step_size(..), ..)). */
+float optim_step_size(const optim_cfg *cfg, double lr, int64_t t);
+void adam_update_at(float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, float lr_t,
+                    double beta1, double beta2, double eps, double wd);
 
 /* Makes sure ck holds the state tensors of cfg for every trainable "param" tensor (zeroed
  * when created). fresh: drops any earlier "opt" tensors first. Without fresh, existing
@@ -57,5 +63,7 @@ void optim_step(checkpoint *ck, const model *m, const optim_cfg *cfg, double lr,
  * when the backend cannot or its memory is short (use optim_step then). The checkpoint's
  * parameters and state are brought up to date by model_sync. */
 bool optim_backend_prepare(checkpoint *ck, model *m, const optim_cfg *cfg);
-void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t);
+/* s: NULL, or the step's values in backend memory (ops.h ops_step: the updates then take
+ * their step size from there, and skip the step when it says so; a recorded step). */
+void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t, const ops_step *s);
 #endif

@@ -11,6 +11,46 @@
 #include "dist.h"
 #include "model_extra.h"
 
+/* ---- one step in backend memory ------------------------------------------------------------ */
+/* The batch built there from the stage, the forward pass, the loss per image, the backward
+ * pass and, with dev_optim, the optimizer (which skips the step, there, when a loss is not
+ * finite, as the loop does on the host). */
+static void device_ops(model *m, const train_cfg *cfg, int n, double lr, int64_t t, bool dev_optim) {
+    model_forward_staged(m, n, cfg->augment, &cfg->norm, true);
+    model_loss_queue(m, n, true);
+    if (dev_optim) optim_step_backend(m, &cfg->opt, lr, t, model_step_vals(m));
+}
+
+/* Recorded steps (ops.h graph_*, CUDA graphs): the first full batch of a run goes op by op
+ * (it chooses the convolution algorithms and sizes every buffer), the next is recorded and
+ * every later full batch replays that recording; a smaller last batch goes op by op. A
+ * recording that fails turns them off for the run; a stale one is recorded again. */
+typedef struct step_graph {
+    bool on, warm;
+    int64_t replays;
+} step_graph;
+
+static void device_step(model *m, const train_cfg *cfg, step_graph *sg, int n, double lr, int64_t t, bool dev_optim,
+                        bool verbose) {
+    if (sg->on && n == cfg->batch) {
+        if (model_graph_launch(m, n) == 0) {
+            sg->replays++;
+            return;
+        }
+        if (sg->warm && model_graph_begin(m) == 0) {
+            device_ops(m, cfg, n, lr, t, dev_optim);
+            if (model_graph_end(m, n) == 0 && model_graph_launch(m, n) == 0) {
+                sg->replays++;
+                return;
+            }
+            sg->on = false;     /* nothing of the recording ran: the step goes op by op below */
+            if (verbose) fprintf(stderr, "%s: the step could not be recorded: steps go op by op\n", cli_prog);
+        }
+    }
+    device_ops(m, cfg, n, lr, t, dev_optim);
+    if (n == cfg->batch) sg->warm = true;
+}
+
 /* ---- settings ------------------------------------------------------------------------ */
 void train_cfg_defaults(train_cfg *c) {
     memset(c, 0, sizeof *c);
@@ -441,10 +481,13 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     char why[256] = "";
     bool dev_optim = dp.P == 1 && cli_env_flag("BN_DEVICE_OPTIM", true) && optim_backend_prepare(ck, m, &cfg->opt);
     bool dev_data = cli_env_flag("BN_DEVICE_DATA", true) && !model_data_attach(m, train, why);
-    io->backend_data = dev_data, io->backend_optim = dev_optim, io->fast = model_is_fast(m);
+    /* and with both there, a step is recorded once and replayed (BN_GRAPH=0: never) */
+    step_graph sg = {dev_data && dev_optim && o->graph_begin && cli_env_flag("BN_GRAPH", true), false, 0};
+    io->backend_data = dev_data, io->backend_optim = dev_optim, io->fast = model_is_fast(m), io->graph_steps = 0;
     if (io->verbose && model_backend(m))
-        fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s\n", cli_prog, o->name,
-                dev_data ? "there" : "on the host", *why ? ": " : "", why, dev_optim ? "backend" : "host");
+        fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s%s\n", cli_prog, o->name,
+                dev_data ? "there" : "on the host", *why ? ": " : "", why, dev_optim ? "backend" : "host",
+                sg.on ? ", steps replayed from a recording" : "");
     float *x = malloc((size_t)local_max * img * sizeof *x);
     uint8_t *lab = malloc((size_t)local_max);
     uint32_t *order = malloc(n * sizeof *order);
@@ -462,7 +505,6 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
         int64_t images = 0;
         bool stop = false;
         epoch_plan(cfg->seed, epoch, n, cfg->shuffle, cfg->augment, order, par);
-        if (dev_data) model_data_plan(m, order, par, n);
         char what[48];
         snprintf(what, sizeof what, "epoch %" PRId64 "/%" PRId64, epoch + 1, cfg->epochs);
         for (int64_t st = epoch_step; st < spe; st++) {
@@ -473,15 +515,19 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
             int nl = (int)((int64_t)(dp.r + 1) * nb / dp.P - (int64_t)lo);
             lr = schedule_lr(&sched, ck->step, epoch);
             if (dp.P > 1) model_set_batch_total(m, nb);
+            int ok = 0;
+            double loss;
             if (dev_data) {
-                model_forward_planned(m, i0 + lo, nl, cfg->augment, &cfg->norm, true);
+                model_step_stage(m, order + i0 + lo, cfg->augment == AUG_NONE ? NULL : par + i0 + lo, nl,
+                                 optim_step_size(&cfg->opt, lr, ck->step + 1));
+                device_step(m, cfg, &sg, nl, lr, ck->step + 1, dev_optim, io->verbose);
+                loss = model_loss_collect(m, nl, &ok);
             } else {
                 batch_fill(x, train, order + i0 + lo, par + i0 + lo, nl, cfg->augment, &cfg->norm);
                 for (int i = 0; i < nl; i++) lab[i] = train->labels[order[i0 + lo + (size_t)i]];
                 model_forward(m, x, nl, true);
+                loss = model_loss_backward(m, lab, nl, &ok, true);
             }
-            int ok = 0;
-            double loss = model_loss_backward(m, dev_data ? NULL : lab, nl, &ok, true);
             int sig = io->stop_signals ? cli_stop_requested() : 0, stop_any = sig != 0;
             if (dp.P > 1) loss = dp_reduce(&dp, m, loss, nl, nb, &ok, &stop_any);
             if (!isfinite(loss)) {
@@ -489,9 +535,9 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 rc = TRAIN_NAN;
                 break;
             }
-            if (dev_optim) {
-                optim_step_backend(m, &cfg->opt, lr, ck->step + 1);
-            } else {
+            if (dev_optim && !dev_data) {   /* with dev_data, done in the step */
+                optim_step_backend(m, &cfg->opt, lr, ck->step + 1, NULL);
+            } else if (!dev_optim) {
                 optim_step(ck, m, &cfg->opt, lr, ck->step + 1);
                 model_upload_params(m);
             }
@@ -548,6 +594,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     }
     /* nothing left to train (a resumed run already complete, or --epochs 0): the
      * checkpoint still goes out, with its settings */
+    io->graph_steps = sg.replays;
     if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0) rc = write_ck(io, m, ck, err);
     model_sync(m);      /* the caller's checkpoint holds the final state, whatever the backend */
     if (dp.P > 1 && rc != TRAIN_ERROR) {

@@ -65,6 +65,7 @@ typedef struct train_io {
     /* out: the path the run took (a backend with memory of its own: batches built there,
      * optimizer steps there; the model's fast path with its fusions) */
     bool backend_data, backend_optim, fast;
+    int64_t graph_steps;   /* out: steps replayed from a recording (ops.h graph_*) */
 } train_io;
 
 enum { TRAIN_DONE = 0, TRAIN_NAN = 1, TRAIN_STOPPED = 2, TRAIN_ERROR = 3 };

@@ -750,6 +750,48 @@ static int close_nan(const float *a, const float *b, size_t n, double tol) {
     return 1;
 }
 
+static void *dbytes(const void *h, size_t bytes);
+
+/* xent_rows on the same inputs: its rows summed in order over n are xent's loss bit for
+ * bit (gl1, gc1: the GPU's xent; gd1: its dlogits, which xent_rows must repeat bit for bit),
+ * each row within the loss tolerance of the reference's row, the hits equal, and the step's
+ * skip flag set exactly when the reference sets it (a row that is not finite) */
+static void xent_rows_check(int n, int classes, const float *l, const uint8_t *lab, const float *gl,
+                            const uint8_t *glab, double gl1, int gc1, const float *gd1) {
+    size_t ny = (size_t)n * classes;
+    double *r0 = malloc((size_t)n * sizeof *r0), *r1 = malloc((size_t)n * sizeof *r1);
+    int32_t *h0 = malloc((size_t)n * sizeof *h0), *h1 = malloc((size_t)n * sizeof *h1);
+    float *d0 = fvec(ny), *gd = dpoison(ny);
+    double *gr = cuda_alloc((size_t)n * sizeof *gr);
+    int32_t *gh = cuda_alloc((size_t)n * sizeof *gh);
+    ops_step hs = {0.1f, 0, {0, 0}}, s0 = hs, s1;
+    ops_step *gs = dbytes(&hs, sizeof hs);
+    if (!r0 || !r1 || !h0 || !h1 || !gr || !gh) abort();
+    G->xent_rows(G, n, classes, gl, glab, gd, gr, gh, gs);
+    F->xent_rows(F, n, classes, l, lab, d0, r0, h0, &s0);
+    cuda_to_host(r1, gr, (size_t)n * sizeof *r1);
+    cuda_to_host(h1, gh, (size_t)n * sizeof *h1);
+    cuda_to_host(&s1, gs, sizeof s1);
+    float *d1 = back(gd, ny);
+    double total = 0.0;
+    int right = 0, rows_ok = 1, hits_ok = 1;
+    for (int i = 0; i < n; i++) {
+        total += r1[i], right += h1[i];
+        rows_ok &= isnan(r0[i]) ? isnan(r1[i]) : fabs(r1[i] - r0[i]) <= 1e-12 * (1.0 + fabs(r0[i]));
+        hits_ok &= h1[i] == h0[i];
+    }
+    total /= n;
+    CHECK(memcmp(&total, &gl1, sizeof total) == 0 || (isnan(total) && isnan(gl1)),
+          "xent_rows n%d: rows sum to %.17g, xent gave %.17g", n, total, gl1);
+    CHECK(right == gc1 && hits_ok, "xent_rows n%d: %d hits (xent %d), rows %s", n, right, gc1,
+          hits_ok ? "agree" : "differ from the reference");
+    CHECK(rows_ok, "xent_rows n%d: a row's loss differs from the reference's", n);
+    CHECK(same(d1, gd1, ny), "xent_rows n%d: dlogits differ from xent's", n);
+    CHECK(s1.skip == s0.skip && s1.lr == hs.lr, "xent_rows n%d: skip %d (reference %d)", n, s1.skip, s0.skip);
+    cuda_free(gr), cuda_free(gh), cuda_free(gs), cuda_free(gd);
+    free(r0), free(r1), free(h0), free(h1), free(d0), free(d1);
+}
+
 /* special: 1 = rows with tied maxima, 2 = a NaN logit and then a label out of range */
 static void xent_case(int n, int classes, int special) {
     size_t ny = (size_t)n * classes;
@@ -779,6 +821,7 @@ static void xent_case(int n, int classes, int special) {
         CHECK_CLOSE(l1, l0, 1e-12, 1e-12, "xent loss");  /* double exp/log: ~1e-16 each */
     CHECK(c1 == c0, "xent n%d correct %d vs %d", n, c1, c0);
     CHECK(close_nan(d1, d0, ny, BN_TOL), "xent n%d dlogits differ", n);
+    xent_rows_check(n, classes, l, lab, gl, glab, l1, c1, d1);
     double l2 = -1;
     G->xent(G, n, classes, gl, glab, NULL, &l2, NULL);          /* no gradient, no count */
     CHECK(memcmp(&l2, &l1, sizeof l1) == 0 || (isnan(l2) && isnan(l1)), "xent without dlogits: %.17g vs %.17g", l2,
@@ -792,6 +835,7 @@ static void xent_case(int n, int classes, int special) {
         CHECK(isnan(l0) && isnan(l1), "bad label: losses %g (gpu) and %g (ref), both should be NaN", l1, l0);
         CHECK(c1 == c0, "bad label: correct %d vs %d", c1, c0);
         CHECK(close_nan(d1, d0, ny, BN_TOL), "bad label: dlogits differ");
+        xent_rows_check(n, classes, l, lab, gl, glab, l1, c1, d1);
     }
     cuda_free(gl), cuda_free(gd), cuda_free(glab);
     free(l), free(d0), free(d1), free(lab);
@@ -833,8 +877,11 @@ static void *dbytes(const void *h, size_t bytes) {
     return p;
 }
 
-/* one update of n elements on both sides: kind 0 sgd, 1 adam; the tensors and state compared bit for bit */
-static int optim_case(int kind, size_t n, double mom, bool nesterov, double wd, int masked, int64_t t, int specials) {
+/* one update of n elements on both sides: kind 0 sgd, 1 adam; the tensors and state compared
+ * bit for bit. via: 0 the step size as arguments; 1 from an ops_step in device memory (the
+ * arguments then wrong on purpose); 2 the same with skip set: nothing may change */
+static int optim_case_via(int via, int kind, size_t n, double mom, bool nesterov, double wd, int masked, int64_t t,
+                          int specials) {
     float *w = rand_vec(n, 0, 1), *g = rand_vec(n, 0, 0.1), *s1 = rand_vec(n, 0, 0.05), *s2 = rand_vec(n, 0, 0.01);
     uint8_t *mask = masked ? malloc(n) : NULL;
     for (size_t i = 0; i < n; i++) {
@@ -845,18 +892,29 @@ static int optim_case(int kind, size_t n, double mom, bool nesterov, double wd, 
     float *gw = dup(w, n), *gg = dup(g, n), *g1 = dup(s1, n), *g2 = dup(s2, n);
     uint8_t *gm = mask ? dbytes(mask, n) : NULL;
     const double lr = 0.05;
-    if (kind == 0) {
-        sgd_update(w, g, mom != 0.0 ? s1 : NULL, mask, n, lr, mom, nesterov, wd);
-        G->sgd_update(G, gw, gg, mom != 0.0 ? g1 : NULL, gm, n, lr, mom, nesterov, wd);
-    } else {
-        adam_update(w, g, s1, s2, mask, n, lr, 0.9, 0.999, 1e-7, wd, t);
-        G->adam_update(G, gw, gg, g1, g2, gm, n, lr, 0.9, 0.999, 1e-7, wd, t);
+    optim_cfg oc = {0};
+    oc.kind = kind ? OPT_ADAM : OPT_SGD, oc.beta1 = 0.9, oc.beta2 = 0.999;
+    ops_step hs = {optim_step_size(&oc, lr, t), via == 2, {0, 0}};
+    ops_step *gs = via ? dbytes(&hs, sizeof hs) : NULL;
+    double glr = via ? 7.0 : lr;                    /* must be ignored with a step */
+    int64_t gt = via ? t + 5 : t;
+    if (via != 2) {
+        if (kind == 0) sgd_update(w, g, mom != 0.0 ? s1 : NULL, mask, n, lr, mom, nesterov, wd);
+        else adam_update(w, g, s1, s2, mask, n, lr, 0.9, 0.999, 1e-7, wd, t);
     }
+    if (kind == 0) G->sgd_update(G, gw, gg, mom != 0.0 ? g1 : NULL, gm, n, glr, mom, nesterov, wd, gs);
+    else G->adam_update(G, gw, gg, g1, g2, gm, n, glr, 0.9, 0.999, 1e-7, wd, gt, gs);
+    cuda_free(gs);
     float *bw = back(gw, n), *b1 = back(g1, n), *b2 = back(g2, n);
     int ok = same(w, bw, n) && same(s1, b1, n) && same(s2, b2, n);
     cuda_free(gw), cuda_free(gg), cuda_free(g1), cuda_free(g2), cuda_free(gm);
     free(w), free(g), free(s1), free(s2), free(mask), free(bw), free(b1), free(b2);
     return ok;
+}
+static int optim_case(int kind, size_t n, double mom, bool nesterov, double wd, int masked, int64_t t, int specials) {
+    return optim_case_via(0, kind, n, mom, nesterov, wd, masked, t, specials) &&
+           optim_case_via(1, kind, n, mom, nesterov, wd, masked, t, specials) &&
+           optim_case_via(2, kind, n, mom, nesterov, wd, masked, t, specials);
 }
 
 TEST(optim_vs_host) {
@@ -917,6 +975,65 @@ TEST(batch_fill_vs_host) {
     CHECK(fill_case(7, 17, 5, 9, 6, AUG_CROP_FLIP, 16), "17 channels (the 17th not normalised), 5x9 images");
     CHECK(fill_case(7, 2, 3, 3, 5, AUG_SEED, 1), "3x3 images: crops entirely in the padding");
 }
+
+/* ---- recorded steps (ops.h graph_*: CUDA graphs) ------------------------------------------ */
+
+/* A small step, y = relu(a + b) then an SGD update whose step size and skip flag come from an
+ * ops_step in device memory: recorded once (nothing runs while recording), then replayed with
+ * new inputs and new step values each time, bit for bit what the host computes; a skip flag
+ * leaves the weights alone; a change of the backend's plans makes the recording stale; a
+ * call that cannot be recorded (a synchronous copy) makes graph_end fail without ending the
+ * program, and the backend works as before afterwards. */
+TEST(graph_record_replay) {
+    NEED_GPU();
+    enum { N = 5000 };
+    float *a = rand_vec(N, 0, 1), *b = rand_vec(N, 0, 1), *w = rand_vec(N, 0, 1), *g = rand_vec(N, 0, 0.1);
+    float *y = fvec(N), *w0 = malloc(N * sizeof *w0);
+    memcpy(w0, w, N * sizeof *w);
+    float *ga = dup(a, N), *gb = dup(b, N), *gw = dup(w, N), *gg = dup(g, N), *gy = dpoison(N);
+    ops_step hs = {0.5f, 0, {0, 0}};
+    ops_step *gs = dbytes(&hs, sizeof hs);
+    CHECK(G->graph_begin(G) == 0, "graph_begin failed");
+    G->add_relu(G, N, ga, gb, gy);
+    G->sgd_update(G, gw, gg, NULL, NULL, N, 99.0, 0.0, false, 0.0, gs);   /* 99: ignored, s gives the size */
+    void *gr = G->graph_end(G);
+    CHECK(gr != NULL, "graph_end gave no recording");
+    float *bw = back(gw, N), *by = back(gy, N);
+    CHECK(same(bw, w0, N) && isnan(by[0]), "ops ran while being recorded");
+    free(bw), free(by);
+    for (int k = 0; gr && k < 3; k++) {
+        for (size_t i = 0; i < N; i++) a[i] = (float)rng_uniform(&R) - 0.5f;
+        cuda_to_device(ga, a, N * sizeof *a);
+        hs.lr = 0.1f * (float)(k + 1), hs.skip = k == 2;
+        cuda_to_device(gs, &hs, sizeof hs);
+        CHECK(G->graph_launch(G, gr) == 0, "replay %d refused", k);
+        for (size_t i = 0; i < N; i++) y[i] = a[i] + b[i] > 0.0f ? a[i] + b[i] : 0.0f;
+        if (!hs.skip) sgd_update(w, g, NULL, NULL, N, hs.lr, 0.0, false, 0.0);
+        by = back(gy, N), bw = back(gw, N);
+        CHECK(same(by, y, N), "replay %d: y differs (the recording kept old inputs?)", k);
+        CHECK(same(bw, w, N), "replay %d (lr %g, skip %d): weights differ", k, hs.lr, hs.skip);
+        free(by), free(bw);
+    }
+    if (gr) {   /* new plans (a precision change drops them): the recording is stale */
+        G->set_precision(G, "tf32"), G->set_precision(G, "fp32");
+        CHECK(G->graph_launch(G, gr) == -1, "a recording from before a change of plans still launches");
+        G->graph_free(G, gr);
+    }
+    CHECK(G->graph_begin(G) == 0, "graph_begin failed (second)");
+    G->relu_fwd(G, N, ga, gy);
+    float h[4];
+    cuda_to_host(h, ga, sizeof h);                   /* synchronous: cannot be recorded */
+    void *bad = G->graph_end(G);
+    CHECK(bad == NULL, "a recording with a synchronous copy in it was accepted");
+    if (bad) G->graph_free(G, bad);
+    G->add(G, N, ga, gb, gy);                       /* and the stream works as before */
+    by = back(gy, N);
+    for (size_t i = 0; i < N; i++) y[i] = a[i] + b[i];
+    CHECK(same(by, y, N), "after a failed recording, add differs");
+    free(by);
+    cuda_free(ga), cuda_free(gb), cuda_free(gw), cuda_free(gg), cuda_free(gy), cuda_free(gs);
+    free(a), free(b), free(w), free(g), free(y), free(w0);
+}
 #endif /* HAVE_CUDA */
 
 /* Runs everywhere: with a GPU the table is complete; without one, ops_get("cuda") says why
@@ -939,7 +1056,8 @@ TEST(backend) {
                   !o->linear_bwd_data + !o->linear_bwd_filter + !o->xent + !o->sgd_update + !o->adam_update +
                   !o->batch_fill + !o->sync + !o->set_precision + !o->add_relu + !o->relu_bwd_add + !o->conv_fwd_l +
                   !o->conv_bwd_data_l + !o->conv_bwd_filter_l + !o->bn_fwd_train_l + !o->bn_fwd_infer_l + !o->bn_bwd_l +
-                  !o->gap_fwd_l + !o->gap_bwd_l + !o->act_convert + (o->act_blk != 1);
+                  !o->gap_fwd_l + !o->gap_bwd_l + !o->act_convert + (o->act_blk != 1) + !o->xent_rows +
+                  !o->graph_begin + !o->graph_end + !o->graph_launch + !o->graph_free;
     CHECK(missing == 0, "%d ops missing from the cuda table", missing);
     CHECK(o->allreduce == NULL, "allreduce is set in a single process");
 #endif
@@ -979,6 +1097,7 @@ int main(void) {
     RUN(xent_vs_ref);
     RUN(optim_vs_host);
     RUN(batch_fill_vs_host);
+    RUN(graph_record_replay);
 #endif
     return DONE();
 }

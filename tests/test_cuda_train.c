@@ -111,17 +111,20 @@ TEST(loop_cuda_vs_cpu) {
     ds_free(&d), ds_free(&t);
 }
 
-/* ResNet-8 for 2 epochs on the GPU; on_host: kernels/cuda_train.cu's work on the host;
- * unfused: BN_FAST=0 (no layout entries: BN, ReLU and add as separate kernels) */
+/* ResNet-8 for 2 epochs on the GPU (a cosine step size: it changes every step); on_host:
+ * kernels/cuda_train.cu's work on the host; unfused: BN_FAST=0 (no layout entries: BN, ReLU
+ * and add as separate kernels); nograph: BN_GRAPH=0 (every step op by op) */
 static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, aug_kind aug, int on_host,
-                           int unfused) {
+                           int unfused, int nograph) {
     setenv("BN_DEVICE_DATA", on_host ? "0" : "1", 1);
     setenv("BN_DEVICE_OPTIM", on_host ? "0" : "1", 1);
     setenv("BN_FAST", unfused ? "0" : "1", 1);
+    setenv("BN_GRAPH", nograph ? "0" : "1", 1);
     checkpoint *c = ck_clone(init);
     train_cfg cfg;
     train_cfg_defaults(&cfg);
     cfg.epochs = 2, cfg.batch = 24, cfg.every = 1, cfg.seed = 8, cfg.augment = aug;
+    sched_defaults(&cfg.sched, SCHED_COSINE);
     cfg.sched.lr = 0.05, cfg.opt.momentum = 0.9, cfg.opt.wd = 5e-4;
     if (adam) cfg.opt.kind = OPT_ADAM, cfg.sched.lr = 0.002;
     char err[256] = "";
@@ -134,7 +137,11 @@ static checkpoint *dev_run(const checkpoint *init, const dataset *d, int adam, a
           "path taken: batches %s, optimizer %s, %s (wanted %s, %s)", io.backend_data ? "device" : "host",
           io.backend_optim ? "device" : "host", io.fast ? "fused" : "unfused", on_host ? "host" : "device",
           unfused ? "unfused" : "fused");
-    unsetenv("BN_DEVICE_DATA"), unsetenv("BN_DEVICE_OPTIM"), unsetenv("BN_FAST");
+    /* 100 images in batches of 24: 4 full steps an epoch, all but the first replayed */
+    int64_t replays = on_host || nograph ? 0 : 7;
+    CHECK(io.graph_steps == replays, "%lld steps replayed from a CUDA graph, wanted %lld", (long long)io.graph_steps,
+          (long long)replays);
+    unsetenv("BN_DEVICE_DATA"), unsetenv("BN_DEVICE_OPTIM"), unsetenv("BN_FAST"), unsetenv("BN_GRAPH");
     return c;
 }
 
@@ -150,18 +157,20 @@ TEST(device_work_same_bits) {
             CHECK(0, "init: %s", err);
             return;
         }
-        checkpoint *a = dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 0);
-        checkpoint *b[2] = {dev_run(init, &d, cases[k].adam, cases[k].aug, 1, 0),
-                            dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 1)};
-        static const char *const other[2] = {"batches and optimizer on the host", "unfused BN, ReLU and add"};
-        for (int j = 0; j < 2; j++) {
+        checkpoint *a = dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 0, 0);
+        checkpoint *b[3] = {dev_run(init, &d, cases[k].adam, cases[k].aug, 1, 0, 0),
+                            dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 1, 0),
+                            dev_run(init, &d, cases[k].adam, cases[k].aug, 0, 0, 1)};
+        static const char *const other[3] = {"batches and optimizer on the host", "unfused BN, ReLU and add",
+                                             "every step op by op (no CUDA graph)"};
+        for (int j = 0; j < 3; j++) {
             int diff = a->nt != b[j]->nt;
             for (int i = 0; !diff && i < a->nt; i++)
                 if (memcmp(a->t[i].data, b[j]->t[i].data, a->t[i].numel * dtype_size(a->t[i].dtype))) {
                     printf("  %s: %s differs\n", cases[k].regime, a->t[i].name);
                     diff = 1;
                 }
-            CHECK(!diff, "%s %s: the default (fused, work on the device) differs from %s", cases[k].regime,
+            CHECK(!diff, "%s %s: the default (fused, work on the device, replayed) differs from %s", cases[k].regime,
                   cases[k].adam ? "adam" : "sgd", other[j]);
             ck_free(b[j]);
         }
