@@ -86,20 +86,28 @@ __global__ void k_bn_stats(const double *sumsq, const double *mean, double M, in
 // relu_fwd's rule: NaN stays NaN (NaN < 0 is false)
 __device__ static inline float relu_if(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
 
+// the BN value v, rounded to float, plus the residual r[i] when there is one (rounded once,
+// as the separate add kernel does), then the ReLU when asked
+__device__ __forceinline__ float bn_out(float v, const float *r, size_t i, int relu) {
+    if (r) v = __fadd_rn(v, r[i]);
+    return relu_if(v, relu);
+}
+
 __global__ void k_bn_apply(const float *x, const float *gamma, const float *beta, const double *mean,
-                           const double *invstd, int C, int hw, size_t total, int relu, float *y) {
+                           const double *invstd, int C, int hw, size_t total, int relu, const float *r, float *y) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)((i / hw) % C);
-        y[i] = relu_if((float)((double)gamma[c] * ((double)x[i] - mean[c]) * invstd[c] + (double)beta[c]), relu);
+        y[i] = bn_out((float)((double)gamma[c] * ((double)x[i] - mean[c]) * invstd[c] + (double)beta[c]), r, i, relu);
     }
 }
 
 __global__ void k_bn_infer(const float *x, const float *gamma, const float *beta, const float *run_mean,
-                           const float *run_var, float eps, int C, int hw, size_t total, int relu, float *y) {
+                           const float *run_var, float eps, int C, int hw, size_t total, int relu, const float *r,
+                           float *y) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)((i / hw) % C);
         double scale = (double)gamma[c] / sqrt((double)run_var[c] + (double)eps);
-        y[i] = relu_if((float)(scale * ((double)x[i] - (double)run_mean[c]) + (double)beta[c]), relu);
+        y[i] = bn_out((float)(scale * ((double)x[i] - (double)run_mean[c]) + (double)beta[c]), r, i, relu);
     }
 }
 
@@ -164,8 +172,9 @@ static double reduce_over_ranks(ops *o, double *sum, int k, int with_extra, doub
     return with_extra ? h[k] : 0.0;
 }
 
-void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
-                          float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *r, const float *x, const float *gamma,
+                          const float *beta, float *y, float *save_mean, float *save_invstd, float *run_mean,
+                          float *run_var) {
     cuda_ctx *c = cuda_ctx_of(o);
     if (d->c <= 0) return;
     int C = d->c;
@@ -186,29 +195,30 @@ void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *x, co
     CUDA_LAUNCH_CHECK();
     size_t total = m * (size_t)C;
     if (total) {
-        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, mean, invstd, C, d->hw, total, relu, y);
+        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, mean, invstd, C, d->hw,
+                                                                            total, relu, r, y);
         CUDA_LAUNCH_CHECK();
     }
 }
 
 void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
                        float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
-    cuda_bn_fwd_train_ex(o, d, 0, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+    cuda_bn_fwd_train_ex(o, d, 0, NULL, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
 }
 
-void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
-                          const float *run_mean, const float *run_var, float *y) {
+void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *r, const float *x, const float *gamma,
+                          const float *beta, const float *run_mean, const float *run_var, float *y) {
     (void)o;
     if (d->c <= 0 || d->n <= 0 || d->hw <= 0) return;
     size_t total = (size_t)d->n * (size_t)d->c * (size_t)d->hw;
-    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, run_mean, run_var, d->eps, d->c, d->hw, total,
-                                                     relu, y);
+    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, run_mean, run_var, d->eps,
+                                                                            d->c, d->hw, total, relu, r, y);
     CUDA_LAUNCH_CHECK();
 }
 
 void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
                        const float *run_mean, const float *run_var, float *y) {
-    cuda_bn_fwd_infer_ex(o, d, 0, x, gamma, beta, run_mean, run_var, y);
+    cuda_bn_fwd_infer_ex(o, d, 0, NULL, x, gamma, beta, run_mean, run_var, y);
 }
 
 void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, const float *dy, const float *gamma,

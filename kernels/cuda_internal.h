@@ -83,11 +83,13 @@ void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *ga
                        const float *run_mean, const float *run_var, float *y);
 void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,
                  const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
-// the same with a fused ReLU: relu applies max(0, .) to y; ym (the forward's y) masks dy
-void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
-                          float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var);
-void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *x, const float *gamma, const float *beta,
-                          const float *run_mean, const float *run_var, float *y);
+// the same with a fused ReLU: relu applies max(0, .) to y, after adding the residual r[i]
+// when r is not NULL (ops.h bn_add_relu_*); ym (the forward's y) masks dy
+void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *r, const float *x, const float *gamma,
+                          const float *beta, float *y, float *save_mean, float *save_invstd, float *run_mean,
+                          float *run_var);
+void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *r, const float *x, const float *gamma,
+                          const float *beta, const float *run_mean, const float *run_var, float *y);
 void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, const float *dy, const float *gamma,
                     const float *save_mean, const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 

@@ -6,8 +6,9 @@
 # writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
 #   sh kernels/gpu-check.sh bench   instead: tests/bench.sh on the GPU (DEVICE=cuda, the
 #     PyTorch peer too when the device's python3 has torch), with the per-layer profile and
-#     the device's peaks, then one round with the step's work on the host
-#     (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) and one with --precision tf32 (~4 minutes).
+#     the device's peaks (the rounds replay CUDA graphs; the profile run goes op by op), then
+#     one round without graphs (BN_GRAPH=0), one with the step's work on the host
+#     (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) and one with --precision tf32 (~5 minutes).
 cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -34,6 +35,10 @@ if [ "${1:-}" = bench ]; then
     BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=${ROUNDS:-3} PROFILE=1 BN_PEAK_GFLOPS=$1 BN_PEAK_GBS=$2 \
         timeout 300 sh tests/bench.sh >"$out/bench.log" 2>&1
     echo "exit $?"; cat "$out/bench.log"
+    echo "== one round with every step op by op (BN_GRAPH=0: no CUDA graph)"
+    BN_GRAPH=0 BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=1 \
+        timeout 120 sh tests/bench.sh >"$out/bench-nograph.log" 2>&1
+    echo "exit $?"; grep -E '^(1|median)' "$out/bench-nograph.log"
     echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
     BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0 BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=1 \
         timeout 120 sh tests/bench.sh >"$out/bench-host-step.log" 2>&1

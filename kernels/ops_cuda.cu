@@ -49,11 +49,24 @@ static void conv_bwd_filter_l(ops *o, const conv_desc *d, int flags, const float
 }
 static void bn_fwd_train_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
                            float *y, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
-    cuda_bn_fwd_train_ex(o, d, flags & OPS_RELU, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+    cuda_bn_fwd_train_ex(o, d, flags & OPS_RELU, NULL, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
 }
 static void bn_fwd_infer_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma, const float *beta,
                            const float *run_mean, const float *run_var, float *y) {
-    cuda_bn_fwd_infer_ex(o, d, flags & OPS_RELU, x, gamma, beta, run_mean, run_var, y);
+    cuda_bn_fwd_infer_ex(o, d, flags & OPS_RELU, NULL, x, gamma, beta, run_mean, run_var, y);
+}
+// BN + residual + ReLU in one kernel (ops.h bn_add_relu_*): the apply pass adds r
+static void bn_add_relu_fwd_train_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                                    const float *beta, const float *r, float *y, float *save_mean, float *save_invstd,
+                                    float *run_mean, float *run_var) {
+    (void)flags;
+    cuda_bn_fwd_train_ex(o, d, 1, r, x, gamma, beta, y, save_mean, save_invstd, run_mean, run_var);
+}
+static void bn_add_relu_fwd_infer_l(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                                    const float *beta, const float *run_mean, const float *run_var, const float *r,
+                                    float *y) {
+    (void)flags;
+    cuda_bn_fwd_infer_ex(o, d, 1, r, x, gamma, beta, run_mean, run_var, y);
 }
 static void bn_bwd_l(ops *o, const bn_desc *d, int flags, const float *x, const float *y, const float *dy,
                      const float *gamma, const float *beta, const float *save_mean, const float *save_invstd,
@@ -121,6 +134,8 @@ static ops ops_cuda = {
     .mem_copy = mem_copy,
     .add_relu = cuda_add_relu,
     .relu_bwd_add = cuda_relu_bwd_add,
+    .bn_add_relu_fwd_train_l = bn_add_relu_fwd_train_l,
+    .bn_add_relu_fwd_infer_l = bn_add_relu_fwd_infer_l,
     .sgd_update = cuda_sgd_update,
     .adam_update = cuda_adam_update,
     .batch_fill = cuda_batch_fill,

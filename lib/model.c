@@ -75,6 +75,9 @@ typedef struct layer {
     bool fuse_relu;             /* fast path: this BN (or add: forward only) also applies the ReLU after it */
     bool fused;                 /* fast path: this ReLU is done by the BN before it */
     bool fwd_by_add;            /* fast path: this ReLU's forward is done by the add before it */
+    bool fuse_add;              /* fast path: this BN is done by the add that reads its output, in one
+                                 * op with the add's ReLU (ops.h bn_add_relu_*): its output is never kept */
+    int bn;                     /* an add's forward that does the BN layer L[bn] too, -1 none */
 } layer;
 
 typedef struct value {
@@ -242,7 +245,7 @@ static layer *add_layer(model *m, int type, const char *name) {
     memset(l, 0, sizeof *l);
     l->type = type;
     snprintf(l->name, sizeof l->name, "%s", name);
-    l->in2 = -1;
+    l->in2 = -1, l->bn = -1;
     for (int i = 0; i < 4; i++) l->ti[i] = -1;
     return l;
 }
@@ -628,6 +631,22 @@ static void fast_setup(model *m) {
      * backward of that ReLU stays (it masks the gradient the add hands to both inputs) */
     for (int i = 0; o->add_relu && i + 1 < m->nl; i++)
         if (relu_alone_after(m, i, L_ADD)) m->L[i].fuse_relu = true, m->L[i + 1].fwd_by_add = true;
+    /* an add+ReLU whose input is the output of a BN read by nothing else does that BN too, in
+     * one op (ops.h bn_add_relu_*), at the add's place (its other input is ready then); the
+     * BN's input must still be there: no layer between them overwrites its storage */
+    for (int j = 0; o->bn_add_relu_fwd_train_l && o->bn_add_relu_fwd_infer_l && j < m->nl; j++) {
+        layer *a = &m->L[j];
+        if (a->type != L_ADD || !a->fuse_relu || a->in == a->in2) continue;
+        for (int i = j - 1; i >= 0 && a->bn < 0; i--) {
+            layer *b = &m->L[i];
+            if (b->type != L_BN || b->fuse_relu || (b->out != a->in && b->out != a->in2)) continue;
+            int readers = 0, x = m->v[b->in].storage;
+            bool kept = m->v[a->in].blk == m->v[a->in2].blk;
+            for (int k = 0; k < m->nl; k++) readers += (m->L[k].in == b->out) + (m->L[k].in2 == b->out);
+            for (int k = i + 1; k < j; k++) kept &= m->v[m->L[k].out].storage != x;
+            if (readers == 1 && kept) b->fuse_add = true, a->bn = i;
+        }
+    }
     /* the output of a plain ReLU read by two layers (a block's output: the next conv and the
      * shortcut) gets its gradient in two parts: the ReLU's backward adds them (relu_bwd_add) */
     for (int i = 0; o->relu_bwd_add && i < m->nl; i++)
@@ -1066,6 +1085,7 @@ static void forward_run(model *m, int n, bool train) {
         }
         case L_BN: {
             bn_desc d = {n, vi->c, vi->h * vi->w, m->bn_eps, m->bn_momentum};
+            if (l->fuse_add) break;     /* the add that reads it does it (below) */
             if (fast && train)
                 o->bn_fwd_train_l(o, &d, bn_flags(m, l), in, l->gamma, l->beta, out, l->save_mean, l->save_invstd,
                                   l->mean, l->var);
@@ -1081,6 +1101,18 @@ static void forward_run(model *m, int n, bool train) {
             if (!l->fused && !l->fwd_by_add) o->relu_fwd(o, elems(m, l->in, n), in, out);
             break;
         case L_ADD:
+            if (l->bn >= 0) {   /* BN(x) + r and the ReLU, into the add's output */
+                const layer *b = &m->L[l->bn];
+                const value *bx = &m->v[b->in];
+                bn_desc d = {n, bx->c, bx->h * bx->w, m->bn_eps, m->bn_momentum};
+                const float *x = data_of(m, b->in), *r = data_of(m, b->out == l->in ? l->in2 : l->in);
+                if (train)
+                    o->bn_add_relu_fwd_train_l(o, &d, bn_flags(m, b), x, b->gamma, b->beta, r, out, b->save_mean,
+                                               b->save_invstd, b->mean, b->var);
+                else
+                    o->bn_add_relu_fwd_infer_l(o, &d, bn_flags(m, b), x, b->gamma, b->beta, b->mean, b->var, r, out);
+                break;
+            }
             if (l->fuse_relu) o->add_relu(o, elems(m, l->in, n), in, data_of(m, l->in2), out);
             else o->add(o, elems(m, l->in, n), in, data_of(m, l->in2), out);
             break;
@@ -1527,7 +1559,7 @@ const float *model_activation(const model *m, const char *name, int *c, int *h, 
         const layer *l = &m->L[i];
         if (strcmp(l->name, name)) continue;
         const value *v = &m->v[l->out];
-        if (v->writer != l->out) return NULL;
+        if (v->writer != l->out || l->fuse_add) return NULL;
         if (c) *c = v->c;
         if (h) *h = v->h;
         if (w) *w = v->w;

@@ -160,6 +160,17 @@ struct ops {
      *                 output's gradient arrives in two parts); dx may equal dy or dy2. */
     void (*add_relu)(ops *o, size_t n, const float *a, const float *b, float *y);
     void (*relu_bwd_add)(ops *o, size_t n, const float *y, const float *dy, const float *dy2, float *dx);
+    /* Optional, with the layout entries (NULL: the model runs the BN, then add_relu):
+     * BatchNorm, a residual and the ReLU in one pass, y = max(0, BN(x) + r), the same bits as
+     * bn_fwd_train_l / bn_fwd_infer_l (flags without OPS_RELU) into a buffer t followed by
+     * add_relu(t, r, y). The BN's own output is not kept (its backward does not need it); r
+     * has x's layout (flags) and shape; y may equal r. */
+    void (*bn_add_relu_fwd_train_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                                    const float *beta, const float *r, float *y, float *save_mean, float *save_invstd,
+                                    float *run_mean, float *run_var);
+    void (*bn_add_relu_fwd_infer_l)(ops *o, const bn_desc *d, int flags, const float *x, const float *gamma,
+                                    const float *beta, const float *run_mean, const float *run_var, const float *r,
+                                    float *y);
 
     /* Optional work in the backend's own memory (only used with the mem_* entries; NULL: the
      * model and the loop do it on the host, as they always do with the host backends), so

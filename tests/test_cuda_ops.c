@@ -461,11 +461,61 @@ static void bn_fused_case(const bn_shape *s) {
     for (size_t i = 0; i < sizeof hone / sizeof *hone; i++) free(hone[i]);
 }
 
+/* BN + residual + ReLU in one kernel (ops.h bn_add_relu_*), train and inference: within the
+ * BN tolerance of ref's bn, add, relu, and the bits of the GPU's own bn then add_relu; also
+ * with y on top of r (in place, as the model calls it in a projection block). */
+static void bn_add_relu_case(const bn_shape *s) {
+    bn_desc d = {s->n, s->c, s->hw, 1e-5f, 0.1f};
+    size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c;
+    char what[96];
+    snprintf(what, sizeof what, "bn+add+relu n%d c%d hw%d", s->n, s->c, s->hw);
+    float *x = rand_vec(nx, 0.5, 1.0), *r = rand_vec(nx, 0, 1), *g = rand_vec(nc, 1.0, 0.3), *bt = rand_vec(nc, 0, 0.5);
+    float *rm = rand_vec(nc, 0, 1), *rv = rand_vec(nc, 2, 0.1), *rm0 = copy_vec(rm, nc), *rv0 = copy_vec(rv, nc);
+    float *y0 = fvec(nx), *m0 = fvec(nc), *is0 = fvec(nc);
+    float *gx = dup(x, nx), *gr = dup(r, nx), *gg = dup(g, nc), *gbt = dup(bt, nc);
+    for (int infer = 0; infer < 2; infer++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            float *grm = dup(rm, nc), *grv = dup(rv, nc), *gm = dpoison(nc), *gis = dpoison(nc);
+            float *gy = inplace ? dup(r, nx) : dpoison(nx), *gin = inplace ? gy : gr;
+            if (infer) G->bn_add_relu_fwd_infer_l(G, &d, OPS_BLK_IN, gx, gg, gbt, grm, grv, gin, gy);
+            else G->bn_add_relu_fwd_train_l(G, &d, OPS_BLK_IN, gx, gg, gbt, gin, gy, gm, gis, grm, grv);
+            memcpy(rm0, rm, nc * sizeof *rm), memcpy(rv0, rv, nc * sizeof *rv);
+            if (infer) F->bn_fwd_infer(F, &d, x, g, bt, rm0, rv0, y0);
+            else F->bn_fwd_train(F, &d, x, g, bt, y0, m0, is0, rm0, rv0);
+            F->add(F, nx, y0, r, y0);
+            F->relu_fwd(F, nx, y0, y0);
+            float *y1 = back(gy, nx);
+            CHECK_ERR(y1, y0, nx, BN_TOL, what);
+            /* the GPU's separate kernels: bn into a buffer, then add_relu */
+            float *grm3 = dup(rm, nc), *grv3 = dup(rv, nc), *gt = dpoison(nx), *gy3 = dpoison(nx);
+            if (infer) G->bn_fwd_infer(G, &d, gx, gg, gbt, grm3, grv3, gt);
+            else G->bn_fwd_train(G, &d, gx, gg, gbt, gt, NULL, NULL, grm3, grv3);
+            G->add_relu(G, nx, gt, gr, gy3);
+            float *y3 = back(gy3, nx), *rm1 = back(grm, nc), *rm3 = back(grm3, nc);
+            CHECK(same(y1, y3, nx) && same(rm1, rm3, nc), "%s (%s%s): fused differs from bn + add_relu on the GPU", what,
+                  infer ? "inference" : "train", inplace ? ", in place" : "");
+            if (!infer) {
+                float *m1 = back(gm, nc);
+                CHECK_ERR(m1, m0, nc, BN_TOL, "bn+add+relu save_mean");
+                free(m1);
+            }
+            cuda_free(grm), cuda_free(grv), cuda_free(gm), cuda_free(gis), cuda_free(gy);
+            cuda_free(grm3), cuda_free(grv3), cuda_free(gt), cuda_free(gy3);
+            free(y1), free(y3), free(rm1), free(rm3);
+        }
+    cuda_free(gx), cuda_free(gr), cuda_free(gg), cuda_free(gbt);
+    float *hone[] = {x, r, g, bt, rm, rv, rm0, rv0, y0, m0, is0};
+    for (size_t i = 0; i < sizeof hone / sizeof *hone; i++) free(hone[i]);
+}
+
 TEST(bn_fused_vs_ref) {
     NEED_GPU();
     CHECK(G->act_blk == 1 && G->bn_fwd_train_l && G->bn_bwd_l && G->bn_fwd_infer_l, "cuda's layout entries");
     if (G->act_blk != 1 || !G->bn_fwd_train_l || !G->bn_bwd_l || !G->bn_fwd_infer_l) return;
     for (size_t i = 0; i < sizeof bn_shapes / sizeof *bn_shapes; i++) bn_fused_case(&bn_shapes[i]);
+    CHECK(G->bn_add_relu_fwd_train_l && G->bn_add_relu_fwd_infer_l, "cuda's bn_add_relu entries");
+    if (!G->bn_add_relu_fwd_train_l || !G->bn_add_relu_fwd_infer_l) return;
+    for (size_t i = 0; i < sizeof bn_shapes / sizeof *bn_shapes; i++) bn_add_relu_case(&bn_shapes[i]);
 }
 
 /* Without running statistics or saved statistics (NULL pointers are allowed). */

@@ -256,6 +256,25 @@ static void relu_bwd_add_1(ops *o, size_t n, const float *y, const float *dy, co
     relu_bwd(o, n, y, dx, dx);
 }
 
+/* BN + residual + ReLU: the BN into a buffer of its own (y may be r), then add_relu */
+static size_t bn_add_relu_calls;
+static void bn_add_relu_fwd_train_1(ops *o, const bn_desc *d, int fl, const float *x, const float *g, const float *b,
+                                    const float *r, float *y, float *sm, float *si, float *rm, float *rv) {
+    float *t = d_alloc(o, bn_numel(d) * sizeof *t);
+    bn_fwd_train_1(o, d, fl, x, g, b, t, sm, si, rm, rv);
+    add_relu_1(o, bn_numel(d), t, r, y);
+    d_free(o, t);
+    bn_add_relu_calls++;
+}
+static void bn_add_relu_fwd_infer_1(ops *o, const bn_desc *d, int fl, const float *x, const float *g, const float *b,
+                                    const float *rm, const float *rv, const float *r, float *y) {
+    float *t = d_alloc(o, bn_numel(d) * sizeof *t);
+    bn_fwd_infer_1(o, d, fl, x, g, b, rm, rv, t);
+    add_relu_1(o, bn_numel(d), t, r, y);
+    d_free(o, t);
+    bn_add_relu_calls++;
+}
+
 static void make_devfull(void) {
     devfull = devref;
     devfull.name = "devfull";
@@ -269,6 +288,7 @@ static void make_devfull(void) {
     devfast.bn_fwd_infer_l = bn_fwd_infer_1, devfast.bn_bwd_l = bn_bwd_1, devfast.gap_fwd_l = gap_fwd_1;
     devfast.gap_bwd_l = gap_bwd_1, devfast.act_convert = act_convert_1, devfast.add_relu = add_relu_1;
     devfast.relu_bwd_add = relu_bwd_add_1;
+    devfast.bn_add_relu_fwd_train_l = bn_add_relu_fwd_train_1, devfast.bn_add_relu_fwd_infer_l = bn_add_relu_fwd_infer_1;
 }
 
 /* ---- devgraph: devfast with recorded steps (ops.h graph_*) -------------------------------- */
@@ -284,7 +304,7 @@ static void make_devfull(void) {
 enum {
     C_CONV_FWD, C_CONV_BWD_DATA, C_CONV_BWD_FILTER, C_BN_FWD_TRAIN, C_BN_FWD_INFER, C_BN_BWD, C_RELU_FWD,
     C_RELU_BWD, C_ADD, C_GAP_FWD, C_GAP_BWD, C_LIN_FWD, C_LIN_BWD_DATA, C_LIN_BWD_FILTER, C_XENT, C_XENT_ROWS,
-    C_ADD_RELU, C_RELU_BWD_ADD, C_SGD, C_ADAM, C_FILL, C_CONVERT
+    C_ADD_RELU, C_RELU_BWD_ADD, C_SGD, C_ADAM, C_FILL, C_CONVERT, C_BN_ADD_RELU_TRAIN, C_BN_ADD_RELU_INFER
 };
 typedef struct call {
     int kind, fl, i[4];
@@ -357,6 +377,18 @@ static void g_bn_bwd_l(ops *o, const bn_desc *d, int fl, const float *x, const f
     if (!c) return bn_bwd_1(o, d, fl, x, y, dy, g, b, sm, si, dx, dg, db);
     c->bd = *d, c->fl = fl, P(0, x), P(1, y), P(2, dy), P(3, g), P(4, b), P(5, sm), P(6, si), P(7, dx), P(8, dg),
     P(9, db);
+}
+static void g_bn_add_relu_train(ops *o, const bn_desc *d, int fl, const float *x, const float *g, const float *b,
+                                const float *r, float *y, float *sm, float *si, float *rm, float *rv) {
+    OR_RECORD(C_BN_ADD_RELU_TRAIN);
+    if (!c) return bn_add_relu_fwd_train_1(o, d, fl, x, g, b, r, y, sm, si, rm, rv);
+    c->bd = *d, c->fl = fl, P(0, x), P(1, g), P(2, b), P(3, r), P(4, y), P(5, sm), P(6, si), P(7, rm), P(8, rv);
+}
+static void g_bn_add_relu_infer(ops *o, const bn_desc *d, int fl, const float *x, const float *g, const float *b,
+                                const float *rm, const float *rv, const float *r, float *y) {
+    OR_RECORD(C_BN_ADD_RELU_INFER);
+    if (!c) return bn_add_relu_fwd_infer_1(o, d, fl, x, g, b, rm, rv, r, y);
+    c->bd = *d, c->fl = fl, P(0, x), P(1, g), P(2, b), P(3, rm), P(4, rv), P(5, r), P(6, y);
 }
 static void g_relu_fwd(ops *o, size_t n, const float *x, float *y) {
     OR_RECORD(C_RELU_FWD);
@@ -463,6 +495,10 @@ static void run_call(ops *o, const call *c) {
     case C_BN_FWD_TRAIN: bn_fwd_train_1(o, &c->bd, c->fl, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]); break;
     case C_BN_FWD_INFER: bn_fwd_infer_1(o, &c->bd, c->fl, p[0], p[1], p[2], p[3], p[4], p[5]); break;
     case C_BN_BWD: bn_bwd_1(o, &c->bd, c->fl, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]); break;
+    case C_BN_ADD_RELU_TRAIN:
+        bn_add_relu_fwd_train_1(o, &c->bd, c->fl, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
+        break;
+    case C_BN_ADD_RELU_INFER: bn_add_relu_fwd_infer_1(o, &c->bd, c->fl, p[0], p[1], p[2], p[3], p[4], p[5], p[6]); break;
     case C_RELU_FWD: relu_fwd(o, c->z, p[0], p[1]); break;
     case C_RELU_BWD: relu_bwd(o, c->z, p[0], p[1], p[2]); break;
     case C_ADD: add(o, c->z, p[0], p[1], p[2]); break;
@@ -538,6 +574,7 @@ static void make_devgraph(void) {
     devgraph.linear_bwd_filter = g_linear_bwd_filter, devgraph.xent = g_xent, devgraph.xent_rows = g_xent_rows;
     devgraph.sgd_update = g_sgd, devgraph.adam_update = g_adam, devgraph.batch_fill = g_fill;
     devgraph.act_convert = g_convert;
+    devgraph.bn_add_relu_fwd_train_l = g_bn_add_relu_train, devgraph.bn_add_relu_fwd_infer_l = g_bn_add_relu_infer;
     /* the plain entries the fast path does not use stay devref's: a call while recording
      * fails the recording (NOT_RECORDING) */
     devgraph.graph_begin = g_begin, devgraph.graph_end = g_end, devgraph.graph_launch = g_launch;
@@ -608,8 +645,12 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         swriter w;
         sw_init(&w, fileno(stream[k]));
         io.out = &w;
-        size_t before = live_allocs;
+        size_t before = live_allocs, fused0 = bn_add_relu_calls;
         int rc = train_run(c[k], be[k], &d, &cfg, &io, false, err);
+        /* the fast fakes fuse BN + add + ReLU: every block's (resnet-8: 3 blocks a forward) */
+        bool fuses = be[k]->bn_add_relu_fwd_train_l != NULL;
+        CHECK((bn_add_relu_calls > fused0) == fuses, "%s on %s: %zu BN+add+ReLU calls", what, be[k]->name,
+              bn_add_relu_calls - fused0);
         CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, be[k]->name, rc, err);
         CHECK(io.sections == 2, "%s: %d sections written, expected one per epoch", what, io.sections);
         /* 2 epochs of 16 + 16 + 8: the first 16 goes op by op, the other three replay */
