@@ -159,7 +159,13 @@ void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *l
 void cuda_xent_rows(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
                     double *row_loss, int32_t *row_hit, ops_step *s) {
     (void)o;
-    if (n <= 0 || classes <= 0) return;
+    if (n <= 0) return;
+    if (classes <= 0) {     // no probability for any label: NaN rows (all-ones bits), no hit, skip
+        CUDA_CHECK(cudaMemsetAsync(row_loss, 0xff, (size_t)n * sizeof *row_loss, cuda_stream()));
+        CUDA_CHECK(cudaMemsetAsync(row_hit, 0, (size_t)n * sizeof *row_hit, cuda_stream()));
+        if (s) CUDA_CHECK(cudaMemsetAsync(&s->skip, 1, sizeof s->skip, cuda_stream()));
+        return;
+    }
     k_xent<<<(unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_stream()>>>(
         n, classes, logits, labels, dlogits, row_loss, row_hit, s);
     CUDA_LAUNCH_CHECK();

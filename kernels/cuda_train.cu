@@ -158,6 +158,7 @@ void cuda_sync_op(ops *o) {
 
 int cuda_recording;
 static char record_why[320];
+static unsigned record_gen;         // ctx.gen when the recording began
 
 void cuda_record_failed(const char *what, const char *call, const char *file, int line) {
     (void)cudaGetLastError();           // clear it: the recording is dropped, the step rerun
@@ -180,6 +181,7 @@ int cuda_graph_begin(ops *o) {
         return -1;
     }
     cuda_recording = 1;
+    record_gen = c->gen;
     return 0;
 }
 
@@ -190,6 +192,8 @@ void *cuda_graph_end(ops *o) {
     cudaError_t e = cudaStreamEndCapture(c->st, &graph);
     cuda_recording = 0;
     cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess && !record_why[0] && c->gen != record_gen)
+        snprintf(record_why, sizeof record_why, "the backend's buffers or plans changed while recording");
     if (e == cudaSuccess && !record_why[0]) e = cudaGraphInstantiate(&exec, graph, 0);
     if (graph) (void)cudaGraphDestroy(graph);   // the instance holds what it needs
     if (e != cudaSuccess || record_why[0]) {

@@ -82,7 +82,9 @@ static void gap_bwd_l(ops *o, int flags, int n, int c, int hw, const float *dy, 
 }
 static void act_convert(ops *o, int to_blocked, int n, int c, int hw, const float *x, float *y) {
     (void)o, (void)to_blocked;
-    if (x != y) cuda_copy(y, x, (size_t)n * (size_t)c * (size_t)hw * sizeof *x);
+    if (x != y)
+        CUDA_CHECK(cudaMemcpyAsync(y, x, (size_t)n * (size_t)c * (size_t)hw * sizeof *x, cudaMemcpyDeviceToDevice,
+                                   cuda_stream()));
 }
 
 // ops.h set_precision: "fp32" (FMA convolutions only) or "tf32" (tensor cores allowed)
@@ -217,6 +219,13 @@ extern "C" ops *ops_cuda_get(const char **why) {
 }
 
 // ---- growable buffers ----------------------------------------------------------------
+// None may grow while a step is being recorded (an allocation there fails the capture): the
+// recording fails instead, and the buffer stays as it is for the step's rerun op by op.
+static int growth_refused(const char *what) {
+    if (!cuda_recording) return 0;
+    cuda_record_failed("a buffer would grow while recording a step", what, __FILE__, __LINE__);
+    return 1;
+}
 
 static size_t grown(size_t have, size_t want) {
     size_t n = have ? have : 1024;
@@ -227,6 +236,7 @@ static size_t grown(size_t have, size_t want) {
 void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
     if (bytes == 0) return NULL;
     if (bytes > c->ws_size) {
+        if (growth_refused("the cuDNN workspace")) return c->ws;
         if (c->ws) CUDA_CHECK(cudaFree(c->ws));             // waits for the work that used it
         c->ws_size = grown(c->ws_size, bytes);
         c->gen++;
@@ -237,6 +247,7 @@ void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
 
 void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->scratch_size || !c->scratch) {
+        if (growth_refused("the scratch buffer")) return c->scratch;
         if (c->scratch) CUDA_CHECK(cudaFree(c->scratch));
         c->scratch_size = grown(c->scratch_size, bytes);
         c->gen++;
@@ -247,6 +258,7 @@ void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
 
 void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->hscratch_size || !c->hscratch) {
+        if (growth_refused("the pinned host buffer")) return c->hscratch;
         if (c->hscratch) CUDA_CHECK(cudaFreeHost(c->hscratch));
         c->hscratch_size = grown(c->hscratch_size, bytes);
         c->gen++;

@@ -169,7 +169,8 @@ struct model {
     int graph_n;
     unsigned graph_gen;         /* gen when it was recorded: another value makes it stale */
     bool graph_moves, graph_bwd;    /* it updates the parameters / runs a backward pass */
-    bool recording;
+    bool graph_train;           /* the recorded forward was in train mode */
+    bool recording, rec_failed; /* rec_failed: something while recording could not be recorded */
     bool rec_moved;             /* params_moved before the recording */
     unsigned rec_gen, rec_bwd;
 };
@@ -1146,6 +1147,12 @@ static int pool_get(model *m) {
         m->pool = realloc(m->pool, (size_t)m->cappool * sizeof *m->pool);
         if (!m->pool) abort();
     }
+    if (m->recording) {     /* no allocation may be recorded: the recording fails (its calls
+                             * never run), and the step's rerun op by op allocates */
+        m->rec_failed = true;
+        m->pool[0].refs++;
+        return 0;
+    }
     float *p = tensor_alloc(m, m->max_elems);
     if (!p) {
         fprintf(stderr, "model: out of memory for a gradient buffer\n");
@@ -1484,7 +1491,7 @@ int model_graph_begin(model *m) {
     if (!m->dev || !o->graph_begin || !m->dstage || !m->pool_ready || m->recording || m->pf) return -1;
     model_graph_drop(m);
     if (o->graph_begin(o)) return -1;
-    m->recording = true;
+    m->recording = true, m->rec_failed = false;
     m->rec_gen = m->gen, m->rec_bwd = m->bwd_count, m->rec_moved = m->params_moved;
     m->params_moved = false;
     return 0;
@@ -1497,11 +1504,11 @@ int model_graph_end(model *m, int n) {
     bool moves = m->params_moved;
     m->params_moved = m->rec_moved || moves;
     if (!g) return -1;
-    if (m->gen != m->rec_gen) {     /* memory moved while recording: its pointers may be gone */
+    if (m->gen != m->rec_gen || m->rec_failed) {   /* memory moved while recording: its pointers may be gone */
         m->o->graph_free(m->o, g);
         return -1;
     }
-    m->graph = g, m->graph_n = n, m->graph_gen = m->gen;
+    m->graph = g, m->graph_n = n, m->graph_gen = m->gen, m->graph_train = m->last_train;
     m->graph_moves = moves, m->graph_bwd = m->bwd_count != m->rec_bwd;
     return 0;
 }
@@ -1513,7 +1520,7 @@ int model_graph_launch(model *m, int n) {
         return -1;
     }
     /* what the recorded calls did on the host side when they were made */
-    m->n = n, m->last_train = true, m->labels_ready = true;
+    m->n = n, m->last_train = m->graph_train, m->labels_ready = true;
     if (m->graph_bwd)
         for (int i = 0; i < m->np; i++) m->P[i].stale = true;
     if (m->graph_moves) m->params_moved = true;
@@ -1521,6 +1528,7 @@ int model_graph_launch(model *m, int n) {
 }
 
 bool model_has_graph(const model *m) { return m->graph != NULL; }
+bool model_can_record(const model *m) { return m->dev && m->o->graph_begin && m->dstage && !m->pf; }
 
 void model_graph_drop(model *m) {
     if (m->graph) m->o->graph_free(m->o, m->graph);

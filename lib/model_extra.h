@@ -69,6 +69,7 @@ int model_graph_begin(model *m);
 int model_graph_end(model *m, int n);
 int model_graph_launch(model *m, int n);
 bool model_has_graph(const model *m);
+bool model_can_record(const model *m);   /* the backend records, data is attached, no BN_PROFILE */
 void model_graph_drop(model *m);
 
 /* Bytes the model holds now: activations, gradients of trainable tensors and of values

@@ -205,7 +205,7 @@ struct ops {
      * row_loss[i] is row i's loss in double (NaN for a label out of range), row_hit[i] 1
      * when its argmax is the label, else 0; dlogits as xent's. The host's mean is the sum of
      * row_loss in row order over n, which is xent's loss bit for bit (ops_ref defines both).
-     * When s is not NULL and some row's loss is not finite, s->skip is set to 1 (never
+     * When s is not NULL and some row's loss is not finite, s->skip is set nonzero (never
      * cleared here). */
     void (*xent_rows)(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
                       double *row_loss, int32_t *row_hit, ops_step *s);

@@ -201,6 +201,11 @@ static void xent_rows(ops *o, int n, int classes, const float *logits, const uin
                       double *row_loss, int32_t *row_hit, ops_step *s) {
     (void)o;
     double total;
+    if (classes <= 0) {     /* no probability for any label */
+        for (int i = 0; i < n; i++) row_loss[i] = NAN, row_hit[i] = 0;
+        if (s && n > 0) s->skip = 1;
+        return;
+    }
     if (dlogits) ref32_xent(n, classes, logits, labels, dlogits, &total, NULL);
     for (int i = 0; i < n; i++) {
         int hit = 0;

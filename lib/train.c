@@ -37,14 +37,15 @@ static void device_step(model *m, const train_cfg *cfg, step_graph *sg, int n, d
             sg->replays++;
             return;
         }
-        if (sg->warm && model_graph_begin(m) == 0) {
-            device_ops(m, cfg, n, lr, t, dev_optim);
-            if (model_graph_end(m, n) == 0 && model_graph_launch(m, n) == 0) {
+        if (sg->warm) {
+            bool began = model_graph_begin(m) == 0;
+            if (began) device_ops(m, cfg, n, lr, t, dev_optim);
+            if (began && model_graph_end(m, n) == 0 && model_graph_launch(m, n) == 0) {
                 sg->replays++;
                 return;
             }
             sg->on = false;     /* nothing of the recording ran: the step goes op by op below */
-            if (verbose) fprintf(stderr, "%s: the step could not be recorded: steps go op by op\n", cli_prog);
+            if (verbose) fprintf(stderr, "%s: steps go op by op from step %lld on\n", cli_prog, (long long)t);
         }
     }
     device_ops(m, cfg, n, lr, t, dev_optim);
@@ -482,7 +483,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     bool dev_optim = dp.P == 1 && cli_env_flag("BN_DEVICE_OPTIM", true) && optim_backend_prepare(ck, m, &cfg->opt);
     bool dev_data = cli_env_flag("BN_DEVICE_DATA", true) && !model_data_attach(m, train, why);
     /* and with both there, a step is recorded once and replayed (BN_GRAPH=0: never) */
-    step_graph sg = {dev_data && dev_optim && o->graph_begin && cli_env_flag("BN_GRAPH", true), false, 0};
+    step_graph sg = {dev_data && dev_optim && model_can_record(m) && cli_env_flag("BN_GRAPH", true), false, 0};
     io->backend_data = dev_data, io->backend_optim = dev_optim, io->fast = model_is_fast(m), io->graph_steps = 0;
     if (io->verbose && model_backend(m))
         fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s%s\n", cli_prog, o->name,

@@ -5,19 +5,23 @@
 # recording. So in the ops:
 #   - every kernel launch names the backend's stream: <<<grid, block, shared, cuda_stream()>>>,
 #     with its launch configuration on one line (so this check can read it);
-#   - no synchronous cudaMemcpy / cudaMemset / cudaDeviceSynchronize, except where nothing
-#     is recorded: cuda_device.cu (the cuda_mem.h entry points) and the data-parallel
-#     BatchNorm reduction (reduce_over_ranks: graphs need a single process).
+#   - no synchronous call (cudaMemcpy, cudaMemset, cudaDeviceSynchronize,
+#     cudaStreamSynchronize, or the cuda_mem.h functions that make them) in an op, except
+#     where nothing is recorded: cuda_device.cu (the cuda_mem.h entry points themselves),
+#     the table's mem_* entries, xent (its loss goes to the host: xent_rows is the one a
+#     step records), sync, graph_launch (BN_CUDA_SYNC=1), and the data-parallel BatchNorm
+#     reduction (reduce_over_ranks: graphs need a single process).
 . "$(dirname "$0")/lib.sh"
 
 # launches in DIR/*.cu not on cuda_stream() (or split over lines)
 launch_bad() { grep -n '<<<' "$1"/*.cu | grep -v 'cuda_stream()>>>'; }
-# synchronous calls in DIR/*.cu outside cuda_device.cu and reduce_over_ranks
+# synchronous calls in DIR/*.cu outside the functions allowed above
 sync_bad() {
   for f in "$1"/*.cu; do
     case "$f" in */cuda_device.cu) continue;; esac
     awk '/^[A-Za-z].*\(/ { fn = $0 }
-         /cudaMemcpy\(|cudaMemset\(|cudaDeviceSynchronize\(/ && fn !~ /reduce_over_ranks/ {
+         /cudaMemcpy\(|cudaMemset\(|cudaDeviceSynchronize\(|cudaStreamSynchronize\(|cuda_(copy|to_host|to_device|memset|sync)\(/ &&
+         fn !~ /reduce_over_ranks|[ *]mem_(alloc|free|upload|download|copy)\(|[ *]cuda_xent\(|cuda_sync_op\(|cuda_graph_launch\(/ {
            print FILENAME ":" NR ": " $0 }' "$f"
   done
 }

@@ -55,7 +55,10 @@ static void *out(void *p) { return p ? (void *)((uintptr_t)p ^ WALL) : NULL; }  
 
 static void *d_alloc(ops *o, size_t bytes) {
     (void)o;
-    if (recording_on) rec_bad = true;   /* but allocated: the model's own check must see it too */
+    if (recording_on) {     /* refused, as cudaMalloc is under stream capture */
+        rec_bad = true;
+        return NULL;
+    }
     if (!bytes || alloc_calls++ == fail_at) return NULL;
     void *p = calloc(1, bytes);
     if (p) live_allocs++;
@@ -791,61 +794,40 @@ TEST(optim_bind_fails) {
     ds_free(&d);
 }
 
-/* A run stopped mid-epoch on devfull (parameters and momentum in backend memory) and
- * resumed, on devfull or on ref, ends with the bits of a run straight through. */
-TEST(devfull_resume) {
-    dataset d = make_ds(30, 4, false);
+/* A run of n images in batches of `batch` stopped after `stop` steps on `be` (parameters and
+ * optimizer state in its memory; `replays` of those steps replayed from a recording) and
+ * resumed, on be or on ref, ends with the bits of ref's run straight through. */
+static void resume_case(ops *be, const char *regime, int n, int batch, bool adam, int stop, int64_t replays,
+                        uint64_t seed) {
+    dataset d = make_ds(n, 4, false);
     train_cfg cfg;
     char err[256] = "";
-    short_cfg(&cfg, &d, 6);
-    checkpoint *whole = net("resnet", 8, "bn");
-    int rc = train_run(whole, &devfull, &d, &cfg, NULL, false, err);
-    CHECK(rc == TRAIN_DONE, "straight run: %d %s", rc, err);
-    ops *then[2] = {&devfull, &ops_ref};
-    for (int k = 0; k < 2; k++) {
-        checkpoint *c = net("resnet", 8, "bn");
-        train_io io = {0};
-        io.max_steps = 3;           /* stops inside epoch 1 (4 steps) */
-        rc = train_run(c, &devfull, &d, &cfg, &io, false, err);
-        CHECK(rc == TRAIN_STOPPED, "stopped run: %d %s", rc, err);
-        rc = train_run(c, then[k], &d, &cfg, NULL, true, err);
-        CHECK(rc == TRAIN_DONE, "resumed on %s: %d %s", then[k]->name, rc, err);
-        CHECK(same_tensors(whole, c, "resume"), "stopped on devfull, resumed on %s: differs", then[k]->name);
-        ck_free(c);
-    }
-    ck_free(whole);
-    ds_free(&d);
-}
-
-/* Stopped mid-epoch with a recording in use (state on the backend), then resumed on devgraph
- * or ref: the bits of a run straight through. Batch 4 of 30 images: 7 full steps and a
- * smaller one per epoch, so the stop (after step 5) comes after several replays. */
-TEST(devgraph_resume) {
-    dataset d = make_ds(30, 4, false);
-    train_cfg cfg;
-    char err[256] = "";
-    short_cfg(&cfg, &d, 7);
-    cfg.batch = 4, cfg.opt.kind = OPT_ADAM;
-    checkpoint *whole = net("resnet", 8, "all");
+    short_cfg(&cfg, &d, seed);
+    cfg.batch = batch;
+    if (adam) cfg.opt.kind = OPT_ADAM;
+    checkpoint *whole = net("resnet", 8, regime);
     int rc = train_run(whole, &ops_ref, &d, &cfg, NULL, false, err);
     CHECK(rc == TRAIN_DONE, "straight run: %d %s", rc, err);
-    ops *then[2] = {&devgraph, &ops_ref};
+    ops *then[2] = {be, &ops_ref};
     for (int k = 0; k < 2; k++) {
-        checkpoint *c = net("resnet", 8, "all");
+        checkpoint *c = net("resnet", 8, regime);
         train_io io = {0};
-        io.max_steps = 5;
-        rc = train_run(c, &devgraph, &d, &cfg, &io, false, err);
-        CHECK(rc == TRAIN_STOPPED && io.graph_steps == 4, "stopped run: %d %s, %lld replayed", rc, err,
-              (long long)io.graph_steps);
-        train_io io2 = {0};
-        rc = train_run(c, then[k], &d, &cfg, &io2, true, err);
+        io.max_steps = stop;
+        rc = train_run(c, be, &d, &cfg, &io, false, err);
+        CHECK(rc == TRAIN_STOPPED && io.graph_steps == replays, "stopped run on %s: %d %s, %lld replayed", be->name,
+              rc, err, (long long)io.graph_steps);
+        rc = train_run(c, then[k], &d, &cfg, NULL, true, err);
         CHECK(rc == TRAIN_DONE, "resumed on %s: %d %s", then[k]->name, rc, err);
-        CHECK(same_tensors(whole, c, "resume"), "stopped on devgraph, resumed on %s: differs", then[k]->name);
+        CHECK(same_tensors(whole, c, "resume"), "stopped on %s, resumed on %s: differs", be->name, then[k]->name);
         ck_free(c);
     }
     ck_free(whole);
     ds_free(&d);
 }
+/* 4 steps an epoch, stopped inside epoch 1 */
+TEST(devfull_resume) { resume_case(&devfull, "bn", 30, 8, false, 3, 0, 6); }
+/* Adam, batch 4: 7 full steps and a smaller one an epoch; the stop comes after 4 replays */
+TEST(devgraph_resume) { resume_case(&devgraph, "all", 30, 4, true, 5, 4, 7); }
 
 /* When recording fails (graph_end: NULL) the run goes op by op with the same bits; a stale
  * recording is made again; BN_GRAPH=0 never records. */
@@ -946,6 +928,14 @@ TEST(graph_model_api) {
         CHECK(diff == 0, "step %d: %d gradients differ from ref", k, diff);
     }
     CHECK(model_graph_launch(g, B - 1) == -1, "a recording of %d images launched for %d", B, B - 1);
+    /* the model's memory moves (model_activation's first call allocates its conversion
+     * buffer): the recording is stale, dropped at the next launch */
+    CHECK(model_activation(g, "s1.b0.relu1", NULL, NULL, NULL) != NULL, "model_activation");
+    CHECK(model_graph_launch(g, B) == -1 && !model_has_graph(g), "a recording older than an allocation launched");
+    CHECK(model_graph_begin(g) == 0, "recording again");
+    model_forward_staged(g, B, AUG_NONE, &nm, true);
+    model_loss_queue(g, B, true);
+    CHECK(model_graph_end(g, B) == 0 && model_graph_launch(g, B) == 0, "the new recording");
     model_graph_drop(g);
     CHECK(!model_has_graph(g) && model_graph_launch(g, B) == -1, "dropped, still launches");
     free(x);
