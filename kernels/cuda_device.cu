@@ -44,7 +44,7 @@ extern "C" void *cuda_alloc(size_t bytes) {
         (void)cudaGetLastError();
         return NULL;
     }
-    CUDA_CHECK(e);
+    cuda_check_(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
     return p;
 }
 

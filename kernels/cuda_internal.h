@@ -39,8 +39,8 @@ typedef struct conv_entry {
 typedef struct cuda_ctx {
     cudnnHandle_t dnn;
     cudaStream_t st;                // every op's stream (cudnnSetStream too)
-    unsigned gen;                   // bumped when a buffer below moves or the plans are dropped:
-                                    // a recorded step (graph_*) from before is then stale
+    unsigned gen;                   // bumped when the workspace or scratch moves or the plans are
+                                    // dropped: a recorded step (graph_*) from before is then stale
     conv_entry *conv;               // the convolution cache
     int nconv, capconv;
     int find;                       // 1: time the algorithms (cudnnFind*); 0: heuristics (BN_CUDNN_FIND=0)

@@ -154,16 +154,23 @@ void cuda_xent(ops *o, int n, int classes, const float *logits, const uint8_t *l
     if (correct) *correct = right;
 }
 
+__global__ void k_xent_none(int n, double *row_loss, int32_t *row_hit, ops_step *step) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    row_loss[i] = (double)NAN, row_hit[i] = 0;
+    if (step && i == 0) step->skip = 1;
+}
+
 // ops.h xent_rows: the same kernel, its rows left in device memory (the host sums them as
 // cuda_xent does, so the two give the same loss)
 void cuda_xent_rows(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
                     double *row_loss, int32_t *row_hit, ops_step *s) {
     (void)o;
     if (n <= 0) return;
-    if (classes <= 0) {     // no probability for any label: NaN rows (all-ones bits), no hit, skip
-        CUDA_CHECK(cudaMemsetAsync(row_loss, 0xff, (size_t)n * sizeof *row_loss, cuda_stream()));
-        CUDA_CHECK(cudaMemsetAsync(row_hit, 0, (size_t)n * sizeof *row_hit, cuda_stream()));
-        if (s) CUDA_CHECK(cudaMemsetAsync(&s->skip, 1, sizeof s->skip, cuda_stream()));
+    if (classes <= 0) {     // no probability for any label: NaN rows, no hit, skip
+        k_xent_none<<<(unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_stream()>>>(
+            n, row_loss, row_hit, s);
+        CUDA_LAUNCH_CHECK();
         return;
     }
     k_xent<<<(unsigned)((n + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_stream()>>>(

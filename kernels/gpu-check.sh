@@ -13,14 +13,20 @@ cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1; head -n 12 "$out/nvidia-smi.txt"
+chmod +x build/gpu/test_* build/gpu/net-* build/gpu/cifar-* 2>/dev/null   # in case the carry dropped the bits
 dirs=$PWD/build/gpu/lib
+# cuDNN may be a system library or come with the Python environment (pip's nvidia-cudnn wheel)
+site=$(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null)
 for so in libcudnn.so.9 libcudart.so.13; do
-    f=$(find /usr/local/cuda/lib64 /usr/local/cuda/ /usr/lib/x86_64-linux-gnu /opt -name "$so" 2>/dev/null | head -n 1)
+    f=$(find /usr/local/cuda/lib64 /usr/local/cuda/ /usr/lib/x86_64-linux-gnu /usr/local/lib /opt $site -name "$so" \
+        2>/dev/null | head -n 1)
     if [ -n "$f" ]; then dirs="$dirs:$(dirname "$f")"; echo "gpu-check: $so from $f"; else echo "gpu-check: no $so on this machine"; fi
 done
 export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ldd build/gpu/test_cuda_ops >"$out/ldd.txt" 2>&1
-grep -q "not found" "$out/ldd.txt" && { echo "gpu-check: missing libraries:"; grep "not found" "$out/ldd.txt"; }
+if grep -q "not found" "$out/ldd.txt"; then     # nothing would start: stop before spending device time
+    echo "gpu-check: missing libraries:"; grep "not found" "$out/ldd.txt"; exit 4
+fi
 
 if [ "${1:-}" = bench ]; then
     name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
@@ -33,31 +39,32 @@ if [ "${1:-}" = bench ]; then
     set -- $peaks
     echo "== bench on $name (peaks: $1 GFLOP/s fp32, $2 GB/s)"
     BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=${ROUNDS:-3} PROFILE=1 BN_PEAK_GFLOPS=$1 BN_PEAK_GBS=$2 \
-        timeout 300 sh tests/bench.sh >"$out/bench.log" 2>&1
+        timeout 240 sh tests/bench.sh >"$out/bench.log" 2>&1   # 240 + 3 x 90 s: one call of 560 s
     echo "exit $?"; cat "$out/bench.log"
     echo "== one round with every step op by op (BN_GRAPH=0: no CUDA graph)"
     BN_GRAPH=0 BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=1 \
-        timeout 120 sh tests/bench.sh >"$out/bench-nograph.log" 2>&1
+        timeout 90 sh tests/bench.sh >"$out/bench-nograph.log" 2>&1
     echo "exit $?"; grep -E '^(1|median)' "$out/bench-nograph.log"
     echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
     BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0 BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} ROUNDS=1 \
-        timeout 120 sh tests/bench.sh >"$out/bench-host-step.log" 2>&1
+        timeout 90 sh tests/bench.sh >"$out/bench-host-step.log" 2>&1
     echo "exit $?"; grep -E '^(1|median)' "$out/bench-host-step.log"
     echo "== one round with --precision tf32 (the peer with --channels-last)"
     OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last BN_BIN=build/gpu DEVICE=cuda STEPS=${STEPS:-200} \
-        ROUNDS=1 timeout 120 sh tests/bench.sh >"$out/bench-tf32.log" 2>&1
+        ROUNDS=1 timeout 90 sh tests/bench.sh >"$out/bench-tf32.log" 2>&1
     echo "exit $?"; grep -E '^(1|median)' "$out/bench-tf32.log"
     exit 0
 fi
 
 echo "== test_cuda_ops (BN_CUDA_VERBOSE=1: cuDNN choices on stderr)"
-BN_CUDA_VERBOSE=1 timeout 300 ./build/gpu/test_cuda_ops >"$out/test.log" 2>"$out/test.err"
+# time limits: 200 + 150 + 150 s fit one device call of 600 s (run with timeout_s about 560)
+BN_CUDA_VERBOSE=1 timeout 200 ./build/gpu/test_cuda_ops >"$out/test.log" 2>"$out/test.err"
 rc=$?
 grep -v '^ok - ' "$out/test.log" | head -n 60
 echo "exit $rc"
 
 echo "== test_cuda_train (GPU vs CPU training end to end)"
-timeout 300 ./build/gpu/test_cuda_train >"$out/train.log" 2>&1
+timeout 150 ./build/gpu/test_cuda_train >"$out/train.log" 2>&1
 rc2=$?
 grep -v '^ok - ' "$out/train.log" | head -n 40
 echo "exit $rc2"
@@ -72,7 +79,7 @@ echo "== under compute-sanitizer memcheck (BN_CUDA_SYNC=1, BN_CUDNN_FIND=0: heur
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer \
     2>/dev/null | head -n 1)
 if [ -n "$cs" ]; then
-    BN_CUDA_SYNC=1 BN_CUDNN_FIND=0 timeout 240 "$cs" --tool memcheck --print-limit 20 ./build/gpu/test_cuda_ops \
+    BN_CUDA_SYNC=1 BN_CUDNN_FIND=0 timeout 150 "$cs" --tool memcheck --print-limit 20 ./build/gpu/test_cuda_ops \
         >"$out/memcheck.log" 2>&1
     rc3=$?
     echo "exit $rc3"

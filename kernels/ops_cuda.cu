@@ -260,8 +260,7 @@ void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->hscratch_size || !c->hscratch) {
         if (growth_refused("the pinned host buffer")) return c->hscratch;
         if (c->hscratch) CUDA_CHECK(cudaFreeHost(c->hscratch));
-        c->hscratch_size = grown(c->hscratch_size, bytes);
-        c->gen++;
+        c->hscratch_size = grown(c->hscratch_size, bytes);   // no recorded op uses it: gen stays
         CUDA_CHECK(cudaMallocHost(&c->hscratch, c->hscratch_size));
     }
     return c->hscratch;
