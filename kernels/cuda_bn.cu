@@ -5,8 +5,13 @@
 //
 // Per-channel sums: a channel's m = n*hw values are split in S slices (S chosen so that
 // the whole grid has a few blocks per SM); block (c, s) sums its slice in double
-// (k_bn_partial), then one thread per channel adds the S partial sums in slice order
-// (k_bn_collect). No atomics: the same inputs give the same bits on every run.
+// (k_bn_partial), then one thread per channel adds the S partial sums in slice order. No
+// atomics: the same inputs give the same bits on every run. In a single process that
+// adding is done by the kernel that needs the sum (the centred pass adds the first pass's
+// partial sums itself, the statistics kernel the centred ones, the backward's collector
+// rounds dgamma and dbeta), so a training BN is 4 kernels forward and 3 backward; with
+// allreduce the sums are collected apart (k_bn_collect) for the trip to the host, with
+// the same additions in the same order, so the bits are the same either way.
 //
 // Data-parallel training (ops.h, o->allreduce non-NULL): the per-channel sums are copied
 // to the host, reduced, and copied back, in the layout of ops.h and of the ref and cpu
@@ -28,11 +33,26 @@ enum { SUM_X, SUM_SQ, SUM_BWD };
 // part[(q*C + c)*S + s] = slice s of channel c's sum of quantity q:
 //   SUM_X: x;   SUM_SQ: (x - mean[c])^2;   SUM_BWD: q=0 dy, q=1 dy*(x - smean[c]), with dy
 //   masked by ym > 0 when ym is not NULL (a fused ReLU's output).
+// SUM_SQ with xpart (the SUM_X pass's partial sums, single process): mean[c] is made here,
+// as k_bn_collect then k_bn_mean would make it (block (c, 0) stores it for the kernels after).
 template <int MODE>
-__global__ void k_bn_partial(const float *x, const float *dy, const float *ym, const double *mean, const float *smean,
-                             int C, int hw, size_t m, double *part) {
+__global__ void k_bn_partial(const float *x, const float *dy, const float *ym, double *mean, const float *smean,
+                             const double *xpart, double M, int C, int hw, size_t m, double *part) {
     int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
-    double mu = MODE == SUM_SQ ? mean[c] : MODE == SUM_BWD ? (double)smean[c] : 0.0;
+    double mu = MODE == SUM_BWD ? (double)smean[c] : 0.0;
+    if (MODE == SUM_SQ && xpart) {
+        __shared__ double mu_s;
+        if (threadIdx.x == 0) {
+            double a = 0.0;
+            for (int k = 0; k < S; k++) a += xpart[(size_t)c * S + k];
+            mu_s = M > 0 ? a / M : 0.0;
+            if (s == 0) mean[c] = mu_s;
+        }
+        __syncthreads();
+        mu = mu_s;
+    } else if (MODE == SUM_SQ) {
+        mu = mean[c];
+    }
     double a = 0.0, b = 0.0;
     for (size_t j = (size_t)s * blockDim.x + threadIdx.x; j < m; j += (size_t)S * blockDim.x) {
         size_t ni = j / hw, i = j - ni * hw, at = (ni * C + c) * hw + i;
@@ -68,12 +88,19 @@ __global__ void k_bn_mean(const double *sum, double M, int C, double *mean) {
     if (c < C) mean[c] = M > 0 ? sum[c] / M : 0.0;
 }
 
-// From the centred sum of squares: invstd, the saved statistics, the running averages.
-__global__ void k_bn_stats(const double *sumsq, const double *mean, double M, int C, float eps, float momentum,
-                           double *invstd, float *save_mean, float *save_invstd, float *run_mean, float *run_var) {
+// From the centred sum of squares (sumsq[c], or the S partial sums sqpart[c*S ..] added in
+// slice order): invstd, the saved statistics, the running averages.
+__global__ void k_bn_stats(const double *sumsq, const double *sqpart, int S, const double *mean, double M, int C,
+                           float eps, float momentum, double *invstd, float *save_mean, float *save_invstd,
+                           float *run_mean, float *run_var) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
-    double var = M > 0 ? sumsq[c] / M : 0.0;              // biased: normalises
+    double sq = 0.0;
+    if (sqpart)
+        for (int k = 0; k < S; k++) sq += sqpart[(size_t)c * S + k];
+    else
+        sq = sumsq[c];
+    double var = M > 0 ? sq / M : 0.0;                    // biased: normalises
     double is = 1.0 / sqrt(var + (double)eps);
     invstd[c] = is;
     if (save_mean) save_mean[c] = (float)mean[c];
@@ -111,16 +138,28 @@ __global__ void k_bn_infer(const float *x, const float *gamma, const float *beta
     }
 }
 
-// sum[C + c] (sum dy*(x - mean)) times invstd: sum dy*xhat; dbeta, dgamma rounded from them
-__global__ void k_bn_bwd_sums(double *sum, const float *save_invstd, int C, float *dgamma, float *dbeta, int finish) {
+// The backward's sums from their partial sums (in slice order, as k_bn_collect adds them):
+// sum[c] = sum dy, sum[C + c] = sum dy*(x - mean) times invstd = sum dy*xhat; with finish,
+// dbeta and dgamma rounded from them too (single process; with allreduce k_bn_bwd_round
+// does that after the trip to the host).
+__global__ void k_bn_collect_bwd(const double *part, int S, const float *save_invstd, int C, double *sum,
+                                 float *dgamma, float *dbeta, int finish) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
-    if (!finish) {
-        sum[C + c] *= (double)save_invstd[c];
-    } else {
-        dbeta[c] = (float)sum[c];
-        dgamma[c] = (float)sum[C + c];
-    }
+    double a = 0.0, b = 0.0;
+    for (int k = 0; k < S; k++) a += part[(size_t)c * S + k];
+    for (int k = 0; k < S; k++) b += part[((size_t)C + c) * S + k];
+    b *= (double)save_invstd[c];
+    sum[c] = a, sum[C + c] = b;
+    if (finish) dbeta[c] = (float)a, dgamma[c] = (float)b;
+}
+
+// dbeta and dgamma rounded from the sums (with allreduce: after the trip to the host)
+__global__ void k_bn_bwd_round(const double *sum, int C, float *dgamma, float *dbeta) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    dbeta[c] = (float)sum[c];
+    dgamma[c] = (float)sum[C + c];
 }
 
 // dx = gamma*invstd/M * (M*dy - sum dy - xhat * sum dy*xhat)
@@ -148,14 +187,17 @@ static int slices(int C, size_t m) {
     return s < 1 ? 1 : (int)s;
 }
 
-// rows*C channel sums of one MODE into sum[rows*C]; part is scratch of rows*C*S doubles
+// The partial sums of one MODE into part (rows*C*S doubles, rows 2 for SUM_BWD), and with
+// sum (allreduce) the rows*C sums collected into sum. xpart, M: see k_bn_partial.
 template <int MODE>
-static void channel_sums(const bn_desc *d, const float *x, const float *dy, const float *ym, const double *mean,
-                         const float *smean, double *part, int S, double *sum) {
+static void channel_sums(const bn_desc *d, const float *x, const float *dy, const float *ym, double *mean,
+                         const float *smean, const double *xpart, double M, double *part, int S, double *sum) {
     size_t m = (size_t)d->n * (size_t)d->hw;
     dim3 grid((unsigned)d->c, (unsigned)S);
-    k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, d->c, d->hw, m, part);
+    k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, xpart, M, d->c, d->hw, m,
+                                                                  part);
     CUDA_LAUNCH_CHECK();
+    if (!sum) return;
     int rows = (MODE == SUM_BWD ? 2 : 1) * d->c;
     k_bn_collect<<<small_blocks(rows), CUDA_THREADS, 0, cuda_stream()>>>(part, rows, S, sum);
     CUDA_LAUNCH_CHECK();
@@ -180,18 +222,24 @@ void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *r, co
     int C = d->c;
     size_t m = d->n > 0 && d->hw > 0 ? (size_t)d->n * (size_t)d->hw : 0;
     int S = slices(C, m);
-    // scratch: part [C*S], sum [C], mean [C], invstd [C]
-    double *part = (double *)cuda_ctx_scratch(c, ((size_t)C * S + 3 * (size_t)C) * sizeof(double));
-    double *sum = part + (size_t)C * S, *mean = sum + C, *invstd = mean + C;
+    // scratch: part [C*S] (sum x), part2 [C*S] (sum (x-mean)^2), sum [C], mean [C], invstd [C]
+    double *part = (double *)cuda_ctx_scratch(c, (2 * (size_t)C * S + 3 * (size_t)C) * sizeof(double));
+    double *part2 = part + (size_t)C * S, *sum = part2 + (size_t)C * S, *mean = sum + C, *invstd = mean + C;
     double M = (double)m;
-    channel_sums<SUM_X>(d, x, NULL, NULL, NULL, NULL, part, S, sum);
-    if (o->allreduce) M = reduce_over_ranks(o, sum, C, 1, M);
-    k_bn_mean<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, M, C, mean);
-    CUDA_LAUNCH_CHECK();
-    channel_sums<SUM_SQ>(d, x, NULL, NULL, mean, NULL, part, S, sum);
-    if (o->allreduce) reduce_over_ranks(o, sum, C, 0, 0.0);
-    k_bn_stats<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, mean, M, C, d->eps, d->momentum, invstd, save_mean, save_invstd,
-                                                  run_mean, run_var);
+    if (o->allreduce) {     // the sums go through the host: collected apart
+        channel_sums<SUM_X>(d, x, NULL, NULL, NULL, NULL, NULL, 0.0, part, S, sum);
+        M = reduce_over_ranks(o, sum, C, 1, M);
+        k_bn_mean<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, M, C, mean);
+        CUDA_LAUNCH_CHECK();
+        channel_sums<SUM_SQ>(d, x, NULL, NULL, mean, NULL, NULL, 0.0, part2, S, sum);
+        reduce_over_ranks(o, sum, C, 0, 0.0);
+    } else {                // the centred pass makes the mean, the statistics kernel adds its sums
+        channel_sums<SUM_X>(d, x, NULL, NULL, NULL, NULL, NULL, 0.0, part, S, NULL);
+        channel_sums<SUM_SQ>(d, x, NULL, NULL, mean, NULL, part, M, part2, S, NULL);
+    }
+    k_bn_stats<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, o->allreduce ? NULL : part2, S, mean, M, C,
+                                                                     d->eps, d->momentum, invstd, save_mean,
+                                                                     save_invstd, run_mean, run_var);
     CUDA_LAUNCH_CHECK();
     size_t total = m * (size_t)C;
     if (total) {
@@ -231,13 +279,16 @@ void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, c
     // scratch: part [2*C*S], sum [2*C]
     double *part = (double *)cuda_ctx_scratch(c, (2 * (size_t)C * S + 2 * (size_t)C) * sizeof(double));
     double *sum = part + 2 * (size_t)C * S;
-    channel_sums<SUM_BWD>(d, x, dy, ym, NULL, save_mean, part, S, sum);
-    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, save_invstd, C, dgamma, dbeta, 0);
+    channel_sums<SUM_BWD>(d, x, dy, ym, NULL, save_mean, NULL, 0.0, part, S, NULL);
+    k_bn_collect_bwd<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(part, S, save_invstd, C, sum, dgamma, dbeta,
+                                                                           o->allreduce ? 0 : 1);
     CUDA_LAUNCH_CHECK();
     double M = (double)m;
-    if (o->allreduce) M = reduce_over_ranks(o, sum, 2 * C, 1, M);
-    k_bn_bwd_sums<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, save_invstd, C, dgamma, dbeta, 1);
-    CUDA_LAUNCH_CHECK();
+    if (o->allreduce) {     // sums over the ranks, then dgamma and dbeta from them
+        M = reduce_over_ranks(o, sum, 2 * C, 1, M);
+        k_bn_bwd_round<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, C, dgamma, dbeta);
+        CUDA_LAUNCH_CHECK();
+    }
     size_t total = m * (size_t)C;
     if (dx && total && M > 0) {
         k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, gamma, save_mean, save_invstd, sum, M, C, d->hw,
