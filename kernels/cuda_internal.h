@@ -113,6 +113,10 @@ void cuda_sgd_update(ops *o, float *w, const float *g, float *buf, const uint8_t
                      double momentum, bool nesterov, double wd, const ops_step *s);
 void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr,
                       double beta1, double beta2, double eps, double wd, int64_t t, const ops_step *s);
+void cuda_sgd_update_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double momentum, bool nesterov,
+                          double wd, const ops_step *s);
+void cuda_adam_update_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double beta1, double beta2,
+                           double eps, double wd, int64_t step, const ops_step *s);
 void cuda_batch_fill(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
                      const aug_param *par, int n, bool bright, const double *mean, const double *inv,
                      const uint8_t *labels, uint8_t *lab);

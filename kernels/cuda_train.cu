@@ -21,41 +21,81 @@
 
 // ---- optimizers (lib/optim.c) -------------------------------------------------------------
 
+// One element's update, in the host code's order (every product and sum rounded once).
+__device__ __forceinline__ void sgd_elem(size_t i, float *w, const float *g, float *buf, const uint8_t *mask,
+                                         float lr, float mom, int nesterov, float wd) {
+    if (mask && !mask[i]) return;
+    float d = g[i];
+    if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wd, w[i]));
+    if (buf && mom != 0.0f) {
+        float b = __fadd_rn(__fmul_rn(mom, buf[i]), d);
+        buf[i] = b;
+        d = nesterov ? __fadd_rn(d, __fmul_rn(mom, b)) : b;
+    }
+    w[i] = __fsub_rn(w[i], __fmul_rn(lr, d));
+}
+__device__ __forceinline__ void adam_elem(size_t i, float *w, const float *g, float *m, float *v,
+                                          const uint8_t *mask, float lr, float b1, float b2, float ob1, float ob2,
+                                          float eps, float wd) {
+    if (mask && !mask[i]) return;
+    float d = g[i];
+    if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wd, w[i]));
+    float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(ob1, d));
+    float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(ob2, d), d));
+    m[i] = mi, v[i] = vi;
+    w[i] = __fsub_rn(w[i], __fdiv_rn(__fmul_rn(lr, mi), __fadd_rn(__fsqrt_rn(vi), eps)));
+}
+
 // s (a recorded step's values, ops.h ops_step): the step size from there, or no step at all
+__device__ __forceinline__ bool step_size(const ops_step *s, float *lr) {
+    if (!s) return true;
+    if (s->skip) return false;
+    *lr = s->lr;
+    return true;
+}
+
 __global__ void k_sgd(size_t n, float *w, const float *g, float *buf, const uint8_t *mask, float lr, float mom,
                       int nesterov, float wd, const ops_step *s) {
-    if (s) {
-        if (s->skip) return;
-        lr = s->lr;
-    }
-    GRID_STRIDE(i, n) {
-        if (mask && !mask[i]) continue;
-        float d = g[i];
-        if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wd, w[i]));
-        if (buf && mom != 0.0f) {
-            float b = __fadd_rn(__fmul_rn(mom, buf[i]), d);
-            buf[i] = b;
-            d = nesterov ? __fadd_rn(d, __fmul_rn(mom, b)) : b;
-        }
-        w[i] = __fsub_rn(w[i], __fmul_rn(lr, d));
-    }
+    if (!step_size(s, &lr)) return;
+    GRID_STRIDE(i, n) sgd_elem(i, w, g, buf, mask, lr, mom, nesterov, wd);
 }
 
 __global__ void k_adam(size_t n, float *w, const float *g, float *m, float *v, const uint8_t *mask, float lr,
                        float b1, float b2, float ob1, float ob2, float eps, float wd, const ops_step *s) {
-    if (s) {
-        if (s->skip) return;
-        lr = s->lr;
+    if (!step_size(s, &lr)) return;
+    GRID_STRIDE(i, n) adam_elem(i, w, g, m, v, mask, lr, b1, b2, ob1, ob2, eps, wd);
+}
+
+// Many tensors in one launch (ops.h *_update_many): tensor blockIdx.y (strided past 65535),
+// its elements over the gridDim.x blocks of that row; t is in device memory.
+#define TENSOR_ROWS(j, k) for (int j = blockIdx.y; j < (k); j += gridDim.y)
+#define ROW_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+__global__ void k_sgd_many(const ops_tensor *t, int k, float lr, float mom, int nesterov, float wd,
+                           const ops_step *s) {
+    if (!step_size(s, &lr)) return;
+    TENSOR_ROWS(j, k) {
+        const ops_tensor e = t[j];
+        ROW_STRIDE(i, e.n) sgd_elem(i, e.w, e.g, e.s1, e.mask, lr, mom, nesterov, wd);
     }
-    GRID_STRIDE(i, n) {
-        if (mask && !mask[i]) continue;
-        float d = g[i];
-        if (wd != 0.0f) d = __fadd_rn(d, __fmul_rn(wd, w[i]));
-        float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(ob1, d));
-        float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(ob2, d), d));
-        m[i] = mi, v[i] = vi;
-        w[i] = __fsub_rn(w[i], __fdiv_rn(__fmul_rn(lr, mi), __fadd_rn(__fsqrt_rn(vi), eps)));
+}
+
+__global__ void k_adam_many(const ops_tensor *t, int k, float lr, float b1, float b2, float ob1, float ob2,
+                            float eps, float wd, const ops_step *s) {
+    if (!step_size(s, &lr)) return;
+    TENSOR_ROWS(j, k) {
+        const ops_tensor e = t[j];
+        ROW_STRIDE(i, e.n) adam_elem(i, e.w, e.g, e.s1, e.s2, e.mask, lr, b1, b2, ob1, ob2, eps, wd);
     }
+}
+
+// k tensors as rows of a 2-D grid, each row about maxn / 8 threads wide (at least a block)
+static dim3 many_grid(int k, size_t maxn) {
+    size_t bx = (maxn + 8 * CUDA_THREADS - 1) / (8 * CUDA_THREADS);
+    if (bx < 1) bx = 1;
+    if (bx > 1024) bx = 1024;
+    return dim3((unsigned)bx, (unsigned)(k < 65535 ? k : 65535));
 }
 
 void cuda_sgd_update(ops *o, float *w, const float *g, float *buf, const uint8_t *mask, size_t n, double lr,
@@ -77,6 +117,26 @@ void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, cons
     const float b1 = (float)beta1, b2 = (float)beta2;
     k_adam<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, w, g, m, v, mask, (float)lr_t, b1, b2, 1.0f - b1,
                                                              1.0f - b2, (float)eps, (float)wd, s);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_sgd_update_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double momentum, bool nesterov,
+                          double wd, const ops_step *s) {
+    (void)o;
+    if (k <= 0 || !maxn) return;
+    k_sgd_many<<<many_grid(k, maxn), CUDA_THREADS, 0, cuda_stream()>>>(t, k, (float)lr, (float)momentum,
+                                                                       nesterov ? 1 : 0, (float)wd, s);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_adam_update_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double beta1, double beta2,
+                           double eps, double wd, int64_t step, const ops_step *s) {
+    (void)o;
+    if (k <= 0 || !maxn) return;
+    const double lr_t = s ? 0.0 : lr * sqrt(1.0 - pow(beta2, (double)step)) / (1.0 - pow(beta1, (double)step));
+    const float b1 = (float)beta1, b2 = (float)beta2;
+    k_adam_many<<<many_grid(k, maxn), CUDA_THREADS, 0, cuda_stream()>>>(t, k, (float)lr_t, b1, b2, 1.0f - b1,
+                                                                        1.0f - b2, (float)eps, (float)wd, s);
     CUDA_LAUNCH_CHECK();
 }
 

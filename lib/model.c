@@ -152,6 +152,9 @@ struct model {
     float *hdlogits;            /* host: the logits' gradient while it is scaled */
     float *dplain;              /* backend: model_activation's NCHW conversion */
     bool params_moved;          /* the backend's parameters changed there: model_sync downloads */
+    ops_tensor *dtable;         /* model_dparam_table: backend memory, dtable_k entries */
+    int dtable_k;
+    size_t dtable_maxn;
     /* training data in backend memory (model_data_attach) */
     uint8_t *dpixels, *dlabels_all;
     int dc, dh, dw;
@@ -194,6 +197,11 @@ static void dev_free(model *m, void *p) {
     if (!p) return;
     m->gen++;
     m->o->mem_free(m->o, p);
+}
+/* model_dparam_table's table (its pointers change with the optimizer state's bindings) */
+static void dtable_drop(model *m) {
+    if (m->dtable) dev_free(m, m->dtable);
+    m->dtable = NULL, m->dtable_k = 0, m->dtable_maxn = 0;
 }
 static float *tensor_alloc(model *m, size_t n) {
     if (!m->dev) return buf_alloc(n);
@@ -942,6 +950,7 @@ void model_free(model *m) {
     for (int i = 0; i < m->nb; i++) tensor_free(m, m->B[i].dev);
     free(m->B);
     if (m->dlabels) dev_free(m, m->dlabels);
+    dtable_drop(m);
     free(m->hlogits);
     free(m->hdlogits);
     tensor_free(m, m->dplain);
@@ -1447,8 +1456,36 @@ void model_sync(model *m) {
 /* ---- work in backend memory (model_extra.h) ------------------------------------------ */
 ops *model_backend(const model *m) { return m->dev ? m->o : NULL; }
 
+const ops_tensor *model_dparam_table(model *m, int *k, size_t *maxn) {
+    *k = 0, *maxn = 0;
+    if (!m->dev) return NULL;
+    if (!m->dtable) {
+        ops_tensor *h = malloc((size_t)(m->np ? m->np : 1) * sizeof *h);
+        if (!h) return NULL;
+        int n = 0;
+        size_t big = 0;
+        for (int i = 0; i < m->np; i++) {
+            ck_tensor *t = model_param(m, i);
+            if (!t || !t->trainable) continue;
+            const mparam *p = &m->P[i];
+            h[n++] = (ops_tensor){p->dptr, p->grad, p->dstate[0], p->dstate[1], p->dmask, p->numel};
+            if (p->numel > big) big = p->numel;
+        }
+        if (n && (m->dtable = dev_alloc(m, (size_t)n * sizeof *h))) {
+            m->o->mem_upload(m->o, m->dtable, h, (size_t)n * sizeof *h);
+            m->dtable_k = n, m->dtable_maxn = big;
+        }
+        free(h);
+        if (!m->dtable) return NULL;
+    }
+    *k = m->dtable_k, *maxn = m->dtable_maxn;
+    m->params_moved = true;
+    return m->dtable;
+}
+
 int model_bind_state(model *m, int i, float *s1, float *s2) {
     if (!m->dev || i < 0 || i >= m->np) return -1;
+    dtable_drop(m);     /* its pointers change */
     mparam *p = &m->P[i];
     float *h[2] = {s1, s2};
     for (int k = 0; k < 2; k++)
@@ -1462,6 +1499,7 @@ int model_bind_state(model *m, int i, float *s1, float *s2) {
 }
 
 void model_unbind_state(model *m) {
+    if (m->dev) dtable_drop(m);
     for (int i = 0; m->dev && i < m->np; i++) {
         mparam *p = &m->P[i];
         for (int k = 0; k < 2; k++) {

@@ -52,6 +52,12 @@ void model_unbind_state(model *m);
 /* Whether the model runs the backend's fast path (layout entries, fused BN+ReLU). */
 bool model_is_fast(const model *m);
 void model_dparam_get(model *m, int i, model_dparam *out);
+/* The trainable tensors' backend pointers (model_param order, trainable ones only) as one
+ * table in backend memory, for the multi-tensor updates (ops.h sgd_update_many): *k
+ * entries, *maxn the largest; made on first use (NULL when out of memory or nothing is
+ * trainable), dropped by model_bind_state / model_unbind_state; marks the parameters as
+ * changed there, as model_dparam_get does. */
+const ops_tensor *model_dparam_table(model *m, int *k, size_t *maxn);
 /* The staged step's values in backend memory (model_step_stage), for the optimizer's ops. */
 ops_step *model_step_vals(const model *m);
 

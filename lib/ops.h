@@ -49,6 +49,17 @@ typedef struct ops_step {
     int32_t pad[2];
 } ops_step;
 
+/* One tensor of a multi-tensor optimizer update (sgd_update_many, adam_update_many): its
+ * backend pointers (s1: momentum or Adam's m, NULL when not used; s2: Adam's v; mask NULL:
+ * every element) and its size. */
+typedef struct ops_tensor {
+    float *w;
+    const float *g;
+    float *s1, *s2;
+    const uint8_t *mask;
+    size_t n;
+} ops_tensor;
+
 typedef struct bn_desc {
     int n, c, hw;            /* x is [n, c, hw] */
     float eps, momentum;
@@ -191,6 +202,13 @@ struct ops {
                        double momentum, bool nesterov, double wd, const ops_step *s);
     void (*adam_update)(ops *o, float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n,
                         double lr, double beta1, double beta2, double eps, double wd, int64_t t, const ops_step *s);
+    /* Optional: the same update of k tensors in one call (NULL: one call per tensor), each
+     * tensor's result sgd_update's / adam_update's bit for bit. t: k entries in backend
+     * memory (written once by the caller, mem_upload); maxn: the largest n among them. */
+    void (*sgd_update_many)(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double momentum,
+                            bool nesterov, double wd, const ops_step *s);
+    void (*adam_update_many)(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double beta1, double beta2,
+                             double eps, double wd, int64_t step, const ops_step *s);
     void (*batch_fill)(ops *o, float *x, const uint8_t *pixels, int c, int h, int w, const uint32_t *idx,
                        const aug_param *par, int n, bool bright, const double *mean, const double *inv,
                        const uint8_t *labels, uint8_t *lab);

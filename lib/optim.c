@@ -159,12 +159,21 @@ void optim_step_backend(model *m, const optim_cfg *cfg, double lr, int64_t t, co
         fprintf(stderr, "optim_step_backend: backend cannot (optim_backend_prepare said so)\n");
         abort();
     }
+    bool adam = cfg->kind == OPT_ADAM;
+    if (adam ? o->adam_update_many != NULL : o->sgd_update_many != NULL) {   /* one call for all */
+        int k;
+        size_t maxn;
+        const ops_tensor *tab = model_dparam_table(m, &k, &maxn);
+        if (tab && adam) o->adam_update_many(o, tab, k, maxn, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t, s);
+        else if (tab) o->sgd_update_many(o, tab, k, maxn, lr, cfg->momentum, cfg->nesterov, cfg->wd, s);
+        if (tab) return;
+    }
     for (int i = 0; i < model_nparams(m); i++) {
         ck_tensor *p = model_param(m, i);
         if (!p || !p->trainable) continue;
         model_dparam d;
         model_dparam_get(m, i, &d);
-        if (cfg->kind == OPT_ADAM)
+        if (adam)
             o->adam_update(o, d.w, d.g, d.s1, d.s2, d.mask, d.n, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, t,
                            s);
         else

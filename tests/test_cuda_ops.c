@@ -984,6 +984,62 @@ TEST(optim_vs_host) {
     CHECK(optim_case(1, 64, 0.0, false, 5e-4, 0, 3, 1), "adam with NaN/Inf gradients");
 }
 
+/* The multi-tensor updates (ops.h *_update_many): 5 tensors of 1 to 70001 elements, some
+ * masked, one SGD (momentum, weight decay; Nesterov in the ops_step case) or Adam step of
+ * all of them in one call against the host's update of each, bit for bit; via an ops_step
+ * with a size (arguments wrong on purpose) and with skip (nothing may change) */
+static int optim_many_case(int adam, int via) {
+    enum { K = 5 };
+    static const size_t sizes[K] = {1, 16, 70001, 1000, 5};
+    float *w[K], *g[K], *m[K], *v[K], *gw[K], *gg[K], *gm[K], *gv[K];
+    uint8_t *mask[K], *gmask[K];
+    ops_tensor t[K];
+    const double lr = 0.05, mom = 0.9, wd = 5e-4;
+    const int64_t step = 3;
+    optim_cfg oc = {0};
+    oc.kind = adam ? OPT_ADAM : OPT_SGD, oc.beta1 = 0.9, oc.beta2 = 0.999;
+    ops_step hs = {optim_step_size(&oc, lr, step), via == 2, {0, 0}};
+    ops_step *gs = via ? dbytes(&hs, sizeof hs) : NULL;
+    for (int j = 0; j < K; j++) {
+        size_t n = sizes[j];
+        w[j] = rand_vec(n, 0, 1), g[j] = rand_vec(n, 0, 0.1), m[j] = rand_vec(n, 0, 0.05), v[j] = rand_vec(n, 0, 0.01);
+        for (size_t i = 0; i < n; i++) v[j][i] = fabsf(v[j][i]);
+        mask[j] = j % 2 ? malloc(n) : NULL;
+        for (size_t i = 0; mask[j] && i < n; i++) mask[j][i] = (uint8_t)(rng_u64(&R) % 3 != 0);
+        gw[j] = dup(w[j], n), gg[j] = dup(g[j], n), gm[j] = dup(m[j], n), gv[j] = dup(v[j], n);
+        gmask[j] = mask[j] ? dbytes(mask[j], n) : NULL;
+        t[j] = (ops_tensor){gw[j], gg[j], gm[j], adam ? gv[j] : NULL, gmask[j], n};
+        if (via == 2) continue;
+        if (adam) adam_update(w[j], g[j], m[j], v[j], mask[j], n, lr, 0.9, 0.999, 1e-7, wd, step);
+        else sgd_update(w[j], g[j], m[j], mask[j], n, lr, mom, via == 1, wd);
+    }
+    ops_tensor *gt = dbytes(t, sizeof t);
+    double glr = via ? 9.0 : lr;
+    if (adam) G->adam_update_many(G, gt, K, 70001, glr, 0.9, 0.999, 1e-7, wd, via ? step + 4 : step, gs);
+    else G->sgd_update_many(G, gt, K, 70001, glr, mom, via == 1, wd, gs);
+    int ok = 1;
+    for (int j = 0; j < K; j++) {
+        size_t n = sizes[j];
+        float *bw = back(gw[j], n), *bm = back(gm[j], n), *bv = back(gv[j], n);
+        ok &= same(bw, w[j], n) && same(bm, m[j], n) && same(bv, v[j], n);
+        free(bw), free(bm), free(bv);
+    }
+    for (int j = 0; j < K; j++) {
+        cuda_free(gw[j]), cuda_free(gg[j]), cuda_free(gm[j]), cuda_free(gv[j]), cuda_free(gmask[j]);
+        free(w[j]), free(g[j]), free(m[j]), free(v[j]), free(mask[j]);
+    }
+    cuda_free(gt), cuda_free(gs);
+    return ok;
+}
+
+TEST(optim_many_vs_host) {
+    NEED_GPU();
+    for (int via = 0; via < 3; via++) {
+        CHECK(optim_many_case(0, via), "sgd, 5 tensors in one call (%s)", via ? via == 1 ? "ops_step" : "skip" : "args");
+        CHECK(optim_many_case(1, via), "adam, 5 tensors in one call (%s)", via ? via == 1 ? "ops_step" : "skip" : "args");
+    }
+}
+
 /* n images of c x h x w from N records: idx with repeats, par drawn for kind k (NULL when k is
  * none), normalised (nc channels, 0: none); x and the gathered labels bit for bit */
 static int fill_case(int N, int c, int h, int w, int n, aug_kind k, int nc) {
@@ -1109,7 +1165,8 @@ TEST(backend) {
                   !o->batch_fill + !o->sync + !o->set_precision + !o->add_relu + !o->relu_bwd_add + !o->conv_fwd_l +
                   !o->conv_bwd_data_l + !o->conv_bwd_filter_l + !o->bn_fwd_train_l + !o->bn_fwd_infer_l + !o->bn_bwd_l +
                   !o->gap_fwd_l + !o->gap_bwd_l + !o->act_convert + (o->act_blk != 1) + !o->xent_rows +
-                  !o->graph_begin + !o->graph_end + !o->graph_launch + !o->graph_free;
+                  !o->sgd_update_many + !o->adam_update_many + !o->bn_add_relu_fwd_train_l +
+                  !o->bn_add_relu_fwd_infer_l + !o->graph_begin + !o->graph_end + !o->graph_launch + !o->graph_free;
     CHECK(missing == 0, "%d ops missing from the cuda table", missing);
     CHECK(o->allreduce == NULL, "allreduce is set in a single process");
 #endif
@@ -1148,6 +1205,7 @@ int main(void) {
     RUN(linear_vs_ref);
     RUN(xent_vs_ref);
     RUN(optim_vs_host);
+    RUN(optim_many_vs_host);
     RUN(batch_fill_vs_host);
     RUN(graph_record_replay);
 #endif

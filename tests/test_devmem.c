@@ -174,6 +174,27 @@ static void adam_upd(ops *o, float *w, const float *g, float *m, float *v, const
     if (hs) adam_update_at(R(w), R(g), R(m), R(v), in(mask), n, hs->lr, b1, b2, eps, wd);
     else adam_update(R(w), R(g), R(m), R(v), in(mask), n, lr, b1, b2, eps, wd, t);
 }
+/* the multi-tensor updates: the table read behind the wall, each tensor as sgd_upd / adam_upd */
+static size_t many_calls;
+static void sgd_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double mom, bool nesterov,
+                     double wd, const ops_step *s) {
+    NOT_RECORDING();
+    const ops_tensor *h = in(t);
+    size_t big = 0;
+    for (int j = 0; j < k; j++) big = h[j].n > big ? h[j].n : big;
+    if (big != maxn) abort();   /* the caller's maxn must be the table's */
+    for (int j = 0; j < k; j++) sgd_upd(o, h[j].w, h[j].g, h[j].s1, h[j].mask, h[j].n, lr, mom, nesterov, wd, s);
+    many_calls++;
+}
+static void adam_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double b1, double b2, double eps,
+                      double wd, int64_t step, const ops_step *s) {
+    NOT_RECORDING();
+    const ops_tensor *h = in(t);
+    (void)maxn;
+    for (int j = 0; j < k; j++)
+        adam_upd(o, h[j].w, h[j].g, h[j].s1, h[j].s2, h[j].mask, h[j].n, lr, b1, b2, eps, wd, step, s);
+    many_calls++;
+}
 static void xent_rows(ops *o, int n, int classes, const float *logits, const uint8_t *labels, float *dlogits,
                       double *row_loss, int32_t *row_hit, ops_step *s) {
     NOT_RECORDING();
@@ -284,6 +305,7 @@ static void make_devfull(void) {
     devfull.sgd_update = sgd_upd, devfull.adam_update = adam_upd, devfull.batch_fill = bfill;
     devfull.xent_rows = xent_rows;
     devfast = devfull;
+    devfast.sgd_update_many = sgd_many, devfast.adam_update_many = adam_many;   /* devfull: one call a tensor */
     devfast.name = "devfast";
     devfast.act_blk = 1;
     devfast.conv_fwd_l = conv_fwd_1, devfast.conv_bwd_data_l = conv_bwd_data_1;
@@ -307,7 +329,8 @@ static void make_devfull(void) {
 enum {
     C_CONV_FWD, C_CONV_BWD_DATA, C_CONV_BWD_FILTER, C_BN_FWD_TRAIN, C_BN_FWD_INFER, C_BN_BWD, C_RELU_FWD,
     C_RELU_BWD, C_ADD, C_GAP_FWD, C_GAP_BWD, C_LIN_FWD, C_LIN_BWD_DATA, C_LIN_BWD_FILTER, C_XENT, C_XENT_ROWS,
-    C_ADD_RELU, C_RELU_BWD_ADD, C_SGD, C_ADAM, C_FILL, C_CONVERT, C_BN_ADD_RELU_TRAIN, C_BN_ADD_RELU_INFER
+    C_ADD_RELU, C_RELU_BWD_ADD, C_SGD, C_ADAM, C_FILL, C_CONVERT, C_BN_ADD_RELU_TRAIN, C_BN_ADD_RELU_INFER,
+    C_SGD_MANY, C_ADAM_MANY
 };
 typedef struct call {
     int kind, fl, i[4];
@@ -473,6 +496,19 @@ static void g_adam(ops *o, float *w, const float *g, float *m, float *v, const u
     c->z = n, c->d[0] = lr, c->d[1] = b1, c->d[2] = b2, c->d[3] = eps, c->d[4] = wd, c->t = t;
     P(0, w), P(1, g), P(2, m), P(3, v), P(4, mask), P(5, s);
 }
+static void g_sgd_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double mom, bool nesterov,
+                       double wd, const ops_step *s) {
+    OR_RECORD(C_SGD_MANY);
+    if (!c) return sgd_many(o, t, k, maxn, lr, mom, nesterov, wd, s);
+    c->i[0] = k, c->z = maxn, c->d[0] = lr, c->d[1] = mom, c->b = nesterov, c->d[2] = wd, P(0, t), P(1, s);
+}
+static void g_adam_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr, double b1, double b2, double eps,
+                        double wd, int64_t step, const ops_step *s) {
+    OR_RECORD(C_ADAM_MANY);
+    if (!c) return adam_many(o, t, k, maxn, lr, b1, b2, eps, wd, step, s);
+    c->i[0] = k, c->z = maxn, c->d[0] = lr, c->d[1] = b1, c->d[2] = b2, c->d[3] = eps, c->d[4] = wd, c->t = step;
+    P(0, t), P(1, s);
+}
 static void g_fill(ops *o, float *x, const uint8_t *pixels, int ch, int h, int w, const uint32_t *idx,
                    const aug_param *par, int n, bool bright, const double *mean, const double *inv,
                    const uint8_t *labels, uint8_t *lab) {
@@ -522,6 +558,8 @@ static void run_call(ops *o, const call *c) {
               c->norm ? c->inv : NULL, p[4], p[5]);
         break;
     case C_CONVERT: act_convert_1(o, c->fl, i[0], i[1], i[2], p[0], p[1]); break;
+    case C_SGD_MANY: sgd_many(o, p[0], i[0], c->z, c->d[0], c->d[1], c->b, c->d[2], p[1]); break;
+    case C_ADAM_MANY: adam_many(o, p[0], i[0], c->z, c->d[0], c->d[1], c->d[2], c->d[3], c->d[4], c->t, p[1]); break;
     default: abort();
     }
 }
@@ -578,6 +616,7 @@ static void make_devgraph(void) {
     devgraph.sgd_update = g_sgd, devgraph.adam_update = g_adam, devgraph.batch_fill = g_fill;
     devgraph.act_convert = g_convert;
     devgraph.bn_add_relu_fwd_train_l = g_bn_add_relu_train, devgraph.bn_add_relu_fwd_infer_l = g_bn_add_relu_infer;
+    devgraph.sgd_update_many = g_sgd_many, devgraph.adam_update_many = g_adam_many;
     /* the plain entries the fast path does not use stay devref's: a call while recording
      * fails the recording (NOT_RECORDING) */
     devgraph.graph_begin = g_begin, devgraph.graph_end = g_end, devgraph.graph_launch = g_launch;
@@ -648,12 +687,16 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         swriter w;
         sw_init(&w, fileno(stream[k]));
         io.out = &w;
-        size_t before = live_allocs, fused0 = bn_add_relu_calls;
+        size_t before = live_allocs, fused0 = bn_add_relu_calls, many0 = many_calls;
         int rc = train_run(c[k], be[k], &d, &cfg, &io, false, err);
         /* the fast fakes fuse BN + add + ReLU: every block's (resnet-8: 3 blocks a forward) */
         bool fuses = be[k]->bn_add_relu_fwd_train_l != NULL;
         CHECK((bn_add_relu_calls > fused0) == fuses, "%s on %s: %zu BN+add+ReLU calls", what, be[k]->name,
               bn_add_relu_calls - fused0);
+        /* and take each optimizer step in one call for all tensors (2 epochs of 3 steps) */
+        bool many = be[k]->sgd_update_many != NULL;
+        CHECK(many_calls - many0 == (many ? 6u : 0u), "%s on %s: %zu multi-tensor updates", what, be[k]->name,
+              many_calls - many0);
         CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, be[k]->name, rc, err);
         CHECK(io.sections == 2, "%s: %d sections written, expected one per epoch", what, io.sections);
         /* 2 epochs of 16 + 16 + 8: the first 16 goes op by op, the other three replay */
