@@ -653,6 +653,7 @@ static void fast_setup(model *m) {
             bool kept = m->v[a->in].blk == m->v[a->in2].blk;
             for (int k = 0; k < m->nl; k++) readers += (m->L[k].in == b->out) + (m->L[k].in2 == b->out);
             for (int k = i + 1; k < j; k++) kept &= m->v[m->L[k].out].storage != x;
+            kept &= m->v[a->out].storage != x;     /* nor the fused op's own output */
             if (readers == 1 && kept) b->fuse_add = true, a->bn = i;
         }
     }
@@ -691,7 +692,8 @@ static void layer_label(const model *m, const layer *l, char *buf, size_t len) {
     else if (l->type == L_LINEAR)
         snprintf(buf, len, "linear %d->%d", x->c, l->cout);
     else
-        snprintf(buf, len, "%s%s %dx%dx%d", kind_names[l->type], l->fuse_relu ? "+relu" : "", y->c, x->h, x->w);
+        snprintf(buf, len, "%s%s%s %dx%dx%d", l->bn >= 0 ? "bn+" : "", kind_names[l->type], l->fuse_relu ? "+relu" : "",
+                 y->c, x->h, x->w);
 }
 /* floating-point operations of one image through conv layer l in direction dir (0 forward,
  * 1 data gradient, 2 filter gradient), counted as a direct convolution; 0 when l is not a
@@ -712,7 +714,7 @@ static double layer_bytes(const model *m, const layer *l, int dir) {
     const value *x = &m->v[l->in];
     double e = 4.0 * x->c * x->h * x->w;
     switch (l->type) {
-    case L_BN: return dir ? 3 * e : 2 * e;
+    case L_BN: return dir ? 3 * e : l->fuse_add ? 0.0 : 2 * e;   /* fused: the add's op reads x, r, writes y */
     case L_RELU: return dir ? 3 * e : l->fwd_by_add || l->fused ? 0.0 : 2 * e;   /* else counted in the add / BN */
     case L_ADD: return dir ? 0.0 : 3 * e;
     case L_GAP: return e;
@@ -1459,6 +1461,10 @@ ops *model_backend(const model *m) { return m->dev ? m->o : NULL; }
 const ops_tensor *model_dparam_table(model *m, int *k, size_t *maxn) {
     *k = 0, *maxn = 0;
     if (!m->dev) return NULL;
+    if (!m->dtable && m->recording) {   /* no allocation may be recorded: the recording fails */
+        m->rec_failed = true;
+        return NULL;
+    }
     if (!m->dtable) {
         ops_tensor *h = malloc((size_t)(m->np ? m->np : 1) * sizeof *h);
         if (!h) return NULL;

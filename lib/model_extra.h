@@ -22,8 +22,9 @@ int model_nlayers(const model *m);
 void model_layer(const model *m, int i, model_layer_info *out);
 /* The output of layer `name` for the n images of the last forward pass, [n, c, h, w]
  * (backend memory), or NULL when there is no such layer, when a later in-place layer
- * (ReLU after BN, add) overwrote it, or when it was never kept (a BN that did the add after
- * it, ops.h bn_add_relu_*): ask for the in-place layer's output instead. */
+ * (ReLU after BN, add) overwrote it (ask for the in-place layer's output instead), or when
+ * it was never kept (a BN done by the add after it, ops.h bn_add_relu_*: run the model on a
+ * backend without that fusion, such as cpu, to see it). */
 const float *model_activation(const model *m, const char *name, int *c, int *h, int *w);
 
 /* The element mask of trainable tensor i (model_param order): "<name>.mask", a u8 tensor

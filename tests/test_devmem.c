@@ -190,7 +190,9 @@ static void adam_many(ops *o, const ops_tensor *t, int k, size_t maxn, double lr
                       double wd, int64_t step, const ops_step *s) {
     NOT_RECORDING();
     const ops_tensor *h = in(t);
-    (void)maxn;
+    size_t big = 0;
+    for (int j = 0; j < k; j++) big = h[j].n > big ? h[j].n : big;
+    if (big != maxn) abort();
     for (int j = 0; j < k; j++)
         adam_upd(o, h[j].w, h[j].g, h[j].s1, h[j].s2, h[j].mask, h[j].n, lr, b1, b2, eps, wd, step, s);
     many_calls++;
