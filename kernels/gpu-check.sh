@@ -4,6 +4,10 @@
 # cuDNN algorithm choice printed, the GPU-vs-CPU training test, then the op tests once more
 # under compute-sanitizer's memcheck, and
 # writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
+#   sh kernels/gpu-check.sh demo    instead: make demo's two trainings (ResNet-20, all
+#     parameters and BN only, 4000 real training images, test on 1000) on the GPU for 4
+#     epochs (to compare with make demo's CPU figures) and 60 (DEMO_EPOCHS), with the test
+#     accuracy and time of each; needs the pack made with --data.
 #   sh kernels/gpu-check.sh bench   instead: tests/bench.sh on the GPU (DEVICE=cuda, the
 #     PyTorch peer too when the device's python3 has torch), with the per-layer profile and
 #     the device's peaks (the rounds replay CUDA graphs; the profile run goes op by op), then
@@ -26,6 +30,31 @@ export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ldd build/gpu/test_cuda_ops >"$out/ldd.txt" 2>&1
 if grep -q "not found" "$out/ldd.txt"; then     # nothing would start: stop before spending device time
     echo "gpu-check: missing libraries:"; grep "not found" "$out/ldd.txt"; exit 4
+fi
+
+if [ "${1:-}" = demo ]; then     # real data (gpu-pack.sh --data): make demo's training on the GPU
+    [ -r build/gpu/data/train.ds ] && [ -r build/gpu/data/test.ds ] ||
+        { echo "gpu-check: no build/gpu/data (pack with: sh kernels/gpu-pack.sh --data)"; exit 4; }
+    dev=${DEVICE:-cuda}
+    flags="--batch 128 --optimizer sgd --lr 0.1 --momentum 0.9 --wd 5e-4 --schedule cosine --augment crop-flip \
+--normalize meanstd --seed 1 --device $dev"
+    B=build/gpu
+    echo "== make demo's runs on $dev: ResNet-20, 4000 CIFAR-10 training images, test on 1000"
+    $B/net-init --arch resnet --depth 20 --width 16 --seed 1 -o "$out/init.ckpt" || exit 1
+    for ep in ${DEMO_EPOCHS:-4 60}; do
+        for v in all bn; do
+            t0=$(date +%s.%N)
+            $B/net-freeze --train $v "$out/init.ckpt" |
+                timeout 200 $B/net-train - --train $B/data/train.ds --test $B/data/test.ds $flags --epochs "$ep" \
+                    --log "$out/$v-$ep.tsv" -o "$out/$v-$ep.ckpt" 2>"$out/$v-$ep.err" || { cat "$out/$v-$ep.err"; exit 1; }
+            t1=$(date +%s.%N)
+            acc=$($B/net-eval "$out/$v-$ep.ckpt" $B/data/test.ds --device "$dev" --format tsv |
+                awk -F'\t' '$1 == "accuracy" { print $2 }')
+            secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+            echo "$v, $ep epochs: test accuracy $acc, $secs s (net-train, start-up included)"
+        done
+    done
+    exit 0
 fi
 
 if [ "${1:-}" = bench ]; then

@@ -8,15 +8,20 @@
 # libstdc++/libgcc_s (the device has newer ones) and cuDNN (0.5 GB with its sub-libraries:
 # far over the 64 MiB a call may carry; the device has its own, found by
 # kernels/gpu-check.sh). libcudart (0.7 MB) travels: the runtime the code was built against.
-# usage: sh kernels/gpu-pack.sh [PROGRAM ...]      (PROGRAM: a tool's name, e.g. net-eval)
+# usage: sh kernels/gpu-pack.sh [--data] [PROGRAM ...]   (PROGRAM: a tool's name, e.g. net-inspect)
+#   --data: also the demo's real data for `gpu-check.sh demo`: the first 4000 training and
+#   1000 test images of the CIFAR-10 sample (BN_DATA, default ../shared/data), 15 MB, in
+#   build/gpu/data/ (the pack then holds about 62 MiB of the 64 a call may carry).
 set -e
 cd "$(dirname "$0")/.."
+data=0
+if [ "${1:-}" = --data ]; then data=1; shift; fi
 G=build/gpu-build
 make -s MPI=0 NCCL=0 BUILD=$G BIN=$G/bin >/dev/null
 rm -rf build/gpu
 mkdir -p build/gpu/lib
 progs="$G/tests/test_cuda_ops $G/tests/test_cuda_train"
-for p in net-train net-init net-freeze cifar-synth "$@"; do progs="$progs $G/bin/$(basename "$p")"; done
+for p in net-train net-init net-freeze net-eval cifar-synth "$@"; do progs="$progs $G/bin/$(basename "$p")"; done
 for b in $progs; do
     [ -x "$b" ] || { echo "gpu-pack: $b is not a built program" >&2; exit 1; }
     cp "$b" build/gpu/
@@ -28,5 +33,15 @@ for b in $progs; do
         esac
     done
 done
+if [ "$data" = 1 ]; then
+    sample=${BN_DATA:-../shared/data}/cifar-10-sample.tar.gz
+    [ -r "$sample" ] || { echo "gpu-pack: no $sample for --data" >&2; exit 1; }
+    mkdir -p build/gpu/data
+    t=$(mktemp -d)
+    $G/bin/cifar-fetch --url "$sample" --allow-unofficial --split both -o "$t/train.ds" --test-output "$t/test.ds"
+    $G/bin/cifar-subset --first 4000 "$t/train.ds" -o build/gpu/data/train.ds
+    $G/bin/cifar-subset --first 1000 "$t/test.ds" -o build/gpu/data/test.ds
+    rm -rf "$t"
+fi
 du -sh build/gpu
 ls -l build/gpu build/gpu/lib
