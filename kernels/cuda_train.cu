@@ -67,17 +67,15 @@ __global__ void k_adam(size_t n, float *w, const float *g, float *m, float *v, c
 }
 
 // Many tensors in one launch (ops.h *_update_many): tensor blockIdx.y (strided past 65535),
-// its elements over the gridDim.x blocks of that row; t is in device memory.
+// its elements over the gridDim.x blocks of that row (GRID_STRIDE); t is in device memory.
 #define TENSOR_ROWS(j, k) for (int j = blockIdx.y; j < (k); j += gridDim.y)
-#define ROW_STRIDE(i, n) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 __global__ void k_sgd_many(const ops_tensor *t, int k, float lr, float mom, int nesterov, float wd,
                            const ops_step *s) {
     if (!step_size(s, &lr)) return;
     TENSOR_ROWS(j, k) {
         const ops_tensor e = t[j];
-        ROW_STRIDE(i, e.n) sgd_elem(i, e.w, e.g, e.s1, e.mask, lr, mom, nesterov, wd);
+        GRID_STRIDE(i, e.n) sgd_elem(i, e.w, e.g, e.s1, e.mask, lr, mom, nesterov, wd);
     }
 }
 
@@ -86,8 +84,14 @@ __global__ void k_adam_many(const ops_tensor *t, int k, float lr, float b1, floa
     if (!step_size(s, &lr)) return;
     TENSOR_ROWS(j, k) {
         const ops_tensor e = t[j];
-        ROW_STRIDE(i, e.n) adam_elem(i, e.w, e.g, e.s1, e.s2, e.mask, lr, b1, b2, ob1, ob2, eps, wd);
+        GRID_STRIDE(i, e.n) adam_elem(i, e.w, e.g, e.s1, e.s2, e.mask, lr, b1, b2, ob1, ob2, eps, wd);
     }
+}
+
+// Adam's step size for step t, on the host in double exactly as lib/optim.c computes it
+// (0 with s: the ops then read the one optim_step_size gave, in device memory)
+static float adam_step_size(double lr, double beta1, double beta2, int64_t t, const ops_step *s) {
+    return s ? 0.0f : (float)(lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t)));
 }
 
 // k tensors as rows of a 2-D grid, each row about maxn / 8 threads wide (at least a block)
@@ -111,11 +115,9 @@ void cuda_adam_update(ops *o, float *w, const float *g, float *m, float *v, cons
                       double beta1, double beta2, double eps, double wd, int64_t t, const ops_step *s) {
     (void)o;
     if (!n) return;
-    // the step size on the host, in double, exactly as lib/optim.c computes it (with s: the
-    // one optim_step_size gave, in device memory)
-    const double lr_t = s ? 0.0 : lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
     const float b1 = (float)beta1, b2 = (float)beta2;
-    k_adam<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, w, g, m, v, mask, (float)lr_t, b1, b2, 1.0f - b1,
+    k_adam<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_stream()>>>(n, w, g, m, v, mask,
+                                                             adam_step_size(lr, beta1, beta2, t, s), b1, b2, 1.0f - b1,
                                                              1.0f - b2, (float)eps, (float)wd, s);
     CUDA_LAUNCH_CHECK();
 }
@@ -133,9 +135,9 @@ void cuda_adam_update_many(ops *o, const ops_tensor *t, int k, size_t maxn, doub
                            double eps, double wd, int64_t step, const ops_step *s) {
     (void)o;
     if (k <= 0 || !maxn) return;
-    const double lr_t = s ? 0.0 : lr * sqrt(1.0 - pow(beta2, (double)step)) / (1.0 - pow(beta1, (double)step));
     const float b1 = (float)beta1, b2 = (float)beta2;
-    k_adam_many<<<many_grid(k, maxn), CUDA_THREADS, 0, cuda_stream()>>>(t, k, (float)lr_t, b1, b2, 1.0f - b1,
+    k_adam_many<<<many_grid(k, maxn), CUDA_THREADS, 0, cuda_stream()>>>(t, k, adam_step_size(lr, beta1, beta2, step, s),
+                                                                        b1, b2, 1.0f - b1,
                                                                         1.0f - b2, (float)eps, (float)wd, s);
     CUDA_LAUNCH_CHECK();
 }

@@ -1505,7 +1505,7 @@ int model_bind_state(model *m, int i, float *s1, float *s2) {
 }
 
 void model_unbind_state(model *m) {
-    if (m->dev) dtable_drop(m);
+    dtable_drop(m);
     for (int i = 0; m->dev && i < m->np; i++) {
         mparam *p = &m->P[i];
         for (int k = 0; k < 2; k++) {
@@ -1532,7 +1532,7 @@ bool model_is_fast(const model *m) { return m->fast; }
 /* ---- recorded steps (ops.h graph_*) ---------------------------------------------------- */
 int model_graph_begin(model *m) {
     ops *o = m->o;
-    if (!m->dev || !o->graph_begin || !m->dstage || !m->pool_ready || m->recording || m->pf) return -1;
+    if (!model_can_record(m) || !m->pool_ready || m->recording) return -1;
     model_graph_drop(m);
     if (o->graph_begin(o)) return -1;
     m->recording = true, m->rec_failed = false;

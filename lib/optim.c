@@ -33,8 +33,8 @@ void sgd_update(float *w, const float *g, float *buf, const uint8_t *mask, size_
 
 void adam_update(float *w, const float *g, float *m, float *v, const uint8_t *mask, size_t n, double lr, double beta1,
                  double beta2, double eps, double wd, int64_t t) {
-    const double lr_t = lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t));
-    adam_update_at(w, g, m, v, mask, n, (float)lr_t, beta1, beta2, eps, wd);
+    optim_cfg c = {.kind = OPT_ADAM, .beta1 = beta1, .beta2 = beta2};
+    adam_update_at(w, g, m, v, mask, n, optim_step_size(&c, lr, t), beta1, beta2, eps, wd);
 }
 
 float optim_step_size(const optim_cfg *cfg, double lr, int64_t t) {
