@@ -42,21 +42,24 @@ static ops *get_cuda(const char **why) {
 #endif
 }
 
-int ops_set_precision(ops *o, const char *name, const char **why) {
+ops *ops_precision(ops *o, const char *name, const char **why) {
     const char *unused;
     if (!why) why = &unused;
     *why = NULL;
     if (!name) {
         *why = "no precision named";
-        return -1;
+        return NULL;
     }
+    size_t len = strlen(name);
+    if (len > 4 && strcmp(name + len - 4, "-sim") == 0) return ops_sim_wrap(o, name, why);
     if (o->set_precision) {
-        if (o->set_precision(o, name) == 0) return 0;
+        if (o->set_precision(o, name) == 0) return o;
     } else if (strcmp(name, "fp32") == 0) {
-        return 0;
+        return o;
     }
-    *why = "this backend has no such mode (tf32 needs --device cuda on a GPU)";
-    return -1;
+    *why = "this backend has no such mode (tf32 needs --device cuda on a GPU; tf32-sim and bf16-sim "
+           "simulate the tensor cores' rounding on the CPU)";
+    return NULL;
 }
 
 ops *ops_get(const char *name, const char **why) {

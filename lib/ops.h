@@ -260,7 +260,13 @@ void xent_f64(int n, int classes, const double *logits, const uint8_t *labels, d
 /* A backend by name: "ref", "cpu", "cuda" (NULL when not built or not usable; *why says
  * why). "auto" picks cuda when usable, else cpu. */
 ops *ops_get(const char *name, const char **why);
-/* The --precision choices, and setting one on a backend: 0, or -1 with *why. */
-#define OPS_PRECISIONS "fp32,tf32"
-int ops_set_precision(ops *o, const char *name, const char **why);
+/* The --precision choices, and the table to use for one: o itself with the mode set (fp32,
+ * and tf32 on cuda), or for "tf32-sim" / "bf16-sim" a new table, o's own except that its
+ * convolutions round their operands as tensor cores do (ops_sim.c: host backends only);
+ * NULL with *why when the backend has no such mode. */
+#define OPS_PRECISIONS "fp32,tf32,tf32-sim,bf16-sim"
+ops *ops_precision(ops *o, const char *name, const char **why);
+/* ops_sim.c: the wrapper, and its rounding of one value (drop 13: tf32, 16: bf16) */
+ops *ops_sim_wrap(ops *base, const char *mode, const char **why);
+float ops_sim_round(float v, int drop);
 #endif

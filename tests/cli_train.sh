@@ -49,6 +49,7 @@ expect_err "train --augment bad" 2 "augment" net-train "$T/init.ck" --train "$T/
 expect_err "train --recipe bad" 2 "recipe" net-train "$T/init.ck" --train "$T/syn.ds" --recipe fast
 expect_err "train --device bad" 2 "device" net-train "$T/init.ck" --train "$T/syn.ds" --device tpu
 expect_err "train --precision bad" 2 "precision" net-train "$T/init.ck" --train "$T/syn.ds" --precision bf16
+expect_err "train --precision bad -sim" 2 "precision" net-train "$T/init.ck" --train "$T/syn.ds" --precision fp16-sim
 expect_err "train --precision tf32 on the cpu" 1 "tf32 needs --device cuda" net-train "$T/init.ck" --train "$T/syn.ds" \
   --device cpu --precision tf32 -o "$T/x.ck"
 expect_err "eval --precision tf32 on ref" 1 "tf32 needs --device cuda" net-eval --device ref --precision tf32 \
@@ -85,6 +86,23 @@ if have_pymsgpack; then
   check "checkpoint epoch 3 step 15" test "$(state "$T/a.ck" epoch),$(state "$T/a.ck" step)" = "3,15"
 else
   t_skip "checkpoint counts" "python3-msgpack missing"
+fi
+
+# ---- --precision tf32-sim / bf16-sim (lib/ops_sim.c): reproducible, not fp32's bits ---------
+differ() { test -s "$1" && test -s "$2" && ! cmp -s "$1" "$2"; }   # two real files, not the same bytes
+SIMRUN="--train $T/syn.ds --epochs 1 --batch 64 --lr 0.05 --threads 2 --device cpu --every 0"
+net-train "$T/init.ck" $SIMRUN -o "$T/p32.ck" 2>/dev/null
+for p in tf32-sim bf16-sim; do
+  expect "train --precision $p" 0 net-train "$T/init.ck" $SIMRUN --precision $p -o "$T/$p.ck"
+  net-train "$T/init.ck" $SIMRUN --precision $p -o "$T/$p-2.ck" 2>/dev/null
+  check "$p: the same checkpoint twice" cmp -s "$T/$p.ck" "$T/$p-2.ck"
+  check "$p: not fp32's checkpoint" differ "$T/$p.ck" "$T/p32.ck"
+  expect "eval --precision $p" 0 net-eval --device ref --precision $p -f tsv "$T/$p.ck" "$T/syntest.ds"
+  check "eval $p: 100 images" grep -q "^images	100$" "$T/out"
+done
+check "tf32-sim and bf16-sim differ" differ "$T/tf32-sim.ck" "$T/bf16-sim.ck"
+if have_pymsgpack; then
+  check "checkpoint records precision bf16-sim" test "$(state "$T/bf16-sim.ck" precision)" = bf16-sim
 fi
 
 # ---- BN_PROFILE: the per-layer table (docs/cpu-ops.md) ----------------------------------------

@@ -28,7 +28,8 @@ _Noreturn static void usage(void) {
            "                      accuracy, acc.CLASS, then confusion.CLASS<TAB>counts...) or json\n"
            "  -b, --batch N       images per forward pass (default 256; results do not depend on it)\n"
            "      --device D      ref, cpu, cuda or auto (default)\n"
-           "      --precision P   fp32 (default) or tf32 (cuda: TF32 tensor-core convolutions)\n"
+           "      --precision P   fp32 (default), tf32 (cuda: TF32 tensor-core convolutions), or\n"
+           "                      tf32-sim / bf16-sim (cpu, ref: their rounding simulated)\n"
            "      --threads N     OpenMP threads\n"
            "  -h, --help          this help\n"
            "  -V, --version       version\n",
@@ -88,7 +89,9 @@ int main(int argc, char **argv) {
     const char *why = NULL;
     ops *o = ops_get(device, &why);
     if (!o) cli_die("--device %s: %s", device, why ? why : "not available");
-    if (ops_set_precision(o, precision, &why)) cli_die("--precision %s on the %s backend: %s", precision, o->name, why);
+    ops *po = ops_precision(o, precision, &why);
+    if (!po) cli_die("--precision %s on the %s backend: %s", precision, o->name, why);
+    o = po;
     if (threads > 0) omp_set_num_threads((int)threads);
 
     char err[STREAM_ERRMAX];

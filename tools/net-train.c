@@ -66,8 +66,10 @@ _Noreturn static void usage(void) {
         "\n"
         "Machine:\n"
         "      --device D         ref, cpu, cuda or auto (default)\n"
-        "      --precision P      fp32 (default) or tf32 (cuda: convolutions on TF32 tensor cores;\n"
-        "                         faster, not the CPU's bits; recorded in the checkpoint)\n"
+        "      --precision P      fp32 (default); tf32 (cuda: convolutions on TF32 tensor cores,\n"
+        "                         faster, not the CPU's bits); tf32-sim or bf16-sim (cpu, ref: the\n"
+        "                         convolutions round their operands as TF32 / bf16 tensor cores do,\n"
+        "                         to measure the accuracy effect; no faster). Recorded in the checkpoint\n"
         "      --threads N        OpenMP threads (results are reproducible for a given count; under a\n"
         "                         launcher, default: the node's processors / its ranks)\n"
         "      --dist T           data parallel: auto (default: MPI when started by mpirun/mpiexec or\n"
@@ -308,7 +310,9 @@ int main(int argc, char **argv) {
     const char *why = NULL;
     ops *o = ops_get(device, &why);
     if (!o) cli_die("--device %s: %s", device, why ? why : "not available");
-    if (ops_set_precision(o, precision, &why)) cli_die("--precision %s on the %s backend: %s", precision, o->name, why);
+    ops *po = ops_precision(o, precision, &why);
+    if (!po) cli_die("--precision %s on the %s backend: %s", precision, o->name, why);
+    o = po;
     if (threads > 0) omp_set_num_threads((int)threads);
     else if (nranks > 1 && !getenv("OMP_NUM_THREADS")) {   /* share the node's processors */
         const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
