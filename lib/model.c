@@ -695,38 +695,85 @@ static void layer_label(const model *m, const layer *l, char *buf, size_t len) {
         snprintf(buf, len, "%s%s%s %dx%dx%d", l->bn >= 0 ? "bn+" : "", kind_names[l->type], l->fuse_relu ? "+relu" : "",
                  y->c, x->h, x->w);
 }
-/* floating-point operations of one image through conv layer l in direction dir (0 forward,
- * 1 data gradient, 2 filter gradient), counted as a direct convolution; 0 when l is not a
- * conv or that direction is never computed (a frozen filter, nothing upstream to train) */
-static double conv_flops(const model *m, const layer *l, int dir) {
-    if (l->type != L_CONV || (dir == 1 && !m->need[l->in]) || (dir == 2 && !l->tw && !l->tb)) return 0.0;
+/* ---- the work of a step (model_cost_rows; BN_PROFILE's table) ---------------------------- */
+/* floating-point operations of one image through conv / linear layer l in direction dir
+ * (0 forward, 1 data gradient, 2 filter gradient), counted as a direct convolution / a plain
+ * GEMM; 0 for other layers or a direction never computed (a frozen filter, nothing upstream
+ * to train) */
+static double layer_flops(const model *m, const layer *l, int dir) {
+    if ((l->type != L_CONV && l->type != L_LINEAR) || (dir == 1 && !m->need[l->in]) ||
+        (dir == 2 && !l->tw && !l->tb))
+        return 0.0;
     const value *x = &m->v[l->in], *y = &m->v[l->out];
-    return 2.0 * x->c * l->cout * l->k * l->k * y->h * y->w;
+    return l->type == L_LINEAR ? 2.0 * x->c * l->cout : 2.0 * x->c * l->cout * l->k * l->k * y->h * y->w;
 }
 
-/* Bytes one image must move through memory-bound layer l in direction dir (0 forward, 1
- * backward): each tensor the op reads or writes, once (fp32): BN forward x, y; backward x,
- * dy, dx; ReLU x, y / y, dy, dx; add a, b, y (its backward hands dy on: nothing); pooling
- * x / dx. 0 for convolutions and the linear layer (counted in flops). Left out: the y a
- * fused BN backward reads for its mask, the second part a ReLU's gradient may come in. A
- * real kernel moves at least this much, so bytes / time is a lower bound on its bandwidth. */
-static double layer_bytes(const model *m, const layer *l, int dir) {
-    const value *x = &m->v[l->in];
-    double e = 4.0 * x->c * x->h * x->w;
+/* Bytes of n images through layer l in direction dir (as layer_flops; 1 is the whole backward
+ * of the other layers): each fp32 tensor the op reads or writes, once. Convolutions and the
+ * linear layer: x and y forward, dy and dx for the data gradient, x and dy for the filter's,
+ * plus the weights (w or dw) once a step. BN forward x, y; backward x, dy, dx; ReLU x, y /
+ * y, dy, dx; add a, b, y (its backward hands dy on: nothing); pooling x / dx. A fused
+ * layer's work is counted in the layer doing it (BN+ReLU in the BN, add+ReLU in the add, a
+ * BN done by its add: x, the residual, y there). Left out: BN parameters, the y a fused BN
+ * backward reads for its mask, the second part a ReLU's gradient may come in. A real kernel
+ * moves at least this much: bytes / time is a lower bound on its bandwidth. */
+static double layer_bytes(const model *m, const layer *l, int dir, int n) {
+    const value *x = &m->v[l->in], *y = &m->v[l->out];
+    double e = 4.0 * n * x->c * x->h * x->w, ey = 4.0 * n * y->c * y->h * y->w;
+    if (dir && !m->need[l->out]) return 0.0;          /* no backward through it */
+    if (l->type == L_CONV || l->type == L_LINEAR) {
+        double w = 4.0 * x->c * l->cout * (l->type == L_CONV ? l->k * l->k : 1);
+        return layer_flops(m, l, dir) > 0 ? e + ey + w : 0.0;
+    }
+    if (dir == 2) return 0.0;
     switch (l->type) {
-    case L_BN: return dir ? 3 * e : l->fuse_add ? 0.0 : 2 * e;   /* fused: the add's op reads x, r, writes y */
-    case L_RELU: return dir ? 3 * e : l->fwd_by_add || l->fused ? 0.0 : 2 * e;   /* else counted in the add / BN */
+    case L_BN: return dir ? 3 * e : l->fuse_add ? 0.0 : 2 * e;
+    case L_RELU: return dir ? 3 * e : l->fwd_by_add || l->fused ? 0.0 : 2 * e;
     case L_ADD: return dir ? 0.0 : 3 * e;
     case L_GAP: return e;
     default: return 0.0;
     }
 }
 
+int model_layers(const model *m) { return m->nl; }
+
+int model_cost_rows(const model *m, int n, model_cost *rows, int max, int *row_of) {
+    int nrows = 0;
+    model_cost cur;
+    for (int i = 0; i < m->nl; i++)
+        if (row_of) row_of[i] = -1;
+    bool *done = calloc((size_t)m->nl + 1, sizeof *done);
+    if (!done) abort();
+    for (int i = 0; i < m->nl; i++) {
+        if (done[i] || m->L[i].fused) continue;
+        memset(&cur, 0, sizeof cur);
+        layer_label(m, &m->L[i], cur.label, sizeof cur.label);
+        cur.kind = kind_names[m->L[i].type];
+        for (int j = i; j < m->nl; j++) {
+            char b[96];
+            layer_label(m, &m->L[j], b, sizeof b);
+            if (done[j] || m->L[j].fused || strcmp(cur.label, b)) continue;
+            done[j] = true, cur.count++;
+            if (row_of) row_of[j] = nrows;
+            for (int k = 0; k < 3; k++) {
+                cur.flops[k] += n * layer_flops(m, &m->L[j], k);
+                cur.bytes[k] += layer_bytes(m, &m->L[j], k, n);
+            }
+        }
+        if (rows && nrows < max) rows[nrows] = cur;
+        nrows++;
+    }
+    free(done);
+    return nrows;
+}
+
 /* The table: ms per step by layer kind and direction; for convolutions also GFLOP/s per
  * direction and, with BN_PEAK_GFLOPS (the machine's fp32 peak), their share of it; for the
  * memory-bound layers GB/s (layer_bytes) and, with BN_PEAK_GBS (the memory bandwidth), their
- * share of that. The flops are those of a direct convolution, so a Winograd layer can show
- * more than 100%. */
+ * share of that; with both, each row's time over the least its flops and bytes allow at
+ * those peaks (the roofline of net-cost: 1.0x is at the limit). The work is counted at the
+ * passes' mean batch. The flops are those of a direct convolution, so a Winograd layer can
+ * show more than 100%. */
 static void prof_print(const model *m) {
     const prof *p = m->pf;
     if (!p->fwd) return;
@@ -734,51 +781,61 @@ static void prof_print(const model *m) {
            cfl[3] = {0, 0, 0};
     const char *pk = getenv("BN_PEAK_GFLOPS"), *pb = getenv("BN_PEAK_GBS");
     double peak = pk ? atof(pk) : 0.0, peak_bw = pb ? atof(pb) : 0.0, mtot = 0.0, mbytes = 0.0;
-    bool *done = calloc((size_t)m->nl, sizeof *done);
-    if (!done) return;
+    int bf = (int)(p->img_fwd / nf + 0.5), bb = p->bwd ? (int)(p->img_bwd / nb + 0.5) : bf;
+    int nrows = model_cost_rows(m, 1, NULL, 0, NULL);
+    model_cost *rf = calloc((size_t)nrows + 1, sizeof *rf), *rb = calloc((size_t)nrows + 1, sizeof *rb);
+    int *row_of = calloc((size_t)m->nl + 1, sizeof *row_of);
+    double *t = calloc(3 * (size_t)nrows + 1, sizeof *t);
+    if (!rf || !rb || !row_of || !t) abort();
+    model_cost_rows(m, bf, rf, nrows, row_of);   /* per step: forward at its batch, backward at its */
+    model_cost_rows(m, bb, rb, nrows, NULL);
+    for (int j = 0; j < m->nl; j++)
+        for (int k = 0; row_of[j] >= 0 && k < 3; k++) t[3 * row_of[j] + k] += p->t[3 * j + k];
     fprintf(stderr, "model profile: ms %s per step, mean of %ld forward / %ld backward passes (%s backend%s)\n"
-                    "%-28s %5s %9s %9s %9s   %s\n",
+                    "%-28s %5s %9s %9s %9s   %s%s\n",
             prof_clock == CLOCK_MONOTONIC ? "wall" : "CPU", p->fwd, p->bwd, m->o->name,
             m->fast ? ", blocked layout" : "", "layer kind", "count", "fwd", "bwd", "bwd_filt",
-            peak > 0 ? "GFLOP/s fwd/bwd/filt (% of peak)" : "GFLOP/s fwd/bwd/filt");
-    for (int i = 0; i < m->nl; i++) {
-        if (done[i] || m->L[i].fused) continue;
-        char a[96], b[96];
-        layer_label(m, &m->L[i], a, sizeof a);
-        double t[3] = {0, 0, 0}, fl[3] = {0, 0, 0}, by[2] = {0, 0};
-        int count = 0;
-        for (int j = i; j < m->nl; j++) {
-            layer_label(m, &m->L[j], b, sizeof b);
-            if (done[j] || m->L[j].fused || strcmp(a, b)) continue;
-            done[j] = true, count++;
-            for (int k = 0; k < 3; k++) t[k] += p->t[3 * j + k];
-            for (int k = 0; k < 3; k++) fl[k] += conv_flops(m, &m->L[j], k);
-            for (int k = 0; k < 2; k++) by[k] += layer_bytes(m, &m->L[j], k);
-        }
-        if (!count) continue;
-        fprintf(stderr, "%-28s %5d %9.3f %9.3f %9.3f", a, count, 1e3 * t[0] / nf, 1e3 * t[1] / nb, 1e3 * t[2] / nb);
-        if (fl[0] > 0) {
-            double imgs[3] = {p->img_fwd, p->img_bwd, p->img_bwd};
+            peak > 0 ? "GFLOP/s fwd/bwd/filt (% of peak)" : "GFLOP/s fwd/bwd/filt",
+            peak > 0 && peak_bw > 0 ? "   x least" : "");
+    for (int r = 0; r < nrows; r++) {
+        const char *kind = rf[r].kind;
+        double tr[3] = {t[3 * r] / nf, t[3 * r + 1] / nb, t[3 * r + 2] / nb};   /* s per step */
+        double fl[3] = {rf[r].flops[0], rb[r].flops[1], rb[r].flops[2]};         /* per step */
+        double by[3] = {rf[r].bytes[0], rb[r].bytes[1], rb[r].bytes[2]};
+        fprintf(stderr, "%-28s %5d %9.3f %9.3f %9.3f", rf[r].label, rf[r].count, 1e3 * tr[0], 1e3 * tr[1],
+                1e3 * tr[2]);
+        bool conv = !strcmp(kind, "conv"), linear = !strcmp(kind, "linear");
+        if (conv && fl[0] > 0) {
             for (int k = 0; k < 3; k++) {
-                double rate = t[k] > 0 ? fl[k] * imgs[k] / t[k] / 1e9 : 0.0;
-                if (fl[k] > 0 && t[k] > 0) ctot[k] += t[k] / (k ? nb : nf), cfl[k] += fl[k] * imgs[k] / (k ? nb : nf);
-                if (fl[k] <= 0 || t[k] <= 0) fprintf(stderr, peak > 0 ? "        -" : "       -");
+                double rate = tr[k] > 0 ? fl[k] / tr[k] / 1e9 : 0.0;
+                if (fl[k] > 0 && tr[k] > 0) ctot[k] += tr[k], cfl[k] += fl[k];
+                if (fl[k] <= 0 || tr[k] <= 0) fprintf(stderr, peak > 0 ? "        -" : "       -");
                 else if (peak > 0) fprintf(stderr, " %4.0f %3.0f%%", rate, 100.0 * rate / peak);
                 else fprintf(stderr, " %7.0f", rate);
             }
-        } else if (by[0] > 0 || by[1] > 0) {     /* memory-bound: GB/s forward / backward */
-            double imgs[2] = {p->img_fwd, p->img_bwd};
+        } else if (!conv && !linear && (by[0] > 0 || by[1] > 0)) {   /* memory-bound: GB/s forward / backward */
             fprintf(stderr, "  GB/s");
             for (int k = 0; k < 2; k++) {
-                double rate = t[k] > 0 && by[k] > 0 ? by[k] * imgs[k] / t[k] / 1e9 : 0.0;
-                if (rate > 0) mtot += t[k] / (k ? nb : nf), mbytes += by[k] * imgs[k] / (k ? nb : nf);
+                double rate = tr[k] > 0 && by[k] > 0 ? by[k] / tr[k] / 1e9 : 0.0;
+                if (rate > 0) mtot += tr[k], mbytes += by[k];
                 if (rate <= 0) fprintf(stderr, peak_bw > 0 ? "        -" : "      -");
                 else if (peak_bw > 0) fprintf(stderr, " %4.0f %3.0f%%", rate, 100.0 * rate / peak_bw);
                 else fprintf(stderr, " %6.0f", rate);
             }
+            fprintf(stderr, "         ");   /* under the third rate column */
+        } else {
+            fprintf(stderr, "%*s", peak > 0 ? 27 : 24, "");
+        }
+        if (peak > 0 && peak_bw > 0) {
+            double least = 0.0, spent = tr[0] + tr[1] + tr[2];
+            for (int k = 0; k < 3; k++) {
+                double a = fl[k] / (peak * 1e9), b = by[k] / (peak_bw * 1e9);
+                least += a > b ? a : b;
+            }
+            if (least > 0 && spent > 0) fprintf(stderr, " %8.1fx", spent / least);
         }
         fputc('\n', stderr);
-        tot[0] += t[0] / nf, tot[1] += t[1] / nb, tot[2] += t[2] / nb;
+        tot[0] += tr[0], tot[1] += tr[1], tot[2] += tr[2];
     }
     fprintf(stderr, "%-28s %5s %9.3f %9.3f %9.3f  (total %.1f ms)\n", "all layers", "", 1e3 * tot[0], 1e3 * tot[1],
             1e3 * tot[2], 1e3 * (tot[0] + tot[1] + tot[2]));
@@ -795,7 +852,7 @@ static void prof_print(const model *m) {
         if (peak_bw > 0) fprintf(stderr, ", %.0f%% of %.0f", 100.0 * mbytes / mtot / 1e9 / peak_bw, peak_bw);
         fprintf(stderr, ")\n");
     }
-    free(done);
+    free(rf), free(rb), free(row_of), free(t);
 }
 
 model *model_build(checkpoint *ck, ops *o, int max_batch, char err[256]) {

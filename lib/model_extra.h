@@ -79,6 +79,25 @@ bool model_has_graph(const model *m);
 bool model_can_record(const model *m);   /* the backend records, data is attached, no BN_PROFILE */
 void model_graph_drop(model *m);
 
+/* The work of a training step of n images, by layer kind and shape (the rows of BN_PROFILE's
+ * table, in the model's order; a fused layer is counted in the one doing its work): per
+ * direction (0 forward, 1 backward: the data gradient of a conv or linear layer, the whole
+ * backward of the others, 2 a filter gradient), the floating-point operations of direct
+ * convolutions / plain GEMMs (0 where a direction is never computed: a frozen filter,
+ * nothing upstream to train), and the bytes it must move at least: each fp32 tensor read or
+ * written once (activations for every image, weights once). kind: "conv", "linear", "bn",
+ * "relu", "add" or "gap". model_cost_rows fills up to max rows (rows NULL: counts only) and
+ * row_of[model_layers(m)] (when not NULL: each layer's row, -1 for a fused one); returns the
+ * number of rows. The fusions are those of m's backend (the fast path's). */
+typedef struct model_cost {
+    char label[96];
+    const char *kind;
+    int count;                 /* layers in the row */
+    double flops[3], bytes[3];
+} model_cost;
+int model_cost_rows(const model *m, int n, model_cost *rows, int max, int *row_of);
+int model_layers(const model *m);
+
 /* Bytes the model holds now: activations, gradients of trainable tensors and of values
  * (the gradient pool grows to its peak during the first backward pass), BN statistics. */
 size_t model_bytes(const model *m);

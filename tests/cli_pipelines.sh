@@ -103,6 +103,15 @@ for f in all bnonly; do
   [ "$w" = 1000 ] && t_ok "viz2.$f" || t_fail "viz2.$f" "width '${w:-not a PNG}', wanted 1000"
 done
 
+# --- precision: fp32 / tf32-sim / bf16-sim (on the cpu whatever DEVICE says) ----------------
+expect precision.make 0 mk precision
+target_ok precision-s3 all-fp32 all-tf32-sim all-bf16-sim bnonly-fp32 bnonly-tf32-sim bnonly-bf16-sim
+rows precision.tsv_rows "$R/precision-s3/precision.tsv" 7
+grep -q -- '--precision bf16-sim' "$R/precision-s3/bnonly-bf16-sim.settings" && t_ok precision.settings ||
+  t_fail precision.settings "no --precision bf16-sim in bnonly-bf16-sim.settings"
+cmp -s "$R/precision-s3/all-fp32.ckpt" "$R/precision-s3/all-bf16-sim.ckpt" &&
+  t_fail precision.differs "bf16-sim trained the same bits as fp32" || t_ok precision.differs
+
 # --- the paper's targets ------------------------------------------------------------------
 expect paper-depths.make 0 mk paper-depths
 target_ok paper-depths d8-all d8-bnonly

@@ -116,6 +116,16 @@ for dev in cpu ref; do
     /^all layers / {a=1} /^convolutions .*GFLOP per step/ {t=1}
     END {exit !(h && c==1 && n>=3 && a && t && !bad)}' "$T/prof.err"
 done
+# with both peaks, each row's time over its least (net-cost's roofline): far below 1 at peaks of
+# a millionth, far above at a million times any machine's
+for pk in 1e-6:below 1e9:above; do
+  BN_PROFILE=1 BN_PEAK_GFLOPS=${pk%:*} BN_PEAK_GBS=${pk%:*} net-train "$T/init.ck" --train "$T/syn.ds" --epochs 1 \
+    --batch 64 --threads 2 -o /dev/null 2>"$T/prof.err"
+  check "BN_PROFILE x least, peaks ${pk%:*}: ${pk#*:} 1 on every row" awk -v want=${pk#*:} '
+    /^(conv|bn|relu|add|gap|linear)[ +]/ {n++; r = $(NF); if (r !~ /x$/) bad=1; sub(/x$/, "", r);
+      if (want == "below" ? r + 0 >= 1 : r + 0 <= 1) bad=1}
+    END {exit !(n >= 8 && !bad)}' "$T/prof.err"
+done
 BN_PROFILE=1 net-train "$T/init.ck" --train "$T/syn.ds" --epochs 1 --batch 64 --threads 2 -o "$T/prof.ck" 2>/dev/null
 net-train "$T/init.ck" --train "$T/syn.ds" --epochs 1 --batch 64 --threads 2 -o "$T/noprof.ck" 2>/dev/null
 check "BN_PROFILE changes nothing in the result" cmp -s "$T/prof.ck" "$T/noprof.ck"
