@@ -717,13 +717,15 @@ static double layer_flops(const model *m, const layer *l, int dir) {
  * BN done by its add: x, the residual, y there). Left out: BN parameters, the y a fused BN
  * backward reads for its mask, the second part a ReLU's gradient may come in. A real kernel
  * moves at least this much: bytes / time is a lower bound on its bandwidth. */
-static double layer_bytes(const model *m, const layer *l, int dir, int n) {
+static double layer_bytes(const model *m, const layer *l, int dir, int n, double *weights) {
     const value *x = &m->v[l->in], *y = &m->v[l->out];
     double e = 4.0 * n * x->c * x->h * x->w, ey = 4.0 * n * y->c * y->h * y->w;
+    *weights = 0.0;
     if (dir && !m->need[l->out]) return 0.0;          /* no backward through it */
     if (l->type == L_CONV || l->type == L_LINEAR) {
-        double w = 4.0 * x->c * l->cout * (l->type == L_CONV ? l->k * l->k : 1);
-        return layer_flops(m, l, dir) > 0 ? e + ey + w : 0.0;
+        if (layer_flops(m, l, dir) <= 0) return 0.0;
+        *weights = 4.0 * x->c * l->cout * (l->type == L_CONV ? l->k * l->k : 1);
+        return e + ey + *weights;
     }
     if (dir == 2) return 0.0;
     switch (l->type) {
@@ -757,7 +759,9 @@ int model_cost_rows(const model *m, int n, model_cost *rows, int max, int *row_o
             if (row_of) row_of[j] = nrows;
             for (int k = 0; k < 3; k++) {
                 cur.flops[k] += n * layer_flops(m, &m->L[j], k);
-                cur.bytes[k] += layer_bytes(m, &m->L[j], k, n);
+                double w;
+                cur.bytes[k] += layer_bytes(m, &m->L[j], k, n, &w);
+                cur.wbytes[k] += w;
             }
         }
         if (rows && nrows < max) rows[nrows] = cur;

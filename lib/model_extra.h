@@ -94,6 +94,7 @@ typedef struct model_cost {
     const char *kind;
     int count;                 /* layers in the row */
     double flops[3], bytes[3];
+    double wbytes[3];          /* the part of bytes that is weights (w, dw), the rest activations */
 } model_cost;
 int model_cost_rows(const model *m, int n, model_cost *rows, int max, int *row_of);
 int model_layers(const model *m);

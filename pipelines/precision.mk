@@ -8,7 +8,7 @@
 # tensor cores do (lib/ops_sim.c), so it runs anywhere; on a GPU machine
 #   make precision PREC_DEVICE=cuda PREC_LIST="fp32 tf32"
 # measures the real thing. Results under $(RUNS)/precision-s$(SEED)/: summary.md (final test
-# accuracy and loss per run), curves.png, and precision.tsv (precision, variant, test
+# accuracy and loss per run), curves.png, bars.png, and precision.tsv (precision, variant, test
 # accuracy, test loss, last epoch's train loss) for comparing seeds:
 #   make precision SEED=2
 #   make precision [PREC_TRAIN=4000] [PREC_TEST=1000] [PREC_EPOCHS=8] [PREC_LIST=...]
@@ -55,5 +55,5 @@ $(PREC)/precision.tsv: $(foreach r,$(PREC_RUNS),$(PREC)/$(r).eval.tsv)
 	    printf '%s\t%s\t%s\t%s\t%s\n' $$p $$v $$a $$l $$t; done; done; } > $@
 
 .PHONY: precision
-precision: $(PREC)/summary.md $(PREC)/curves.png $(PREC)/precision.tsv
+precision: $(PREC)/summary.md $(PREC)/curves.png $(PREC)/bars.png $(PREC)/precision.tsv
 	@cat $(PREC)/summary.md; echo; cat $(PREC)/precision.tsv

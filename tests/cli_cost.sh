@@ -46,6 +46,10 @@ check "the cpu fusions: no BN+add+ReLU, add+ReLU rows" sh -c "! grep -q '^bn+add
 net-cost --format tsv --fusions none "$T/r20.ck" > "$T/none.tsv"
 check "no fusions: more bytes, the same flops" awk -F'\t' 'FNR==1 {f++} $1=="step" {fl[f]=$3; b[f]=$6} END {exit !(fl[1]==fl[2] && b[1] < b[2])}' "$T/all.tsv" "$T/none.tsv"
 
+net-cost --format tsv --storage bf16 "$T/r20.ck" > "$T/b16.tsv"
+check "--storage bf16: half an activation-only row" awk -F'\t' '$1=="bn+relu 16x32x32" {exit !($6=="33.554" && $7=="50.332")}' "$T/b16.tsv"
+check "--storage bf16: weights stay fp32 (more than half the step's bytes)" awk -F'\t' 'FNR==1 {f++} $1=="step" {b[f]=$6} END {exit !(b[2] > b[1]/2 && b[2] < b[1])}' "$T/all.tsv" "$T/b16.tsv"
+expect_err "--storage bad" 2 "storage" net-cost --storage fp8 "$T/r20.ck"
 expect "tsv, BN only" 0 net-cost --format tsv "$T/bn.ck"
 check "bn only: $bn flops a step" awk -F'\t' -v w="$bn" '$1=="step" {d = $3*1e9 - w; exit !(d < 1e5 && d > -1e5)}' "$T/out"
 check "bn only: no filter gradient anywhere" awk -F'\t' 'NR>1 && $1!="step" && ($5 != 0 || $8 != 0) {bad=1} END {exit bad}' "$T/out"

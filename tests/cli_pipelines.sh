@@ -135,12 +135,12 @@ png_is paper-gamma.fractions_png "$G/fractions.png" 1200 560
 png_is paper-gamma.gamma_png "$G/gamma.png" 1000 700
 
 # --- make manners ---------------------------------------------------------------------------
-mk -n paper-depths paper-gamma subset-bnonly lr-schedules viz viz2 > "$T/dry0" 2>&1
+mk -n paper-depths paper-gamma subset-bnonly lr-schedules viz viz2 precision > "$T/dry0" 2>&1
 n=$(grep -c 'train-run\|net-eval\|net-init\|net-freeze\|gnuplot\|summary.sh\|filter-viz' "$T/dry0")
 [ "$n" = 0 ] && t_ok make_nothing_to_redo || t_fail make_nothing_to_redo "$n commands planned: $(head -c 300 "$T/dry0")"
-# 4+4+4+4 + 3 + 9 + 1 + 2 seed runs, 2 + 4 + 6 paper runs, each through RUN once
+# 4+4+4+4 + 3 + 9 + 1 + 2 seed runs, 6 precision runs, 2 + 4 + 6 paper runs, each through RUN once
 n=$(grep -c 'train-run.sh' "$T/wrapped.txt" 2>/dev/null || echo 0)
-[ "$n" = 43 ] && t_ok run_prefix_every_training || t_fail run_prefix_every_training "$n wrapped commands, wanted 43"
+[ "$n" = 49 ] && t_ok run_prefix_every_training || t_fail run_prefix_every_training "$n wrapped commands, wanted 49"
 grep -v train-run.sh "$T/wrapped.txt" > "$T/notrain" 2>/dev/null
 [ ! -s "$T/notrain" ] && t_ok run_prefix_only_training || t_fail run_prefix_only_training "$(head -n 2 "$T/notrain")"
 touch pipelines/summary.sh

@@ -34,6 +34,9 @@ _Noreturn static void usage(void) {
            "      --precision P    fp32 (default), tf32 or bf16: the convolutions' peak on tensor\n"
            "                       cores (h100/h200 dense: tf32 495, bf16 990 TFLOP/s; pcie 378,\n"
            "                       756); the bytes stay fp32's (as our kernels store tensors)\n"
+           "      --storage S      fp32 (default; what the kernels do) or bf16: activations and\n"
+           "                       their gradients stored in 16 bits (half the bytes; weights\n"
+           "                       stay fp32): what a bf16 path would have to do to pay\n"
            "      --peak G,B       other peaks: G GFLOP/s for the convolutions, B GB/s\n"
            "      --fusions F      cuda (default: BN+ReLU, add+ReLU, BN+add+ReLU), cpu (BN+ReLU,\n"
            "                       add+ReLU) or none: which layers are done by another's pass\n"
@@ -87,16 +90,17 @@ static ops *fusion_table(const char *fusions) {
 
 int main(int argc, char **argv) {
     cli_init(argv[0]);
-    enum { O_PREC = 256, O_PEAK, O_FUS };
+    enum { O_PREC = 256, O_PEAK, O_FUS, O_STORE };
     static const struct option opts[] = {
         {"batch", required_argument, 0, 'b'},  {"images", required_argument, 0, 'n'},
         {"machine", required_argument, 0, 'm'}, {"precision", required_argument, 0, O_PREC},
         {"peak", required_argument, 0, O_PEAK}, {"fusions", required_argument, 0, O_FUS},
         {"pick", required_argument, 0, 'p'},    {"format", required_argument, 0, 'f'},
+        {"storage", required_argument, 0, O_STORE},
         {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     long long batch = 128, images = 50000, pick = -1;
-    const char *mach = "h100", *prec = "fp32", *fusions = "cuda", *format = "text", *peak = NULL;
+    const char *mach = "h100", *prec = "fp32", *fusions = "cuda", *format = "text", *peak = NULL, *store = "fp32";
     int ch;
     while ((ch = getopt_long(argc, argv, "b:n:m:p:f:hV", opts, NULL)) != -1) {
         switch (ch) {
@@ -106,6 +110,7 @@ int main(int argc, char **argv) {
         case O_PREC: prec = cli_choice("--precision", optarg, "fp32,tf32,bf16"); break;
         case O_PEAK: peak = optarg; break;
         case O_FUS: fusions = cli_choice("--fusions", optarg, "cuda,cpu,none"); break;
+        case O_STORE: store = cli_choice("--storage", optarg, "fp32,bf16"); break;
         case 'p': pick = cli_int("--pick", optarg, 0, 1 << 30); break;
         case 'f': format = cli_choice("--format", optarg, "text,tsv"); break;
         case 'h': usage();
@@ -151,13 +156,16 @@ int main(int argc, char **argv) {
     model_cost *rows = calloc((size_t)nr + 1, sizeof *rows);
     if (!rows) cli_die("out of memory");
     model_cost_rows(m, (int)batch, rows, nr, NULL);
+    if (!strcmp(store, "bf16"))
+        for (int r = 0; r < nr; r++)
+            for (int k = 0; k < 3; k++) rows[r].bytes[k] = rows[r].wbytes[k] + 0.5 * (rows[r].bytes[k] - rows[r].wbytes[k]);
 
     bool tsv = !strcmp(format, "tsv");
     if (tsv) printf("layer\tcount\tgflop_fwd\tgflop_bwd\tgflop_filt\tmb_fwd\tmb_bwd\tmb_filt\tms_least\tbound\n");
     else
-        printf("one training step of %lld images (%s fusions), least time at %s: %.0f GFLOP/s (convolutions), "
-               "%.0f GB/s\n%-26s %5s %22s %24s %9s %s\n",
-               batch, fusions, where, gflops, gbs, "layer kind", "count", "GFLOP fwd/bwd/filt", "MB fwd/bwd/filt",
+        printf("one training step of %lld images (%s fusions, %s activations), least time at %s: %.0f GFLOP/s "
+               "(convolutions), %.0f GB/s\n%-26s %5s %22s %24s %9s %s\n",
+               batch, fusions, store, where, gflops, gbs, "layer kind", "count", "GFLOP fwd/bwd/filt", "MB fwd/bwd/filt",
                "ms least", "bound");
     double tf = 0, tb = 0, tms = 0, fms = 0, bms = 0;
     for (int r = 0; r < nr; r++) {
