@@ -35,7 +35,12 @@ typedef struct sim {
     int round_out;     /* bf16: outputs rounded too */
     float *buf[3];     /* rounded copies of up to three operands */
     size_t cap[3];
+    struct sim *next;
 } sim;
+
+/* Every wrapper made, for the life of the process (a tool makes one; kept reachable, so a
+ * leak checker does not report the tables the ops still use at exit). */
+static sim *all_sims;
 
 float ops_sim_round(float v, int drop) {
     uint32_t u;
@@ -142,5 +147,7 @@ ops *ops_sim_wrap(ops *base, const char *mode, const char **why) {
         s->tab.conv_bwd_filter_l = sim_conv_bwd_filter_l;
     }
     s->tab.set_precision = NULL;   /* the mode is fixed for this table */
+    s->next = all_sims;
+    all_sims = s;
     return &s->tab;
 }
