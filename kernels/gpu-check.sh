@@ -6,8 +6,9 @@
 # writes the logs under $OUT (or /tmp/gpu-out). Ends with a short summary.
 #   sh kernels/gpu-check.sh demo    instead: make demo's two trainings (ResNet-20, all
 #     parameters and BN only, 4000 real training images, test on 1000) on the GPU for 4
-#     epochs (to compare with make demo's CPU figures) and 60 (DEMO_EPOCHS), with the test
-#     accuracy and time of each; needs the pack made with --data.
+#     epochs (to compare with make demo's CPU figures) and 60 (DEMO_EPOCHS), in fp32 and
+#     tf32 (DEMO_PRECISIONS: the real TF32's accuracy effect, beside make precision's
+#     simulated one), with the test accuracy and time of each; needs the pack made with --data.
 #   sh kernels/gpu-check.sh bench   instead: tests/bench.sh on the GPU (DEVICE=cuda, the
 #     PyTorch peer too when the device's python3 has torch), with the per-layer profile and
 #     the device's peaks (the rounds replay CUDA graphs; the profile run goes op by op), then
@@ -41,17 +42,23 @@ if [ "${1:-}" = demo ]; then     # real data (gpu-pack.sh --data): make demo's t
     B=build/gpu
     echo "== make demo's runs on $dev: ResNet-20, 4000 CIFAR-10 training images, test on 1000"
     $B/net-init --arch resnet --depth 20 --width 16 --seed 1 -o "$out/init.ckpt" || exit 1
+    precs=${DEMO_PRECISIONS:-fp32 tf32}     # tf32: the real accuracy effect (the CPU can only simulate it)
+    [ "$dev" = cpu ] && precs=$(echo "$precs" | sed 's/tf32/tf32-sim/g')
     for ep in ${DEMO_EPOCHS:-4 60}; do
-        for v in all bn; do
-            t0=$(date +%s.%N)
-            $B/net-freeze --train $v "$out/init.ckpt" |
-                timeout 200 $B/net-train - --train $B/data/train.ds --test $B/data/test.ds $flags --epochs "$ep" \
-                    --log "$out/$v-$ep.tsv" -o "$out/$v-$ep.ckpt" 2>"$out/$v-$ep.err" || { cat "$out/$v-$ep.err"; exit 1; }
-            t1=$(date +%s.%N)
-            acc=$($B/net-eval "$out/$v-$ep.ckpt" $B/data/test.ds --device "$dev" --format tsv |
-                awk -F'\t' '$1 == "accuracy" { print $2 }')
-            secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-            echo "$v, $ep epochs: test accuracy $acc, $secs s (net-train, start-up included)"
+        for p in $precs; do
+            for v in all bn; do
+                r=$v-$ep-$p
+                t0=$(date +%s.%N)
+                $B/net-freeze --train $v "$out/init.ckpt" |
+                    timeout 120 $B/net-train - --train $B/data/train.ds --test $B/data/test.ds $flags --epochs "$ep" \
+                        --precision "$p" --log "$out/$r.tsv" -o "$out/$r.ckpt" 2>"$out/$r.err" ||
+                    { cat "$out/$r.err"; exit 1; }
+                t1=$(date +%s.%N)
+                acc=$($B/net-eval "$out/$r.ckpt" $B/data/test.ds --device "$dev" --precision "$p" --format tsv |
+                    awk -F'\t' '$1 == "accuracy" { print $2 }')
+                secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+                echo "$v, $ep epochs, $p: test accuracy $acc, $secs s (net-train, start-up included)"
+            done
         done
     done
     exit 0

@@ -158,7 +158,9 @@ struct model {
     /* training data in backend memory (model_data_attach) */
     uint8_t *dpixels, *dlabels_all;
     int dc, dh, dw;
-    size_t dn;
+    size_t dn;                  /* images there: the first dataset's, then the second's */
+    const dataset *dsets[2];    /* which (host) datasets they are (model_data_base) */
+    size_t dset_n0;
     unsigned char *dstage, *hstage;   /* a step's stage: ops_step, idx[max_batch], par[max_batch] */
     size_t stage_par;           /* offset of par in the stage */
     bool stage_has_par;
@@ -1052,38 +1054,61 @@ void model_forward(model *m, const float *x, int n, bool train) {
     forward_run(m, n, train);
 }
 
-int model_data_attach(model *m, const dataset *d, char err[256]) {
-    ops *o = m->o;
+static int data_fits(const model *m, const dataset *d, const char *what, char err[256]) {
     const value *in = &m->v[0];
-    if (!m->dev || !o->batch_fill || !o->xent_rows) {
-        snprintf(err, 256, "backend %s does not build batches in its own memory", o->name);
-        return -1;
-    }
     if (d->h.c != in->c || d->h.h != in->h || d->h.w != in->w || d->n == 0 || d->n > UINT32_MAX) {
-        snprintf(err, 256, "%zu images of %dx%dx%d: the model takes 1 or more of %dx%dx%d", d->n, d->h.c, d->h.h,
-                 d->h.w, in->c, in->h, in->w);
+        snprintf(err, 256, "%s: %zu images of %dx%dx%d: the model takes 1 or more of %dx%dx%d", what, d->n, d->h.c,
+                 d->h.h, d->h.w, in->c, in->h, in->w);
         return -1;
     }
     for (size_t i = 0; i < d->n; i++)
         if (d->labels[i] >= m->classes) {
-            snprintf(err, 256, "image %zu has label %d, the model has %d classes", i, d->labels[i], m->classes);
+            snprintf(err, 256, "%s: image %zu has label %d, the model has %d classes", what, i, d->labels[i],
+                     m->classes);
             return -1;
         }
+    return 0;
+}
+
+int model_data_attach(model *m, const dataset *d, const dataset *extra, char err[256]) {
+    ops *o = m->o;
+    if (!m->dev || !o->batch_fill || !o->xent_rows) {
+        snprintf(err, 256, "backend %s does not build batches in its own memory", o->name);
+        return -1;
+    }
+    if (data_fits(m, d, "data", err) || (extra && data_fits(m, extra, "second data", err))) return -1;
+    size_t n = d->n + (extra ? extra->n : 0);
+    if (n > UINT32_MAX) {
+        snprintf(err, 256, "%zu images in all: more than image numbers can name", n);
+        return -1;
+    }
     model_data_detach(m);
     size_t img = ds_image_bytes(&d->h), mb = (size_t)m->max_batch;
     m->stage_par = sizeof(ops_step) + (mb * sizeof(uint32_t) + 15) / 16 * 16;
     size_t stage = m->stage_par + mb * sizeof(aug_param), rows = mb * (sizeof(double) + sizeof(int32_t));
-    if (!(m->dpixels = dev_alloc(m, d->n * img)) || !(m->dlabels_all = dev_alloc(m, d->n)) ||
+    if (!(m->dpixels = dev_alloc(m, n * img)) || !(m->dlabels_all = dev_alloc(m, n)) ||
         !(m->dstage = dev_alloc(m, stage)) || !(m->drows = dev_alloc(m, rows)) || !(m->hstage = calloc(1, stage)) ||
         !(m->hrows = malloc(rows))) {
         model_data_detach(m);
-        snprintf(err, 256, "out of %s memory for %zu images (%.0f MB)", o->name, d->n, 1e-6 * (double)(d->n * img));
+        snprintf(err, 256, "out of %s memory for %zu images (%.0f MB)", o->name, n, 1e-6 * (double)(n * img));
         return -1;
     }
     o->mem_upload(o, m->dpixels, d->pixels, d->n * img);
     o->mem_upload(o, m->dlabels_all, d->labels, d->n);
-    m->dc = d->h.c, m->dh = d->h.h, m->dw = d->h.w, m->dn = d->n;
+    if (extra) {
+        o->mem_upload(o, m->dpixels + d->n * img, extra->pixels, extra->n * img);
+        o->mem_upload(o, m->dlabels_all + d->n, extra->labels, extra->n);
+    }
+    m->dc = d->h.c, m->dh = d->h.h, m->dw = d->h.w, m->dn = n;
+    m->dsets[0] = d, m->dsets[1] = extra, m->dset_n0 = d->n;
     return 0;
+}
+
+int64_t model_data_base(const model *m, const dataset *d) {
+    if (!m->dstage || !d) return -1;
+    if (d == m->dsets[0]) return 0;
+    if (d == m->dsets[1]) return (int64_t)m->dset_n0;
+    return -1;
 }
 
 void model_data_detach(model *m) {
@@ -1093,6 +1118,7 @@ void model_data_detach(model *m) {
     free(m->hstage), free(m->hrows);
     m->dpixels = m->dlabels_all = NULL, m->dstage = m->hstage = NULL, m->drows = m->hrows = NULL;
     m->dn = 0, m->labels_ready = false;
+    m->dsets[0] = m->dsets[1] = NULL, m->dset_n0 = 0;
 }
 
 ops_step *model_step_vals(const model *m) { return (ops_step *)m->dstage; }

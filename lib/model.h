@@ -46,10 +46,12 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
 
 /* Training data in backend memory (a backend with memory of its own and ops.h batch_fill
  * and xent_rows: the cuda one), so that a step moves only its plan and its loss.
- * model_data_attach copies d's records and labels there (-1 with err when the backend
- * cannot, d does not fit the model, a label is out of range, or its memory is short: then
- * build batches on the host as before). A step there:
- *   model_step_stage: one upload of the batch's image numbers idx[n] (< d's images), their
+ * model_data_attach copies d's records and labels there, and extra's after them when extra
+ * is not NULL (-1 with err when the backend cannot, d or extra does not fit the model, a
+ * label is out of range, or its memory is short: then build batches on the host as before).
+ * A step there:
+ *   model_step_stage: one upload of the batch's image numbers idx[n] (< the images
+ *     attached; extra's from d's count on, model_data_base), their
  *     augmentations par[n] (NULL: none) and the optimizer's step size lr (ops.h ops_step);
  *   model_forward_staged: the batch built there as batch_fill would (augmentation k,
  *     normalisation nm), with its labels, and model_forward on it;
@@ -58,7 +60,11 @@ double model_loss_backward(model *m, const uint8_t *labels, int n, int *correct,
  *     (optim.h optim_step_backend with model_step_vals);
  *   model_loss_collect: waits for that work and returns the mean loss (and *correct).
  * model_loss_backward(m, NULL, n, ...) does the last two at once. model_free detaches. */
-int model_data_attach(model *m, const dataset *d, char err[256]);
+int model_data_attach(model *m, const dataset *d, const dataset *extra, char err[256]);
+/* Where d's images start among the attached ones (image numbers for model_step_stage): 0 for
+ * the first dataset, its count for the extra one (the test set, which eval_run then
+ * evaluates there), -1 when d is not attached. */
+int64_t model_data_base(const model *m, const dataset *d);
 void model_step_stage(model *m, const uint32_t *idx, const aug_param *par, int n, float lr);
 void model_forward_staged(model *m, int n, aug_kind k, const norm_cfg *nm, bool train);
 int model_loss_queue(model *m, int n, bool backward);

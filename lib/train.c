@@ -227,13 +227,24 @@ int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, cha
         return -1;
     }
     double loss = 0;
+    /* d in backend memory (model_data_attach's extra: the test set): batches built there,
+     * the same bits as here; else built here and uploaded */
+    int64_t base = model_data_base(m, d);
     for (size_t i0 = 0; i0 < d->n; i0 += (size_t)mb) {
         int nb = (int)(d->n - i0 < (size_t)mb ? d->n - i0 : (size_t)mb);
-        for (int i = 0; i < nb; i++) idx[i] = (uint32_t)(i0 + (size_t)i);
-        batch_fill(x, d, idx, NULL, nb, AUG_NONE, nm);
-        model_forward(m, x, nb, false);
         int ok = 0;
-        double l = model_loss_backward(m, d->labels + i0, nb, &ok, false);
+        double l;
+        if (base >= 0) {
+            for (int i = 0; i < nb; i++) idx[i] = (uint32_t)((size_t)base + i0 + (size_t)i);
+            model_step_stage(m, idx, NULL, nb, 0.0f);
+            model_forward_staged(m, nb, AUG_NONE, nm, false);
+            l = model_loss_backward(m, NULL, nb, &ok, false);
+        } else {
+            for (int i = 0; i < nb; i++) idx[i] = (uint32_t)(i0 + (size_t)i);
+            batch_fill(x, d, idx, NULL, nb, AUG_NONE, nm);
+            model_forward(m, x, nb, false);
+            l = model_loss_backward(m, d->labels + i0, nb, &ok, false);
+        }
         loss += l * nb;
         r->correct += (uint64_t)ok;
         const float *lg = model_logits(m);
@@ -481,14 +492,20 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
      * BN_DEVICE_OPTIM=0 keep either on the host (the results are the same bits). */
     char why[256] = "";
     bool dev_optim = dp.P == 1 && cli_env_flag("BN_DEVICE_OPTIM", true) && optim_backend_prepare(ck, m, &cfg->opt);
-    bool dev_data = cli_env_flag("BN_DEVICE_DATA", true) && !model_data_attach(m, train, why);
+    bool dev_data = false, dev_eval = false;
+    if (cli_env_flag("BN_DEVICE_DATA", true)) {   /* the test set there too, for eval_run (BN_DEVICE_EVAL=0: not) */
+        const dataset *t = io->test && cli_env_flag("BN_DEVICE_EVAL", true) ? io->test : NULL;
+        dev_eval = dev_data = t && !model_data_attach(m, train, t, why);
+        if (!dev_data) why[0] = 0, dev_data = !model_data_attach(m, train, NULL, why);
+    }
     /* and with both there, a step is recorded once and replayed (BN_GRAPH=0: never) */
     step_graph sg = {dev_data && dev_optim && model_can_record(m) && cli_env_flag("BN_GRAPH", true), false, 0};
-    io->backend_data = dev_data, io->backend_optim = dev_optim, io->fast = model_is_fast(m), io->graph_steps = 0;
+    io->backend_data = dev_data, io->backend_eval = dev_eval, io->backend_optim = dev_optim, io->fast = model_is_fast(m);
+    io->graph_steps = 0;
     if (io->verbose && model_backend(m))
-        fprintf(stderr, "%s: %s backend: batches built %s%s%s, optimizer on the %s%s\n", cli_prog, o->name,
-                dev_data ? "there" : "on the host", *why ? ": " : "", why, dev_optim ? "backend" : "host",
-                sg.on ? ", steps replayed from a recording" : "");
+        fprintf(stderr, "%s: %s backend: batches built %s%s%s%s, optimizer on the %s%s\n", cli_prog, o->name,
+                dev_data ? "there" : "on the host", dev_eval ? " (the test set's too)" : "", *why ? ": " : "", why,
+                dev_optim ? "backend" : "host", sg.on ? ", steps replayed from a recording" : "");
     float *x = malloc((size_t)local_max * img * sizeof *x);
     uint8_t *lab = malloc((size_t)local_max);
     uint32_t *order = malloc(n * sizeof *order);

@@ -63,8 +63,8 @@ typedef struct train_io {
     int64_t bad_epoch, bad_step;   /* out: where the loss became NaN/Inf */
     int stop_signal;       /* out: the signal that stopped the run */
     /* out: the path the run took (a backend with memory of its own: batches built there,
-     * optimizer steps there; the model's fast path with its fusions) */
-    bool backend_data, backend_optim, fast;
+     * the test set's batches too, optimizer steps there; the model's fast path with its fusions) */
+    bool backend_data, backend_eval, backend_optim, fast;
     int64_t graph_steps;   /* out: steps replayed from a recording (ops.h graph_*) */
 } train_io;
 

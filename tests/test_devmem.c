@@ -700,6 +700,9 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         CHECK(many_calls - many0 == (many ? 6u : 0u), "%s on %s: %zu multi-tensor updates", what, be[k]->name,
               many_calls - many0);
         CHECK(rc == TRAIN_DONE, "%s on %s: rc %d %s", what, be[k]->name, rc, err);
+        /* the test set goes where the training set goes, and is evaluated there */
+        CHECK(io.backend_eval == (be[k]->batch_fill != NULL) && io.backend_eval == io.backend_data,
+              "%s on %s: test set %s the backend", what, be[k]->name, io.backend_eval ? "in" : "not in");
         CHECK(io.sections == 2, "%s: %d sections written, expected one per epoch", what, io.sections);
         /* 2 epochs of 16 + 16 + 8: the first 16 goes op by op, the other three replay */
         int64_t want = be[k] == &devgraph ? 3 : 0;
@@ -942,7 +945,7 @@ TEST(graph_model_api) {
     char err[256] = "";
     checkpoint *cg = net("resnet", 8, "all"), *cr = net("resnet", 8, "all");
     model *g = model_build(cg, &devgraph, B, err), *r = model_build(cr, &ops_ref, B, err);
-    CHECK(g && r && model_data_attach(g, &d, err) == 0, "build / attach: %s", err);
+    CHECK(g && r && model_data_attach(g, &d, NULL, err) == 0, "build / attach: %s", err);
     if (!g || !r) return;
     CHECK(model_graph_begin(g) == -1, "a recording before any backward pass (the buffers are not sized yet)");
     norm_cfg nm = {0};
