@@ -119,9 +119,9 @@ int main(int argc, char **argv) {
     if (!m) cli_die("%s: %s", ckp, err);
     /* on a backend with memory of its own the images go there once and the batches are
      * built there (the same bits); where they cannot, they are built here */
-    char why[256];
-    if (cli_env_flag("BN_DEVICE_DATA", true) && model_data_attach(m, &d, NULL, why) && model_backend(m))
-        cli_warn("batches built on the host: %s", why);
+    char dwhy[256];
+    if (cli_env_flag("BN_DEVICE_DATA", true) && model_data_attach(m, &d, NULL, dwhy) && model_backend(m))
+        cli_warn("batches built on the host: %s", dwhy);
     eval_result r;
     if (eval_run(m, &d, &nm, &r, err)) cli_die("%s", err);
 
