@@ -55,6 +55,14 @@ static const char *check_skip_why;
         CHECK(fabs(check_a_ - check_b_) <= (atol) + (rtol) * fabs(check_b_),         \
               "%s: %.9g vs %.9g", (what), check_a_, check_b_);                       \
     } while (0)
+/* The test's random seed: BN_TEST_SEED when set, else dflt; printed as "# seed N" so that
+ * a failure can be rerun with it. */
+static inline unsigned long long check_seed(unsigned long long dflt) {
+    const char *s = getenv("BN_TEST_SEED");
+    unsigned long long seed = s ? strtoull(s, NULL, 10) : dflt;
+    printf("# seed %llu\n", seed);
+    return seed;
+}
 #define DONE()                                                                       \
     (printf("# %d passed, %d failed, %d skipped\n", check_passed, check_failed,      \
             check_skipped),                                                          \

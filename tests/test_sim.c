@@ -248,11 +248,7 @@ TEST(sim_wrapper) {
 }
 
 int main(void) {
-    uint64_t seed = 20261202;
-    const char *s = getenv("BN_TEST_SEED");
-    if (s) seed = strtoull(s, NULL, 10);
-    printf("# seed %llu\n", (unsigned long long)seed);
-    rng_seed(&R, seed, 11);
+    rng_seed(&R, check_seed(20261202), 11);
     RUN(round_definition);
     RUN(conv_tf32_sim);
     RUN(conv_bf16_sim);
