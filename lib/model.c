@@ -796,7 +796,8 @@ static void prof_print(const model *m) {
     model_cost_rows(m, bf, rf, nrows, row_of);   /* per step: forward at its batch, backward at its */
     model_cost_rows(m, bb, rb, nrows, NULL);
     for (int j = 0; j < m->nl; j++)
-        for (int k = 0; row_of[j] >= 0 && k < 3; k++) t[3 * row_of[j] + k] += p->t[3 * j + k];
+        if (row_of[j] >= 0)
+            for (int k = 0; k < 3; k++) t[3 * row_of[j] + k] += p->t[3 * j + k];
     fprintf(stderr, "model profile: ms %s per step, mean of %ld forward / %ld backward passes (%s backend%s)\n"
                     "%-28s %5s %9s %9s %9s   %s%s\n",
             prof_clock == CLOCK_MONOTONIC ? "wall" : "CPU", p->fwd, p->bwd, m->o->name,

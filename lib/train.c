@@ -219,17 +219,17 @@ int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, cha
     size_t img = ds_image_bytes(&d->h);
     r->classes = classes;
     r->confusion = calloc((size_t)classes * (size_t)classes, sizeof *r->confusion);
-    float *x = malloc((size_t)mb * img * sizeof *x);
+    /* d in backend memory (model_data_attach's extra: the test set): batches built there,
+     * the same bits as here; else built here (in x) and uploaded */
+    int64_t base = model_data_base(m, d);
+    float *x = base < 0 ? malloc((size_t)mb * img * sizeof *x) : NULL;
     uint32_t *idx = malloc((size_t)mb * sizeof *idx);
-    if (!r->confusion || !x || !idx) {
+    if (!r->confusion || (base < 0 && !x) || !idx) {
         free(x), free(idx);
         snprintf(err, 256, "out of memory evaluating");
         return -1;
     }
     double loss = 0;
-    /* d in backend memory (model_data_attach's extra: the test set): batches built there,
-     * the same bits as here; else built here and uploaded */
-    int64_t base = model_data_base(m, d);
     for (size_t i0 = 0; i0 < d->n; i0 += (size_t)mb) {
         int nb = (int)(d->n - i0 < (size_t)mb ? d->n - i0 : (size_t)mb);
         int ok = 0;

@@ -4,7 +4,6 @@
  * machine of given peaks (a roofline: the larger of flops / peak and bytes / bandwidth), so
  * that a measured profile can say how far each kernel is from its limit, and a target
  * (seconds per epoch) can be checked against what the hardware allows. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,15 +122,13 @@ int main(int argc, char **argv) {
 
     double gflops = 0, gbs = 0, fp32 = 0;   /* fp32: the linear layer's (FMA kernels) */
     char where[64];
-    if (peak) {
-        char *end;
-        errno = 0;
-        gflops = strtod(peak, &end);
-        if (end == peak || *end != ',' || errno) cli_usage_error("--peak: '%s' is not GFLOPS,GBS", peak);
-        const char *b = end + 1;
-        gbs = strtod(b, &end);
-        if (end == b || *end || errno || !(gflops > 0) || !(gbs > 0))
-            cli_usage_error("--peak: '%s' is not two positive numbers GFLOPS,GBS", peak);
+    if (peak) {   /* G,B: two numbers, each read as any other number option */
+        const char *comma = strchr(peak, ',');
+        if (!comma) cli_usage_error("--peak: '%s' is not GFLOPS,GBS", peak);
+        char g[64];
+        snprintf(g, sizeof g, "%.*s", (int)(comma - peak < 63 ? comma - peak : 63), peak);
+        gflops = cli_double("--peak", g, 1e-12, 1e18);
+        gbs = cli_double("--peak", comma + 1, 1e-12, 1e18);
         fp32 = gflops;
         snprintf(where, sizeof where, "--peak %s", peak);
     } else {
