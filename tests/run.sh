@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.." || exit 2
 pat=${1:-}
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 P=0; F=0; S=0; broken=""
-for t in "${BN_BUILD:-build}"/tests/test_* tests/cli_*.sh; do   # BN_BUILD: another build (make test-asan)
+for t in "${BN_BUILD:-build}"/tests/test_* "${BN_BUILD:-build}"/sim/tests/test_* tests/cli_*.sh; do
+  # BN_BUILD: another build (make test-asan); sim/: the CUDA backend under tests/cudasim (make sim)
   [ -e "$t" ] || continue
   case "$t" in *.d|*.o) continue;; esac
   if [ -n "$pat" ]; then

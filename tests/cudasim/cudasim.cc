@@ -907,7 +907,10 @@ static void conv_bwd_filter_loops(const conv_shape &s, const float *x, const flo
                 for (int kx = 0; kx < s.kw; kx++) {
                     int lo, hi;
                     tap_cols(s, kx, &lo, &hi);
-                    double a = 0;
+                    // a partial sum per output column (the column loop then vectorises), added
+                    // up in one order at the end: the same result on any machine and thread count
+                    std::vector<double> part((size_t)s.wo, 0.0);
+                    double *p = part.data();
                     for (int n = 0; n < s.n; n++)
                         for (int oy = 0; oy < s.ho; oy++) {
                             int iy = oy * s.sh - s.ph + ky;
@@ -915,10 +918,12 @@ static void conv_bwd_filter_loops(const conv_shape &s, const float *x, const flo
                             const float *row = x + X(s, n, c, iy, 0) - s.pw + kx;
                             const float *g = dy + Y(s, n, o, oy, 0);
                             if (s.sw == 1)
-                                for (int ox = lo; ox < hi; ox++) a += (double)row[ox] * g[ox];
+                                for (int ox = lo; ox < hi; ox++) p[ox] += (double)row[ox] * g[ox];
                             else
-                                for (int ox = lo; ox < hi; ox++) a += (double)row[ox * s.sw] * g[ox];
+                                for (int ox = lo; ox < hi; ox++) p[ox] += (double)row[ox * s.sw] * g[ox];
                         }
+                    double a = 0;
+                    for (int ox = lo; ox < hi; ox++) a += p[ox];
                     float &out = dw[W(s, o, c, ky, kx)];
                     out = blend(al, a, be, out);
                 }
