@@ -6,6 +6,9 @@
 #                   rewritten as sim_launch(...)), lib/ built with HAVE_CUDA, no libcudart,
 #                   no libcudnn. `make test` runs them beside the real ones (which skip
 #                   where there is no GPU); their names start with "sim".
+#   make sim-mutants
+#                   the same tests against kernels/ with one bug planted at a time
+#                   (tests/cudasim/mutants.sh, about a minute each): every one must be caught.
 #
 # Needs the CUDA and cuDNN headers (not nvcc, not a GPU): every machine here has them.
 # SIM=0 leaves it out.
@@ -30,10 +33,13 @@ SIM_KOBJ     := $(CU_SRC:kernels/%.cu=$(SIM_BUILD)/kernels/%.o) $(SIM_BUILD)/cud
 SIM_LOBJ     := $(LIB_SRC:lib/%.c=$(SIM_BUILD)/lib/%.o)
 SIM_TESTS    := $(SIM_BUILD)/tests/test_cudasim $(SIM_BUILD)/tests/test_cuda_ops $(SIM_BUILD)/tests/test_cuda_train
 
-.PHONY: sim
+.PHONY: sim sim-mutants
 ifeq ($(HAVE_SIM),1)
 sim: $(SIM_TESTS)
 test check: sim
+# kernels/ with one bug each (tests/cudasim/mutants.sh): test_cuda_ops must catch every one
+sim-mutants: sim
+	@sh tests/cudasim/mutants.sh $(MUTANTS)
 else
 sim:
 	@echo "sim: skipped (needs cuda_runtime.h and cudnn.h under $(CUDA_HOME)/include)"

@@ -1,0 +1,61 @@
+#!/bin/sh
+# mutants.sh: shows that the CUDA tests, run under tests/cudasim, fail when kernels/ has the
+# kinds of bug a GPU kernel gets: a missing barrier, a divergent shuffle, a grid-stride loop one
+# element too far, a host pointer handed to a kernel, a wrong shuffle direction, a lost store.
+# Each mutant is one sed edit of one file in a scratch copy of the tree (the sim build copied
+# beside it, so only that file is recompiled); the copy's test_cuda_ops must then fail (a failed
+# check, or the emulator stopping with what went wrong). It says which mutants survived.
+#
+# usage: tests/cudasim/mutants.sh [NAME...]     (make sim-mutants; about a minute a mutant)
+# The tally closes with "N passed, N failed" where a pass is a mutant caught.
+cd "$(dirname "$0")/../.." || exit 2
+build=${BN_BUILD:-build}
+[ -x "$build/sim/tests/test_cuda_ops" ] || { echo "mutants: $build/sim/tests/test_cuda_ops is not built (make sim)" >&2; exit 2; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/bn-mutants.XXXXXX") || exit 2
+trap 'rm -rf "$work"' EXIT INT TERM
+cp -a Makefile mk pipelines lib kernels tests tools scripts "$work"/ 2>/dev/null
+mkdir -p "$work/$build" && cp -a "$build/sim" "$work/$build/"
+[ -f "$build/dist.flags" ] && cp -a "$build/dist.flags" "$work/$build/"
+
+# name | file | sed script | what it breaks
+mutants='
+no-barrier|kernels/cuda_reduce.cuh|s/^    __syncthreads();$//|block_sum2: warp 0 reads the other warps'"'"' sums before they are stored
+gemm-race|kernels/cuda_linear.cu|/acc = fmaf/{n;s/__syncthreads();//;}|k_gemm: the next tile overwrites shared memory while other threads still read it
+divergent-shfl|kernels/cuda_reduce.cuh|s/if (warp == 0) {/if (warp == 0 \&\& lane < nwarps) {/|block_sum2: a full-mask shuffle after some lanes of the warp have left
+stride-past-end|kernels/cuda_internal.h|s/i < (n); i +=/i <= (n); i +=/|GRID_STRIDE: one element past the end of every array
+host-pointer|kernels/cuda_linear.cu|s/d_loss, d_hit, NULL);/loss, d_hit, NULL);/|cuda_xent: the caller'"'"'s host pointer passed to the kernel
+shfl-up|kernels/cuda_elem.cu|s/a += __shfl_down_sync(0xffffffffu, a, off)/a += __shfl_up_sync(0xffffffffu, a, off)/|k_gap_fwd: the warp sum shuffled the wrong way
+lost-mean|kernels/cuda_bn.cu|s/if (s == 0) mean\[c\] = mu_s;/if (s == 1) mean[c] = mu_s;/|k_bn_partial: the batch mean never stored when a channel has one slice
+'
+P=0; F=0; survivors=""
+IFS_NL='
+'
+oldifs=$IFS; IFS=$IFS_NL
+for m in $mutants; do
+  IFS=$oldifs
+  name=${m%%|*}; rest=${m#*|}; file=${rest%%|*}; rest=${rest#*|}; script=${rest%%|*}; what=${rest#*|}
+  if [ $# -gt 0 ]; then hit=; for a in "$@"; do [ "$a" = "$name" ] && hit=1; done; [ -n "$hit" ] || { IFS=$IFS_NL; continue; }; fi
+  cp "$work/$file" "$work/$file.orig"
+  sed -e "$script" "$work/$file.orig" > "$work/$file"
+  if cmp -s "$work/$file" "$work/$file.orig"; then
+    echo "not ok - $name: the edit did not apply to $file (the source changed: update the mutant)"; F=$((F+1))
+  elif ! (cd "$work" && make --no-print-directory -j2 sim BUILD="$build" >"$work/make.log" 2>&1); then
+    echo "not ok - $name: the mutant did not build"; tail -n 5 "$work/make.log"; F=$((F+1))
+  else
+    (cd "$work" && timeout 600 "./$build/sim/tests/test_cuda_ops" >"$work/run.log" 2>&1); rc=$?
+    why=$(grep -m 1 -E 'check failed|^cudasim:' "$work/run.log" | sed 's/^ *//')
+    failed=$(sed -n 's/^FAIL - //p' "$work/run.log" | tr '\n' ' ')
+    if [ "$rc" -ne 0 ]; then
+      echo "ok - $name caught ($what): exit $rc${failed:+, failed: $failed}"
+      echo "    ${why:-(no message)}"; P=$((P+1))
+    else
+      echo "not ok - $name survived ($what): test_cuda_ops passed"; F=$((F+1)); survivors="$survivors $name"
+    fi
+  fi
+  mv "$work/$file.orig" "$work/$file" && touch "$work/$file"   # newer than the mutant's objects
+  IFS=$IFS_NL
+done
+IFS=$oldifs
+[ -n "$survivors" ] && echo "# survivors:$survivors"
+echo "# $P passed, $F failed"
+[ "$F" -eq 0 ]
