@@ -1,11 +1,12 @@
 # sim.mk: the CUDA backend's own code run on the CPU, under tests/cudasim (an emulation of
 # the CUDA runtime and cuDNN calls kernels/ makes, and of its kernels' threads and barriers).
 #
-#   make sim        build build/sim/tests/test_cuda_ops and test_cuda_train against the
+#   make sim        build build/sim/tests/test_cuda_ops and test_cuda_train (and the tools,
+#                   build/sim/bin/, for tests/cli_sim.sh) against the
 #                   emulation: kernels/*.cu compiled by g++ (each launch k<<<...>>>(args)
 #                   rewritten as sim_launch(...)), lib/ built with HAVE_CUDA, no libcudart,
 #                   no libcudnn. `make test` runs them beside the real ones (which skip
-#                   where there is no GPU); their names start with "sim".
+#                   where there is no GPU), listed as build/sim/tests/...
 #   make sim-mutants
 #                   the same tests against kernels/ with one bug planted at a time
 #                   (tests/cudasim/mutants.sh, about a minute each): every one must be caught.
@@ -32,10 +33,11 @@ SIM_LDLIBS    = -lmsgpackc -lcurl -larchive -lcrypto -lz -ldnnl -lm -lpthread $(
 SIM_KOBJ     := $(CU_SRC:kernels/%.cu=$(SIM_BUILD)/kernels/%.o) $(SIM_BUILD)/cudasim.o
 SIM_LOBJ     := $(LIB_SRC:lib/%.c=$(SIM_BUILD)/lib/%.o)
 SIM_TESTS    := $(SIM_BUILD)/tests/test_cudasim $(SIM_BUILD)/tests/test_cuda_ops $(SIM_BUILD)/tests/test_cuda_train
+SIM_TOOLS    := $(patsubst tools/%.c,$(SIM_BUILD)/bin/%,$(sort $(wildcard tools/*.c)))
 
 .PHONY: sim sim-mutants
 ifeq ($(HAVE_SIM),1)
-sim: $(SIM_TESTS)
+sim: $(SIM_TESTS) $(SIM_TOOLS)
 test check: sim
 # kernels/ with one bug each (tests/cudasim/mutants.sh): test_cuda_ops must catch every one
 sim-mutants: sim
@@ -74,6 +76,13 @@ $(SIM_BUILD)/lib/%.o: lib/%.c
 	$(CC) $(SIM_CFLAGS) -c -o $@ $<
 $(SIM_BUILD)/lib/dist.o: SIM_CFLAGS += $(if $(filter 1,$(HAVE_MPI)),-DHAVE_MPI $(MPI_CFLAGS))
 $(SIM_BUILD)/lib/ops_cpu_bn.o: SIM_CFLAGS += -Wno-psabi
+
+$(SIM_BUILD)/tools/%.o: tools/%.c
+	@mkdir -p $(@D)
+	$(CC) $(SIM_CFLAGS) -c -o $@ $<
+$(SIM_BUILD)/bin/%: $(SIM_BUILD)/tools/%.o $(SIM_BUILD)/libbn-sim.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(SIM_LDLIBS)
 
 $(SIM_BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)

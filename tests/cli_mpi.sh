@@ -45,8 +45,7 @@ net-freeze --train bn "$T/all.ck" -o "$T/bn.ck" 2>/dev/null
 TRAIN="--train $T/syn.ds --batch 128 --device ref --threads 1"
 TRAIN_CPU="--train $T/syn.ds --batch 128 --device cpu --threads 1"
 
-# ckclose NAME A B INIT [PICK_A]: the last checkpoint of B (or of A: section PICK_A) against
-# A's, tensor by tensor (params, BN running stats, optimizer state).
+# ckclose (lib.sh) compares the checkpoints of two runs tensor by tensor.
 #
 # Tolerance, per tensor: max|a - b| <= 1e-4 * max|a - INIT| (how far training moved it) + 1e-7.
 # Both runs start from the same bits and see the same images with the same augmentation,
@@ -57,38 +56,6 @@ TRAIN_CPU="--train $T/syn.ds --batch 128 --device cpu --threads 1"
 # headroom. Real mistakes are of the order of the update itself: BN with per-rank statistics,
 # gradients not summed or summed twice, a missing 1/global-batch weight (measured ratio 1.3),
 # a rank taking the wrong images.
-ckclose() {
-  _name=$1; shift
-  if "$PY" - "$@" >"$T/cmp" 2>&1 <<'EOF'
-import msgpack, os, struct, sys
-tol = float(os.environ.get("CK_TOL", "1e-4"))
-def section(path, pick):
-    secs = []
-    for o in msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False):
-        if isinstance(o, dict) and o.get("kind") == "checkpoint": secs.append((o, {}))
-        elif isinstance(o, dict) and "data" in o and "name" in o and secs: secs[-1][1][o["name"]] = o
-    return secs[pick]
-f32 = lambda t: struct.unpack("<%df" % (len(t["data"]) // 4), t["data"])
-pick = int(sys.argv[4]) if len(sys.argv) > 4 else -1
-ha, a = section(sys.argv[1], pick); hb, b = section(sys.argv[2], -1); _, init = section(sys.argv[3], -1)
-if (ha["epoch"], ha["step"]) != (hb["epoch"], hb["step"]):
-    sys.exit("epoch/step differ: %s vs %s" % ((ha["epoch"], ha["step"]), (hb["epoch"], hb["step"])))
-if sorted(a) != sorted(b): sys.exit("different tensors")
-worst, where, trained = 0.0, "", False
-for name, t in a.items():
-    if t["dtype"] != "f32" or t["role"] not in ("param", "buffer", "opt"): continue
-    x, y = f32(t), f32(b[name])
-    x0 = f32(init[name]) if name in init else [0.0] * len(x)
-    moved = max(abs(p - r) for p, r in zip(x, x0))
-    trained = trained or (t["role"] == "param" and moved > 0)
-    diff = max(abs(p - q) for p, q in zip(x, y))
-    if moved > 0 and diff / moved > worst: worst, where = diff / moved, name
-    if diff > tol * moved + 1e-7: sys.exit("%s: differs by %.3g, moved %.3g in training" % (name, diff, moved))
-if not trained: sys.exit("no parameter moved: nothing was trained")
-print("worst difference %.2g of the update (%s)" % (worst, where or "all equal"))
-EOF
-  then t_ok "$_name ($(cat "$T/cmp"))"; else t_fail "$_name" "$(tail -c 400 "$T/cmp")"; fi
-}
 sections() { "$PY" -c '
 import msgpack, sys
 print(sum(1 for o in msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False, strict_map_key=False)

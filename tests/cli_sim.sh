@@ -1,0 +1,136 @@
+#!/bin/sh
+# cli_sim.sh: the tools' CUDA path from the command line, where there is no GPU: the tools
+# built against tests/cudasim (make sim: build/sim/bin), which runs kernels/ and the cuDNN
+# calls on the CPU. It checks what the real build can only check on a GPU:
+#   - --device cuda with no device (CUDASIM_DEVICES=0): the message and exit 1; --device
+#     auto then falls back to the CPU, and takes the (emulated) GPU when there is one
+#   - net-train --device cuda against --device ref from the same checkpoint (all parameters,
+#     BN only with the frozen tensors bit-identical, Adam, crop-flip augmentation), the same
+#     seed twice giving the same bytes, a run moved between devices by --resume
+#   - net-eval --device cuda against --device cpu; --precision tf32 reaching cuDNN
+# The emulation sums each convolution in double and rounds once, so this checks the
+# backend's logic (indices, fusions, batches, optimizer, recording, state), not the GPU's own
+# rounding (docs/gpu.md, "cudasim"). Against ref, which also sums in double: the CPU backend
+# sums the filter gradient in float, and the stem's (3 channels x 32 x 32 x batch, of a dy
+# that BatchNorm makes zero-mean) cancels so much that its float error reaches 0.2-5% of
+# the update within two epochs (measured here; ref against cuda: under 1e-5).
+. "$(dirname "$0")/lib.sh"
+b=${BN_BUILD:-build}
+case "$b" in /*) ;; *) b="$TOP/$b" ;; esac
+SIM="$b/sim/bin"
+for p in net-train net-eval net-init net-freeze cifar-synth; do
+  [ -x "$SIM/$p" ] || { t_skip "all" "$SIM/$p not built (make sim; the sanitizer build has none)"; t_done; exit; }
+done
+have_pymsgpack || { t_skip "all" "python3 msgpack missing (python3-msgpack)"; t_done; exit; }
+PATH="$SIM:$PATH"
+export OMP_NUM_THREADS=1   # the emulation's convolutions and the CPU backend: one thread each
+
+cifar-synth --count 200 --seed 7 -o "$T/syn.ds" 2>/dev/null
+cifar-synth --count 100 --seed 8 -o "$T/test.ds" 2>/dev/null
+net-init --depth 8 --width 4 --seed 5 -o "$T/all.ck" 2>/dev/null
+net-freeze --train bn "$T/all.ck" -o "$T/bn.ck" 2>/dev/null
+RUN="--train $T/syn.ds --batch 64 --lr 0.05 --momentum 0.9 --threads 1"
+
+# ---- which device ------------------------------------------------------------------------
+CUDASIM_DEVICES=0 expect_err "no device: --device cuda refuses" 1 "device cuda: no (usable )?CUDA device" \
+  net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
+check "no device: nothing written" test ! -e "$T/x.ck"
+CUDASIM_DEVICES=0 expect "no device: --device auto trains on the cpu" 0 \
+  net-train "$T/all.ck" $RUN --epochs 1 --device auto -o "$T/x.ck"
+check "no device: auto did not take the cuda backend" sh -c "! grep -q 'cuda backend' '$T/err'"
+expect "device: --device auto takes the (emulated) GPU" 0 net-train "$T/all.ck" $RUN --epochs 1 --device auto -o "$T/x.ck"
+check "device: auto took the cuda backend" grep -q "cuda backend" "$T/err"
+CUDASIM_DEVICES=0 expect_err "no device: net-eval --device cuda refuses" 1 "no (usable )?CUDA device" \
+  net-eval --device cuda "$T/all.ck" "$T/test.ds"
+
+# ---- cuda against ref ----------------------------------------------------------------------
+# Tolerance (ckclose, of how far training moved each tensor): 1e-4. Both runs see the same
+# images, both sum convolutions in double; they part by the float rounding of BatchNorm's
+# and the elementwise ops' different orders: measured 1e-6 to 9e-6 of the update after 2
+# epochs (6 steps) on these random images. An index, fusion, masking or optimizer mistake
+# is of the order of the update itself.
+export CK_TOL=1e-4
+for dev in cuda ref; do
+  net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device $dev -o "$T/all-$dev.ck" 2>"$T/all-$dev.err" ||
+    t_fail "all: train on $dev" "$(tail -c 300 "$T/all-$dev.err")"
+done
+check "all: the cuda run used the cuda backend, recording its steps" grep -q "cuda backend.*replayed" "$T/all-cuda.err"
+ckclose "all: cuda = ref after 2 epochs" "$T/all-ref.ck" "$T/all-cuda.ck" "$T/all.ck"
+net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda -o "$T/all-cuda2.ck" 2>/dev/null
+check "all: the same seed on cuda gives the same bytes" cmp -s "$T/all-cuda.ck" "$T/all-cuda2.ck"
+
+# a run moved between devices: epoch 1 on one, epoch 2 resumed on the other
+expect "move: epoch 2 resumed on ref from cuda's epoch 1" 0 \
+  net-train "$T/all-cuda.ck" --pick 0 --resume $RUN --device ref -o "$T/c2r.ck"
+ckclose "move: cuda then ref = ref throughout" "$T/all-ref.ck" "$T/c2r.ck" "$T/all.ck"
+expect "move: epoch 2 resumed on cuda from ref's epoch 1" 0 \
+  net-train "$T/all-ref.ck" --pick 0 --resume $RUN --device cuda -o "$T/r2c.ck"
+ckclose "move: ref then cuda = ref throughout" "$T/all-ref.ck" "$T/r2c.ck" "$T/all.ck"
+expect "move: epoch 2 resumed on cpu from cuda's epoch 1" 0 \
+  net-train "$T/all-cuda.ck" --pick 0 --resume $RUN --device cpu -o "$T/c2p.ck"
+CK_TOL=0.1 ckclose "move: cuda then cpu near ref throughout (the cpu's float filter gradient)" \
+  "$T/all-ref.ck" "$T/c2p.ck" "$T/all.ck"
+
+# BN only: cuda = ref, and every frozen tensor keeps its bits
+for dev in cuda ref; do
+  net-train "$T/bn.ck" $RUN --epochs 2 --device $dev -o "$T/bn-$dev.ck" 2>"$T/bn-$dev.err" ||
+    t_fail "bn: train on $dev" "$(tail -c 300 "$T/bn-$dev.err")"
+done
+ckclose "bn: cuda = ref after 2 epochs" "$T/bn-ref.ck" "$T/bn-cuda.ck" "$T/bn.ck"
+if "$PY" - "$T/bn.ck" "$T/bn-cuda.ck" >"$T/frozen" 2>&1 <<'EOF'
+import msgpack, sys
+def tensors(path):
+    out = {}
+    for o in msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False):
+        if isinstance(o, dict) and o.get("kind") == "checkpoint": out = {}
+        elif isinstance(o, dict) and "data" in o and "name" in o: out[o["name"]] = o
+    return out
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+frozen = [n for n, t in a.items() if t["role"] == "param" and not t["trainable"]]
+moved = [n for n, t in a.items() if t["role"] == "param" and t["trainable"] and t["data"] != b[n]["data"]]
+changed = [n for n in frozen if a[n]["data"] != b[n]["data"]]
+if not frozen or not moved: sys.exit("%d frozen, %d trained tensors moved: not a BN-only run" % (len(frozen), len(moved)))
+if changed: sys.exit("frozen tensors changed: " + ", ".join(changed[:5]))
+print("%d frozen tensors bit-identical, %d BN tensors trained" % (len(frozen), len(moved)))
+EOF
+then t_ok "bn: frozen weights bit-identical on cuda ($(cat "$T/frozen"))"; else t_fail "bn: frozen weights on cuda" "$(cat "$T/frozen")"; fi
+
+# Adam, and the crop-flip augmentation built on the device
+for dev in cuda ref; do
+  net-train "$T/all.ck" $RUN --epochs 1 --optimizer adam --lr 0.001 --augment crop-flip --device $dev \
+    -o "$T/adam-$dev.ck" 2>"$T/adam-$dev.err" || t_fail "adam: train on $dev" "$(tail -c 300 "$T/adam-$dev.err")"
+done
+check "adam: batches built on the device" grep -q "batches built there" "$T/adam-cuda.err"
+ckclose "adam + crop-flip: cuda = ref" "$T/adam-ref.ck" "$T/adam-cuda.ck" "$T/all.ck"
+
+# ---- net-eval ------------------------------------------------------------------------------
+# The same checkpoint on both devices: every count, accuracy and confusion cell equal (a
+# wrong BN mode or normalisation would move many predictions), the losses within 1e-4.
+for dev in cuda cpu; do
+  net-eval --device $dev -f tsv "$T/all-cuda.ck" "$T/test.ds" >"$T/eval-$dev.tsv" 2>"$T/eval-$dev.err" ||
+    t_fail "eval on $dev" "$(tail -c 300 "$T/eval-$dev.err")"
+done
+if "$PY" - "$T/eval-cpu.tsv" "$T/eval-cuda.tsv" >"$T/ev" 2>&1 <<'EOF'
+import sys
+a, b = [dict(l.rstrip("\n").split("\t", 1) for l in open(p) if "\t" in l) for p in sys.argv[1:3]]
+if sorted(a) != sorted(b) or "loss" not in a: sys.exit("different keys: %s vs %s" % (sorted(a), sorted(b)))
+for k in a:
+    if k == "loss":
+        if abs(float(a[k]) - float(b[k])) > 1e-4 * max(1.0, abs(float(a[k]))): sys.exit("loss %s vs %s" % (a[k], b[k]))
+    elif a[k] != b[k]: sys.exit("%s: %s vs %s" % (k, a[k], b[k]))
+print("%s images, %s correct, loss %s vs %s" % (a["images"], a["correct"], a["loss"], b["loss"]))
+EOF
+then t_ok "eval: cuda = cpu ($(cat "$T/ev"))"; else t_fail "eval: cuda = cpu" "$(cat "$T/ev")"; fi
+
+# ---- precision -----------------------------------------------------------------------------
+# tf32 must reach cuDNN's math type: the emulation then rounds the convolutions' operands to
+# TF32 (10 mantissa bits, as the tensor cores read them), so the parameters part from
+# fp32's; the run must still be a sane one near it. TF32's rounding is ~5e-4 of each operand,
+# far above fp32's, and BatchNorm's gradients amplify it in the tensors that move least:
+# measured 0.2 of the update (an early BN gamma) after one epoch, hence 0.5.
+expect "tf32: trains on cuda" 0 net-train "$T/all.ck" $RUN --epochs 1 --precision tf32 --device cuda -o "$T/tf32.ck"
+net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/fp32.ck" 2>/dev/null
+CK_TOL=0.5 ckclose "tf32: near fp32" "$T/fp32.ck" "$T/tf32.ck" "$T/all.ck"
+check "tf32: its parameters are not fp32's" sh -c "! grep -q 'all equal' '$T/cmp'"
+
+t_done
