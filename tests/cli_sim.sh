@@ -7,6 +7,8 @@
 #   - net-train --device cuda against --device ref from the same checkpoint (all parameters,
 #     BN only with the frozen tensors bit-identical, Adam, crop-flip augmentation), the same
 #     seed twice giving the same bytes, a run moved between devices by --resume
+#   - the same bytes when the emulation runs blocks and threads last first (CUDASIM_ORDER),
+#     and test_cuda_ops passing in that order too (races)
 #   - net-eval --device cuda against --device cpu; --precision tf32 reaching cuDNN
 # The emulation sums each convolution in double and rounds once, so this checks the
 # backend's logic (indices, fusions, batches, optimizer, recording, state), not the GPU's own
@@ -58,6 +60,10 @@ check "all: the cuda run used the cuda backend, recording its steps" grep -q "cu
 ckclose "all: cuda = ref after 2 epochs" "$T/all-ref.ck" "$T/all-cuda.ck" "$T/all.ck"
 net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda -o "$T/all-cuda2.ck" 2>/dev/null
 check "all: the same seed on cuda gives the same bytes" cmp -s "$T/all-cuda.ck" "$T/all-cuda2.ck"
+# A GPU runs blocks and threads in no fixed order; the backend's sums are ordered by index,
+# never by timing, so the last-first schedule must give the same bytes (a race would not).
+CUDASIM_ORDER=reverse net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda -o "$T/all-cuda-rev.ck" 2>/dev/null
+check "all: blocks and threads run last first give the same bytes" cmp -s "$T/all-cuda.ck" "$T/all-cuda-rev.ck"
 
 # a run moved between devices: epoch 1 on one, epoch 2 resumed on the other
 expect "move: epoch 2 resumed on ref from cuda's epoch 1" 0 \
@@ -121,6 +127,19 @@ for k in a:
 print("%s images, %s correct, loss %s vs %s" % (a["images"], a["correct"], a["loss"], b["loss"]))
 EOF
 then t_ok "eval: cuda = cpu ($(cat "$T/ev"))"; else t_fail "eval: cuda = cpu" "$(cat "$T/ev")"; fi
+
+# ---- the op tests under the other schedule ---------------------------------------------------
+# test_cuda_ops (run by tests/run.sh in thread order) again with blocks and threads last
+# first: a kernel whose result depends on the order (a race) fails one of the two
+TCO="$b/sim/tests/test_cuda_ops"
+if [ -x "$TCO" ]; then
+  CUDASIM_ORDER=reverse "$TCO" >"$T/rev.log" 2>&1; rc=$?
+  tally=$(grep -E '^# [0-9]+ passed' "$T/rev.log" | tail -n 1)
+  if [ "$rc" -eq 0 ] && [ -n "$tally" ]; then t_ok "test_cuda_ops last thread first (${tally#\# })"
+  else t_fail "test_cuda_ops last thread first" "exit $rc: $(grep -E 'FAIL|check failed|^cudasim:' "$T/rev.log" | head -n 5)"; fi
+else
+  t_skip "test_cuda_ops last thread first" "$TCO not built"
+fi
 
 # ---- precision -----------------------------------------------------------------------------
 # tf32 must reach cuDNN's math type: the emulation then rounds the convolutions' operands to

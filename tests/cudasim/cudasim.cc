@@ -21,14 +21,16 @@
 //     workspace is device memory of the size the algorithm asked for.
 //
 // What it cannot show: speed, the GPU's own floating-point functions (exp, log, sqrt are
-// the host's; the _rn intrinsics are exact either way), races between threads of a block
-// (they run one at a time, each to its next barrier), cuDNN's own arithmetic (the
+// the host's; the _rn intrinsics are exact either way), every race between threads (they
+// run one at a time, each to its next barrier: only a race that the two orders of
+// CUDASIM_ORDER resolve differently shows), cuDNN's own arithmetic (the
 // convolutions here sum in double and round once; under tensor-op math their inputs are
 // first rounded to TF32), and anything of the real driver.
 //
 // Execution is synchronous: work is done when it is queued (streams only record, during a
 // capture). Blocks run one after another; the threads of a block are fibers that switch at
-// barriers (a few instructions each, below).
+// barriers (a few instructions each, below). CUDASIM_ORDER=reverse runs blocks and threads
+// last first: what depends on the order (a race) then comes out different.
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -598,9 +600,20 @@ static int release_warps(void) {
     return released;
 }
 
+// CUDASIM_ORDER=reverse runs the blocks of a grid, and the threads of a block between two
+// barriers, last first. A GPU promises no order, so a kernel whose result depends on it (a
+// race through shared or global memory) gives different results under the two orders.
+static bool reverse_order(void) {
+    static int r = -1;
+    if (r < 0) r = getenv("CUDASIM_ORDER") && strcmp(getenv("CUDASIM_ORDER"), "reverse") == 0;
+    return r;
+}
+static inline int nth(int k, int n) { return reverse_order() ? n - 1 - k : k; }
+
 static void run_block(void) {
     if (plain_mode) {
-        for (int i = 0; i < nthreads; i++) {
+        for (int k = 0; k < nthreads; k++) {
+            int i = nth(k, nthreads);
             threadIdx = make_uint3(i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y));
             (*kernel_body)();
         }
@@ -611,7 +624,8 @@ static void run_block(void) {
         fibers[i].tid = make_uint3(i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y));
     }
     for (;;) {
-        for (int i = 0; i < nthreads; i++) {
+        for (int k = 0; k < nthreads; k++) {
+            int i = nth(k, nthreads);
             if (fibers[i].state != T_RUN) continue;
             cur = &fibers[i];
             threadIdx = cur->tid;
@@ -646,7 +660,8 @@ static void run_kernel(dim3 grid, dim3 block, const char *name, const std::funct
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = make_uint3(x, y, z);
+                blockIdx = make_uint3((unsigned)nth((int)x, (int)grid.x), (unsigned)nth((int)y, (int)grid.y),
+                                      (unsigned)nth((int)z, (int)grid.z));
                 run_block();
             }
     if (known == barrier_free.end()) barrier_free[name] = !barrier_seen;

@@ -1,10 +1,12 @@
 #!/bin/sh
 # mutants.sh: shows that the CUDA tests, run under tests/cudasim, fail when kernels/ has the
 # kinds of bug a GPU kernel gets: a missing barrier, a divergent shuffle, a grid-stride loop one
-# element too far, a host pointer handed to a kernel, a wrong shuffle direction, a lost store.
+# element too far, a host pointer handed to a kernel, a wrong shuffle direction, a lost store,
+# a race on shared memory.
 # Each mutant is one sed edit of one file in a scratch copy of the tree (the sim build copied
 # beside it, so only that file is recompiled); the copy's test_cuda_ops must then fail (a failed
-# check, or the emulator stopping with what went wrong). It says which mutants survived.
+# check, or the emulator stopping with what went wrong), in thread order or, failing that,
+# under CUDASIM_ORDER=reverse (a race). It says which mutants survived.
 #
 # usage: tests/cudasim/mutants.sh [NAME...]     (make sim-mutants; about a minute a mutant)
 # The tally closes with "N passed, N failed" where a pass is a mutant caught.
@@ -26,6 +28,7 @@ stride-past-end|kernels/cuda_internal.h|s/i < (n); i +=/i <= (n); i +=/|GRID_STR
 host-pointer|kernels/cuda_linear.cu|s/d_loss, d_hit, NULL);/loss, d_hit, NULL);/|cuda_xent: the caller'"'"'s host pointer passed to the kernel
 shfl-up|kernels/cuda_elem.cu|s/a += __shfl_down_sync(0xffffffffu, a, off)/a += __shfl_up_sync(0xffffffffu, a, off)/|k_gap_fwd: the warp sum shuffled the wrong way
 lost-mean|kernels/cuda_bn.cu|s/if (s == 0) mean\[c\] = mu_s;/if (s == 1) mean[c] = mu_s;/|k_bn_partial: the batch mean never stored when a channel has one slice
+mean-race|kernels/cuda_bn.cu|s/^        __syncthreads();$//|k_bn_partial: threads read the mean thread 0 makes with no barrier between (in thread order it is there in time)
 '
 P=0; F=0; survivors=""
 IFS_NL='
@@ -42,14 +45,20 @@ for m in $mutants; do
   elif ! (cd "$work" && make --no-print-directory -j2 sim BUILD="$build" >"$work/make.log" 2>&1); then
     echo "not ok - $name: the mutant did not build"; tail -n 5 "$work/make.log"; F=$((F+1))
   else
+    # in thread order, then (if that passed) last thread first: a race may hide in one order
+    order=forward
     (cd "$work" && timeout 600 "./$build/sim/tests/test_cuda_ops" >"$work/run.log" 2>&1); rc=$?
+    if [ "$rc" -eq 0 ]; then
+      order=reverse
+      (cd "$work" && CUDASIM_ORDER=reverse timeout 600 "./$build/sim/tests/test_cuda_ops" >"$work/run.log" 2>&1); rc=$?
+    fi
     why=$(grep -m 1 -E 'check failed|^cudasim:' "$work/run.log" | sed 's/^ *//')
     failed=$(sed -n 's/^FAIL - //p' "$work/run.log" | tr '\n' ' ')
     if [ "$rc" -ne 0 ]; then
-      echo "ok - $name caught ($what): exit $rc${failed:+, failed: $failed}"
+      echo "ok - $name caught ($what): $order order, exit $rc${failed:+, failed: $failed}"
       echo "    ${why:-(no message)}"; P=$((P+1))
     else
-      echo "not ok - $name survived ($what): test_cuda_ops passed"; F=$((F+1)); survivors="$survivors $name"
+      echo "not ok - $name survived ($what): test_cuda_ops passed in both orders"; F=$((F+1)); survivors="$survivors $name"
     fi
   fi
   mv "$work/$file.orig" "$work/$file" && touch "$work/$file"   # newer than the mutant's objects
