@@ -53,10 +53,10 @@ SIM_REWRITE = { echo '\#line 1 "$<"'; sed -e 's/\([A-Za-z_][A-Za-z0-9_]*\(<[^<>]
 $(SIM_BUILD)/kernels/%.cc: kernels/%.cu
 	@mkdir -p $(@D)
 	$(SIM_REWRITE)
-$(SIM_BUILD)/tests/test_cudasim.cc: tests/cudasim/test_cudasim.cu
+$(SIM_BUILD)/gen/test_cudasim.cc: tests/cudasim/test_cudasim.cu
 	@mkdir -p $(@D)
 	$(SIM_REWRITE)
-$(SIM_BUILD)/tests/test_cudasim.o: $(SIM_BUILD)/tests/test_cudasim.cc tests/cudasim/cudasim.h
+$(SIM_BUILD)/tests/test_cudasim.o: $(SIM_BUILD)/gen/test_cudasim.cc tests/cudasim/cudasim.h
 	$(SIM_CXX) $(SIM_CXXFLAGS) -Itests -MMD -MP -include cudasim.h -c -o $@ $<
 $(SIM_BUILD)/tests/test_cudasim: $(SIM_BUILD)/tests/test_cudasim.o $(SIM_BUILD)/cudasim.o
 	$(SIM_CXX) -fopenmp -o $@ $^ -lm -lpthread

@@ -36,6 +36,12 @@ template <typename T> static T *up(const std::vector<T> &h) {
     return d;
 }
 
+// A test that provokes the emulator's refusals says so first: they print on stderr.
+static void expect_refusals(const char *test) {
+    fflush(stdout);
+    fprintf(stderr, "# %s: the cudasim refusals that follow are expected\n", test);
+}
+
 // Runs f in a child; 1 when it exited with status 3 and its stderr holds want.
 template <typename F> static int dies_saying(F f, const char *want) {
     int fd[2];
@@ -230,6 +236,7 @@ TEST(barrier_faults_reported) {
 }
 
 TEST(launch_limits) {
+    expect_refusals("launch_limits");
     int *d = dnew<int>(2048);
     cudaMemset(d, 0, 2048 * sizeof(int));
     (void)cudaGetLastError();
@@ -248,6 +255,7 @@ TEST(launch_limits) {
 }
 
 TEST(pointers_and_copies) {
+    expect_refusals("pointers_and_copies");
     int *d = dnew<int>(64), *pinned = NULL, host[64];
     std::vector<int> h = back(d, 64);
     int nan_bytes = 1;
@@ -340,6 +348,7 @@ static float tf32_host(float v) {
 }
 
 TEST(cudnn_convolution) {
+    expect_refusals("cudnn_convolution");
     const int N = 2, C = 3, H = 7, Wd = 6, K = 4, R = 3, S = 2, P = 1;
     const int HO = (H + 2 * P - R) / S + 1, WO = (Wd + 2 * P - R) / S + 1;
     std::vector<float> x((size_t)N * C * H * Wd), w((size_t)K * C * R * R), dy((size_t)N * K * HO * WO);
