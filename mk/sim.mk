@@ -57,6 +57,7 @@ $(SIM_BUILD)/gen/test_cudasim.cc: tests/cudasim/test_cudasim.cu
 	@mkdir -p $(@D)
 	$(SIM_REWRITE)
 $(SIM_BUILD)/tests/test_cudasim.o: $(SIM_BUILD)/gen/test_cudasim.cc tests/cudasim/cudasim.h
+	@mkdir -p $(@D)
 	$(SIM_CXX) $(SIM_CXXFLAGS) -Itests -MMD -MP -include cudasim.h -c -o $@ $<
 $(SIM_BUILD)/tests/test_cudasim: $(SIM_BUILD)/tests/test_cudasim.o $(SIM_BUILD)/cudasim.o
 	$(SIM_CXX) -fopenmp -o $@ $^ -lm -lpthread
