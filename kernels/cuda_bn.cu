@@ -111,7 +111,7 @@ __global__ void k_bn_stats(const double *sumsq, const double *sqpart, int S, con
 }
 
 // relu_fwd's rule: NaN stays NaN (NaN < 0 is false)
-__device__ static inline float relu_if(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
+__device__ inline float relu_if(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
 
 // the BN value v, rounded to float, plus the residual r[i] when there is one (rounded once,
 // as the separate add kernel does), then the ReLU when asked

@@ -610,7 +610,13 @@ static bool reverse_order(void) {
 }
 static inline int nth(int k, int n) { return reverse_order() ? n - 1 - k : k; }
 
+// every __shared__ variable of the program (cudasim.h puts them in this section; the linker
+// names its ends); weak, for a program with none
+extern char __start_sim_shared[] __attribute__((weak)), __stop_sim_shared[] __attribute__((weak));
+
 static void run_block(void) {
+    char *s0 = __start_sim_shared, *s1 = __stop_sim_shared;
+    if (s0 != s1) memset(s0, 0xff, (size_t)(s1 - s0));   // nothing defined in shared memory at a block's start
     if (plain_mode) {
         for (int k = 0; k < nthreads; k++) {
             int i = nth(k, nthreads);

@@ -12,7 +12,8 @@
 // Device code semantics emulated here:
 //   - threadIdx, blockIdx, blockDim, gridDim: set for each emulated thread;
 //   - __shared__: one instance (a static), shared by the threads of the block running now
-//     (blocks run one after another);
+//     (blocks run one after another), refilled with 0xff bytes (NaN) before each block, so
+//     a read of what this block did not write shows;
 //   - __syncthreads and the __shfl_*_sync shuffles: real barriers between the block's
 //     threads (each thread is a fiber); a barrier that not every thread reaches is reported
 //     as an error, not hung on;
@@ -33,8 +34,16 @@
 #include <type_traits>
 #include <utility>
 
+// Kernels and device functions with internal linkage: a static in an inline or template
+// function would otherwise go to a COMDAT group, which cannot share the section below.
+#undef __global__
+#define __global__ static
+#undef __device__
+#define __device__ static
 #undef __shared__
-#define __shared__ static
+// in a section of their own, so that cudasim.cc can fill them all with NaN bytes before each
+// block (on a GPU, shared memory holds nothing defined when a block starts)
+#define __shared__ static __attribute__((section("sim_shared")))
 
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;

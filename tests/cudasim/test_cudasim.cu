@@ -119,6 +119,15 @@ __global__ void k_sync_if(int *out, int sync) {
     out[threadIdx.x] = (int)threadIdx.x;
 }
 
+// thread 0 of block b reads a shared float before storing b in it: what block b-1 left
+__global__ void k_stale_shared(float *out) {
+    __shared__ float v;
+    if (threadIdx.x == 0) {
+        out[blockIdx.x] = v;
+        v = (float)blockIdx.x;
+    }
+    __syncthreads();
+}
 __global__ void k_set(int *out, int v) { out[threadIdx.x] = v + out[threadIdx.x] * 0 + (int)threadIdx.x; }
 __global__ void k_write_at(float *out, long i) { out[i] = 1.0f; }
 __global__ void k_read_at(const float *in, long i, float *out) { out[0] = in[i]; }
@@ -157,6 +166,14 @@ TEST(syncthreads_and_shared) {
         for (int t = 0; t < 256; t++) bad += h[b * 256 + t] != in[b * 256 + 255 - t];
     CHECK(bad == 0, "%d elements not reversed: the barrier did not hold the threads", bad);
     cudaFree(din), cudaFree(dout);
+    // shared memory holds nothing defined when a block starts: NaN, never the last block's
+    float *st = dnew<float>(3);
+    k_stale_shared<<<3, 64, 0, 0>>>(st);
+    std::vector<float> f(3);
+    cudaMemcpy(f.data(), st, sizeof(float) * 3, cudaMemcpyDeviceToHost);
+    CHECK(std::isnan(f[0]) && std::isnan(f[1]) && std::isnan(f[2]),
+          "shared memory at a block's start read %g %g %g, not NaN", f[0], f[1], f[2]);
+    cudaFree(st);
 }
 
 // CUDA's definitions (Programming Guide, warp shuffle functions), lane by lane
