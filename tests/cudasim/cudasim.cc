@@ -712,7 +712,6 @@ struct cudnnConvolutionStruct {
 };
 
 static size_t tensor_bytes(const cudnnTensorStruct *t) { return (size_t)t->n * t->c * t->h * t->w * sizeof(float); }
-static size_t filter_bytes(const cudnnFilterStruct *f) { return (size_t)f->k * f->c * f->h * f->w * sizeof(float); }
 
 // the shape of a convolution, once its descriptors agree
 struct conv_shape {
@@ -819,11 +818,14 @@ static cudnnStatus_t list(int dir, const conv_shape &s, cudnnMathType_t math, in
     return CUDNN_STATUS_SUCCESS;
 }
 
-// The work of a convolution call, checked: its pointers in device memory and big enough,
-// its algorithm able to run the shape, its workspace device memory of the algorithm's size.
-static cudnnStatus_t conv_call(cudnnHandle_t h, int dir, int algo, const conv_shape &s, const void *ws, size_t wsb,
-                               const void *a, size_t ab, const void *b, size_t bb, void *out, size_t ob,
-                               std::function<void()> work) {
+// A convolution call, checked: its pointers in device memory and big enough, its algorithm
+// able to run the shape, its workspace device memory of the algorithm's size. Then queued:
+// the two inputs (a, b: na, nb floats) rounded to TF32 under tensor-op math, and loops run.
+typedef void conv_loops_fn(const conv_shape &, const float *, const float *, float, float, float *);
+static cudnnStatus_t conv_call(cudnnHandle_t h, int dir, int algo, const conv_shape &s,
+                               const cudnnConvolutionStruct *cd, const void *ws, size_t wsb, const void *alpha,
+                               const void *beta, const void *a, size_t na, const void *b, size_t nb, void *out,
+                               size_t nout, conv_loops_fn *loops) {
     if (!h) return CUDNN_STATUS_BAD_PARAM;
     size_t need;
     if (!algo_ws(dir, algo, s, &need)) {
@@ -835,7 +837,7 @@ static cudnnStatus_t conv_call(cudnnHandle_t h, int dir, int algo, const conv_sh
                 "given %zu at %p\n", dir, algo, need, wsb, ws);
         return CUDNN_STATUS_BAD_PARAM;
     }
-    if (!is_device(a, ab) || !is_device(b, bb) || !is_device(out, ob)) {
+    if (!is_device(a, na * 4) || !is_device(b, nb * 4) || !is_device(out, nout * 4)) {
         fprintf(stderr, "cudasim: cuDNN direction %d: a tensor is not in device memory, or is smaller than its "
                 "descriptor says\n", dir);
         return CUDNN_STATUS_BAD_PARAM;
@@ -843,15 +845,23 @@ static cudnnStatus_t conv_call(cudnnHandle_t h, int dir, int algo, const conv_sh
     static const char *names[3] = {"cudnnConvolutionForward", "cudnnConvolutionBackwardData",
                                    "cudnnConvolutionBackwardFilter"};
     const char *name = names[dir];
-    auto checked = [name, work]() {
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    bool round = tensor_math(cd->math);
+    const float *ap = (const float *)a, *bp = (const float *)b;
+    float *op = (float *)out;
+    auto work = [=]() {
         last_work = name;
-        work();
+        std::vector<float> ba, bb;
+        loops(s, operand(ap, na, round, ba), operand(bp, nb, round, bb), al, be, op);
         check_slack("a cuDNN convolution");
     };
-    if (enqueue(h->st, checked) != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED;
+    if (enqueue(h->st, work) != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED;
     return CUDNN_STATUS_SUCCESS;
 }
 
+static size_t n_x(const conv_shape &s) { return (size_t)s.n * s.ci * s.h * s.w; }
+static size_t n_y(const conv_shape &s) { return (size_t)s.n * s.co * s.ho * s.wo; }
+static size_t n_w(const conv_shape &s) { return (size_t)s.co * s.ci * s.kh * s.kw; }
 static inline size_t X(const conv_shape &s, int n, int c, int y, int x) { return (((size_t)n * s.ci + c) * s.h + y) * s.w + x; }
 static inline size_t Y(const conv_shape &s, int n, int c, int y, int x) { return (((size_t)n * s.co + c) * s.ho + y) * s.wo + x; }
 static inline size_t W(const conv_shape &s, int o, int c, int y, int x) { return (((size_t)o * s.ci + c) * s.kh + y) * s.kw + x; }
@@ -950,6 +960,24 @@ static void conv_bwd_filter_loops(const conv_shape &s, const float *x, const flo
                 }
 }
 
+// Find times candidates by running them, which a capture does not allow (cuDNN refuses;
+// the capture is invalidated); Get_v7 only orders them.
+template <typename Perf>
+static cudnnStatus_t search(int dir, bool timed, const cudnnTensorStruct *x, const cudnnFilterStruct *w,
+                            const cudnnConvolutionStruct *c, const cudnnTensorStruct *y, int want, int *got, Perf *p) {
+    if (timed && capture_forbids()) return CUDNN_STATUS_NOT_SUPPORTED;
+    conv_shape s;
+    cudnnStatus_t e = shape_of(x, w, c, y, &s);
+    return e != CUDNN_STATUS_SUCCESS ? e : list(dir, s, c->math, want, got, p, timed);
+}
+static cudnnStatus_t ws_size(int dir, const cudnnTensorStruct *x, const cudnnFilterStruct *w,
+                             const cudnnConvolutionStruct *c, const cudnnTensorStruct *y, int algo, size_t *bytes) {
+    conv_shape s;
+    cudnnStatus_t e = shape_of(x, w, c, y, &s);
+    if (e != CUDNN_STATUS_SUCCESS) return e;
+    return algo_ws(dir, algo, s, bytes) ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
+}
+
 extern "C" {
 size_t cudnnGetVersion(void) { return CUDNN_VERSION; }
 const char *cudnnGetErrorString(cudnnStatus_t s) {
@@ -1037,103 +1065,68 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
     return *h > 0 && *w > 0 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
 }
 
-#define FIND_GUARD(h)                                                                                    \
-    do {                                                                                                 \
-        if (capturing_stream) return capturing_stream->invalidated = true, CUDNN_STATUS_NOT_SUPPORTED;  \
-    } while (0)
-
-cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                    const cudnnFilterDescriptor_t w, const cudnnConvolutionDescriptor_t c,
                                                    const cudnnTensorDescriptor_t y, const int want, int *got,
                                                    cudnnConvolutionFwdAlgoPerf_t *p) {
-    FIND_GUARD(h);
-    conv_shape s;
-    cudnnStatus_t e = shape_of(x, w, c, y, &s);
-    return e != CUDNN_STATUS_SUCCESS ? e : list(DIR_FWD, s, c->math, want, got, p, true);
+    return search(DIR_FWD, true, x, w, c, y, want, got, p);
 }
-cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                      const cudnnFilterDescriptor_t w,
                                                      const cudnnConvolutionDescriptor_t c,
                                                      const cudnnTensorDescriptor_t y, const int want, int *got,
                                                      cudnnConvolutionFwdAlgoPerf_t *p) {
-    (void)h;
-    conv_shape s;
-    cudnnStatus_t e = shape_of(x, w, c, y, &s);
-    return e != CUDNN_STATUS_SUCCESS ? e : list(DIR_FWD, s, c->math, want, got, p, false);
+    return search(DIR_FWD, false, x, w, c, y, want, got, p);
 }
-cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(cudnnHandle_t, const cudnnFilterDescriptor_t w,
                                                         const cudnnTensorDescriptor_t dy,
                                                         const cudnnConvolutionDescriptor_t c,
                                                         const cudnnTensorDescriptor_t dx, const int want, int *got,
                                                         cudnnConvolutionBwdDataAlgoPerf_t *p) {
-    FIND_GUARD(h);
-    conv_shape s;
-    cudnnStatus_t e = shape_of(dx, w, c, dy, &s);
-    return e != CUDNN_STATUS_SUCCESS ? e : list(DIR_BWD_DATA, s, c->math, want, got, p, true);
+    return search(DIR_BWD_DATA, true, dx, w, c, dy, want, got, p);
 }
-cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t, const cudnnFilterDescriptor_t w,
                                                           const cudnnTensorDescriptor_t dy,
                                                           const cudnnConvolutionDescriptor_t c,
                                                           const cudnnTensorDescriptor_t dx, const int want, int *got,
                                                           cudnnConvolutionBwdDataAlgoPerf_t *p) {
-    (void)h;
-    conv_shape s;
-    cudnnStatus_t e = shape_of(dx, w, c, dy, &s);
-    return e != CUDNN_STATUS_SUCCESS ? e : list(DIR_BWD_DATA, s, c->math, want, got, p, false);
+    return search(DIR_BWD_DATA, false, dx, w, c, dy, want, got, p);
 }
-cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                           const cudnnTensorDescriptor_t dy,
                                                           const cudnnConvolutionDescriptor_t c,
                                                           const cudnnFilterDescriptor_t dw, const int want, int *got,
                                                           cudnnConvolutionBwdFilterAlgoPerf_t *p) {
-    FIND_GUARD(h);
-    conv_shape s;
-    cudnnStatus_t e = shape_of(x, dw, c, dy, &s);
-    return e != CUDNN_STATUS_SUCCESS ? e : list(DIR_BWD_FILTER, s, c->math, want, got, p, true);
+    return search(DIR_BWD_FILTER, true, x, dw, c, dy, want, got, p);
 }
-cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                             const cudnnTensorDescriptor_t dy,
                                                             const cudnnConvolutionDescriptor_t c,
                                                             const cudnnFilterDescriptor_t dw, const int want,
                                                             int *got, cudnnConvolutionBwdFilterAlgoPerf_t *p) {
-    (void)h;
-    conv_shape s;
-    cudnnStatus_t e = shape_of(x, dw, c, dy, &s);
-    return e != CUDNN_STATUS_SUCCESS ? e : list(DIR_BWD_FILTER, s, c->math, want, got, p, false);
+    return search(DIR_BWD_FILTER, false, x, dw, c, dy, want, got, p);
 }
 
-cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                       const cudnnFilterDescriptor_t w,
                                                       const cudnnConvolutionDescriptor_t c,
                                                       const cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t a,
                                                       size_t *bytes) {
-    (void)h;
-    conv_shape s;
-    cudnnStatus_t e = shape_of(x, w, c, y, &s);
-    if (e != CUDNN_STATUS_SUCCESS) return e;
-    return algo_ws(DIR_FWD, a, s, bytes) ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
+    return ws_size(DIR_FWD, x, w, c, y, a, bytes);
 }
-cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t, const cudnnFilterDescriptor_t w,
                                                            const cudnnTensorDescriptor_t dy,
                                                            const cudnnConvolutionDescriptor_t c,
                                                            const cudnnTensorDescriptor_t dx,
                                                            cudnnConvolutionBwdDataAlgo_t a, size_t *bytes) {
-    (void)h;
-    conv_shape s;
-    cudnnStatus_t e = shape_of(dx, w, c, dy, &s);
-    if (e != CUDNN_STATUS_SUCCESS) return e;
-    return algo_ws(DIR_BWD_DATA, a, s, bytes) ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
+    return ws_size(DIR_BWD_DATA, dx, w, c, dy, a, bytes);
 }
-cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                              const cudnnTensorDescriptor_t dy,
                                                              const cudnnConvolutionDescriptor_t c,
                                                              const cudnnFilterDescriptor_t dw,
                                                              cudnnConvolutionBwdFilterAlgo_t a, size_t *bytes) {
-    (void)h;
-    conv_shape s;
-    cudnnStatus_t e = shape_of(x, dw, c, dy, &s);
-    if (e != CUDNN_STATUS_SUCCESS) return e;
-    return algo_ws(DIR_BWD_FILTER, a, s, bytes) ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
+    return ws_size(DIR_BWD_FILTER, x, dw, c, dy, a, bytes);
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
@@ -1143,21 +1136,9 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
                                       void *y) {
     conv_shape s;
     cudnnStatus_t e = shape_of(xd, wd, cd, yd, &s);
-    if (e != CUDNN_STATUS_SUCCESS) return e;
-    float al = *(const float *)alpha, be = *(const float *)beta;
-    bool round = tensor_math(cd->math);
-    const float *xp = (const float *)x, *wp = (const float *)w;
-    float *yp = (float *)y;
-    size_t nx = (size_t)s.n * s.ci * s.h * s.w;
-    return conv_call(h, DIR_FWD, algo, s, ws, wsb, x, tensor_bytes(xd), w, filter_bytes(wd), y, tensor_bytes(yd),
-                     [=]() {
-                         std::vector<float> bx, bw;
-                         const float *X_ = operand(xp, nx, round, bx);
-                         const float *W_ = operand(wp, (size_t)s.co * s.ci * s.kh * s.kw, round, bw);
-                         conv_fwd_loops(s, X_, W_, al, be, yp);
-                     });
+    return e != CUDNN_STATUS_SUCCESS ? e : conv_call(h, DIR_FWD, algo, s, cd, ws, wsb, alpha, beta, x, n_x(s), w,
+                                                     n_w(s), y, n_y(s), conv_fwd_loops);
 }
-
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, const cudnnFilterDescriptor_t wd,
                                            const void *w, const cudnnTensorDescriptor_t dyd, const void *dy,
                                            const cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdDataAlgo_t algo,
@@ -1165,21 +1146,9 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, c
                                            void *dx) {
     conv_shape s;
     cudnnStatus_t e = shape_of(dxd, wd, cd, dyd, &s);
-    if (e != CUDNN_STATUS_SUCCESS) return e;
-    float al = *(const float *)alpha, be = *(const float *)beta;
-    bool round = tensor_math(cd->math);
-    const float *dyp = (const float *)dy, *wp = (const float *)w;
-    float *dxp = (float *)dx;
-    size_t ny = (size_t)s.n * s.co * s.ho * s.wo;
-    return conv_call(h, DIR_BWD_DATA, algo, s, ws, wsb, w, filter_bytes(wd), dy, tensor_bytes(dyd), dx,
-                     tensor_bytes(dxd), [=]() {
-                         std::vector<float> bd, bw;
-                         const float *D = operand(dyp, ny, round, bd);
-                         const float *W_ = operand(wp, (size_t)s.co * s.ci * s.kh * s.kw, round, bw);
-                         conv_bwd_data_loops(s, D, W_, al, be, dxp);
-                     });
+    return e != CUDNN_STATUS_SUCCESS ? e : conv_call(h, DIR_BWD_DATA, algo, s, cd, ws, wsb, alpha, beta, dy, n_y(s),
+                                                     w, n_w(s), dx, n_x(s), conv_bwd_data_loops);
 }
-
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
                                              const void *x, const cudnnTensorDescriptor_t dyd, const void *dy,
                                              const cudnnConvolutionDescriptor_t cd,
@@ -1187,19 +1156,8 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              const void *beta, const cudnnFilterDescriptor_t dwd, void *dw) {
     conv_shape s;
     cudnnStatus_t e = shape_of(xd, dwd, cd, dyd, &s);
-    if (e != CUDNN_STATUS_SUCCESS) return e;
-    float al = *(const float *)alpha, be = *(const float *)beta;
-    bool round = tensor_math(cd->math);
-    const float *xp = (const float *)x, *dyp = (const float *)dy;
-    float *dwp = (float *)dw;
-    size_t nx = (size_t)s.n * s.ci * s.h * s.w, ny = (size_t)s.n * s.co * s.ho * s.wo;
-    return conv_call(h, DIR_BWD_FILTER, algo, s, ws, wsb, x, tensor_bytes(xd), dy, tensor_bytes(dyd), dw,
-                     filter_bytes(dwd), [=]() {
-                         std::vector<float> bx, bd;
-                         const float *X_ = operand(xp, nx, round, bx);
-                         const float *D = operand(dyp, ny, round, bd);
-                         conv_bwd_filter_loops(s, X_, D, al, be, dwp);
-                     });
+    return e != CUDNN_STATUS_SUCCESS ? e : conv_call(h, DIR_BWD_FILTER, algo, s, cd, ws, wsb, alpha, beta, x,
+                                                     n_x(s), dy, n_y(s), dw, n_w(s), conv_bwd_filter_loops);
 }
 
 // C = alpha * A + beta * C, A broadcast over C's batch and pixels (a bias of 1 x C x 1 x 1)

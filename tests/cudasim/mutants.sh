@@ -19,25 +19,14 @@ cp -a Makefile mk pipelines lib kernels tests tools scripts "$work"/ 2>/dev/null
 mkdir -p "$work/$build" && cp -a "$build/sim" "$work/$build/"
 [ -f "$build/dist.flags" ] && cp -a "$build/dist.flags" "$work/$build/"
 
-# name | file | sed script | what it breaks
-mutants='
-no-barrier|kernels/cuda_reduce.cuh|s/^    __syncthreads();$//|block_sum2: warp 0 reads the other warps'"'"' sums before they are stored
-gemm-race|kernels/cuda_linear.cu|/acc = fmaf/{n;s/__syncthreads();//;}|k_gemm: the next tile overwrites shared memory while other threads still read it
-divergent-shfl|kernels/cuda_reduce.cuh|s/if (warp == 0) {/if (warp == 0 \&\& lane < nwarps) {/|block_sum2: a full-mask shuffle after some lanes of the warp have left
-stride-past-end|kernels/cuda_internal.h|s/i < (n); i +=/i <= (n); i +=/|GRID_STRIDE: one element past the end of every array
-host-pointer|kernels/cuda_linear.cu|s/d_loss, d_hit, NULL);/loss, d_hit, NULL);/|cuda_xent: the caller'"'"'s host pointer passed to the kernel
-shfl-up|kernels/cuda_elem.cu|s/a += __shfl_down_sync(0xffffffffu, a, off)/a += __shfl_up_sync(0xffffffffu, a, off)/|k_gap_fwd: the warp sum shuffled the wrong way
-lost-mean|kernels/cuda_bn.cu|s/if (s == 0) mean\[c\] = mu_s;/if (s == 1) mean[c] = mu_s;/|k_bn_partial: the batch mean never stored when a channel has one slice
-mean-race|kernels/cuda_bn.cu|s/^        __syncthreads();$//|k_bn_partial: threads read the mean thread 0 makes with no barrier between (in thread order it is there in time)
-'
+# the copy's test_cuda_ops under the schedule ORDER (forward or reverse), its output in run.log
+run_ops() { (cd "$work" && CUDASIM_ORDER=$1 timeout 600 "./$build/sim/tests/test_cuda_ops" >"$work/run.log" 2>&1); }
+
 P=0; F=0; survivors=""
-IFS_NL='
-'
-oldifs=$IFS; IFS=$IFS_NL
-for m in $mutants; do
-  IFS=$oldifs
-  name=${m%%|*}; rest=${m#*|}; file=${rest%%|*}; rest=${rest#*|}; script=${rest%%|*}; what=${rest#*|}
-  if [ $# -gt 0 ]; then hit=; for a in "$@"; do [ "$a" = "$name" ] && hit=1; done; [ -n "$hit" ] || { IFS=$IFS_NL; continue; }; fi
+# name | file | sed script | what it breaks    (fd 3: make and the tests keep stdin)
+while IFS='|' read -r name file script what <&3; do
+  [ -n "$name" ] || continue
+  if [ $# -gt 0 ]; then hit=; for a in "$@"; do [ "$a" = "$name" ] && hit=1; done; [ -n "$hit" ] || continue; fi
   cp "$work/$file" "$work/$file.orig"
   sed -e "$script" "$work/$file.orig" > "$work/$file"
   if cmp -s "$work/$file" "$work/$file.orig"; then
@@ -46,12 +35,8 @@ for m in $mutants; do
     echo "not ok - $name: the mutant did not build"; tail -n 5 "$work/make.log"; F=$((F+1))
   else
     # in thread order, then (if that passed) last thread first: a race may hide in one order
-    order=forward
-    (cd "$work" && timeout 600 "./$build/sim/tests/test_cuda_ops" >"$work/run.log" 2>&1); rc=$?
-    if [ "$rc" -eq 0 ]; then
-      order=reverse
-      (cd "$work" && CUDASIM_ORDER=reverse timeout 600 "./$build/sim/tests/test_cuda_ops" >"$work/run.log" 2>&1); rc=$?
-    fi
+    order=forward; run_ops forward; rc=$?
+    [ "$rc" -eq 0 ] && { order=reverse; run_ops reverse; rc=$?; }
     why=$(grep -m 1 -E 'check failed|^cudasim:' "$work/run.log" | sed 's/^ *//')
     failed=$(sed -n 's/^FAIL - //p' "$work/run.log" | tr '\n' ' ')
     if [ "$rc" -ne 0 ]; then
@@ -62,9 +47,16 @@ for m in $mutants; do
     fi
   fi
   mv "$work/$file.orig" "$work/$file" && touch "$work/$file"   # newer than the mutant's objects
-  IFS=$IFS_NL
-done
-IFS=$oldifs
+done 3<<'EOF'
+no-barrier|kernels/cuda_reduce.cuh|s/^    __syncthreads();$//|block_sum2: warp 0 reads the other warps' sums before they are stored
+gemm-race|kernels/cuda_linear.cu|/acc = fmaf/{n;s/__syncthreads();//;}|k_gemm: the next tile overwrites shared memory while other threads still read it
+divergent-shfl|kernels/cuda_reduce.cuh|s/if (warp == 0) {/if (warp == 0 \&\& lane < nwarps) {/|block_sum2: a full-mask shuffle after some lanes of the warp have left
+stride-past-end|kernels/cuda_internal.h|s/i < (n); i +=/i <= (n); i +=/|GRID_STRIDE: one element past the end of every array
+host-pointer|kernels/cuda_linear.cu|s/d_loss, d_hit, NULL);/loss, d_hit, NULL);/|cuda_xent: the caller's host pointer passed to the kernel
+shfl-up|kernels/cuda_elem.cu|s/a += __shfl_down_sync(0xffffffffu, a, off)/a += __shfl_up_sync(0xffffffffu, a, off)/|k_gap_fwd: the warp sum shuffled the wrong way
+lost-mean|kernels/cuda_bn.cu|s/if (s == 0) mean\[c\] = mu_s;/if (s == 1) mean[c] = mu_s;/|k_bn_partial: the batch mean never stored when a channel has one slice
+mean-race|kernels/cuda_bn.cu|s/^        __syncthreads();$//|k_bn_partial: threads read the mean thread 0 makes with no barrier between (in thread order it is there in time)
+EOF
 [ -n "$survivors" ] && echo "# survivors:$survivors"
 echo "# $P passed, $F failed"
 [ "$F" -eq 0 ]
