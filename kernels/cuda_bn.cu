@@ -19,6 +19,10 @@
 //   bn_fwd_train: {sum x [c], m} then {sum (x-mean)^2 [c]};
 //   bn_bwd:       {sum dy [c], sum dy*xhat [c], m}   (dx needs the global count m too).
 //
+// The per-element kernels (apply, infer, dx) find a value's channel without a division
+// (cuda_index.h) and take 4 values a thread as a float4 where hw % 4 == 0 and the pointers
+// are aligned (cuda_vec.cuh); each value's arithmetic is the same either way.
+//
 // Fused ReLU (ops.h OPS_RELU, the _l entries of ops_cuda.cu): the forward applies
 // max(0, .) to the rounded float (NaN kept, as relu_fwd), the backward masks dy by the
 // forward's output y > 0 (as relu_bwd) wherever it reads dy, so the fused ops give the
@@ -27,6 +31,7 @@
 
 #include "cuda_internal.h"
 #include "cuda_reduce.cuh"
+#include "cuda_vec.cuh"
 
 enum { SUM_X, SUM_SQ, SUM_BWD };
 
@@ -37,7 +42,7 @@ enum { SUM_X, SUM_SQ, SUM_BWD };
 // as k_bn_collect then k_bn_mean would make it (block (c, 0) stores it for the kernels after).
 template <int MODE>
 __global__ void k_bn_partial(const float *x, const float *dy, const float *ym, double *mean, const float *smean,
-                             const double *xpart, double M, int C, int hw, size_t m, double *part) {
+                             const double *xpart, double M, int C, cuda_div hwd, uint32_t m, double *part) {
     int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
     double mu = MODE == SUM_BWD ? (double)smean[c] : 0.0;
     if (MODE == SUM_SQ && xpart) {
@@ -54,8 +59,10 @@ __global__ void k_bn_partial(const float *x, const float *dy, const float *ym, d
         mu = mean[c];
     }
     double a = 0.0, b = 0.0;
-    for (size_t j = (size_t)s * blockDim.x + threadIdx.x; j < m; j += (size_t)S * blockDim.x) {
-        size_t ni = j / hw, i = j - ni * hw, at = (ni * C + c) * hw + i;
+    uint32_t hw = hwd.d;
+    for (uint32_t j = s * blockDim.x + threadIdx.x; j < m; j += S * blockDim.x) {   // m < 2^31: no wrap
+        uint32_t ni = cuda_div_q(hwd, j), i = j - ni * hw;
+        size_t at = ((size_t)ni * C + c) * hw + i;
         if (MODE == SUM_X) {
             a += x[at];
         } else if (MODE == SUM_SQ) {
@@ -113,28 +120,41 @@ __global__ void k_bn_stats(const double *sumsq, const double *sqpart, int S, con
 // relu_fwd's rule: NaN stays NaN (NaN < 0 is false)
 __device__ inline float relu_if(float v, int relu) { return relu && v < 0.0f ? 0.0f : v; }
 
-// the BN value v, rounded to float, plus the residual r[i] when there is one (rounded once,
+// the BN value v, rounded to float, plus the residual rv when there is one (rounded once,
 // as the separate add kernel does), then the ReLU when asked
-__device__ __forceinline__ float bn_out(float v, const float *r, size_t i, int relu) {
-    if (r) v = __fadd_rn(v, r[i]);
+__device__ __forceinline__ float bn_out(float v, bool add, float rv, int relu) {
+    if (add) v = __fadd_rn(v, rv);
     return relu_if(v, relu);
 }
 
+template <int V>
 __global__ void k_bn_apply(const float *x, const float *gamma, const float *beta, const double *mean,
-                           const double *invstd, int C, int hw, size_t total, int relu, const float *r, float *y) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)((i / hw) % C);
-        y[i] = bn_out((float)((double)gamma[c] * ((double)x[i] - mean[c]) * invstd[c] + (double)beta[c]), r, i, relu);
+                           const double *invstd, cuda_chan ix, uint32_t nv, int relu, const float *r, float *y) {
+    GROUPS(v, nv) {
+        int c = cuda_chan_of(ix, v);
+        double g = gamma[c], mu = mean[c], is = invstd[c], b = beta[c];
+        float xv[V], rv[V], out[V];
+        load_v<V>(x, v, xv);
+        if (r) load_v<V>(r, v, rv);
+        for (int k = 0; k < V; k++)
+            out[k] = bn_out((float)(g * ((double)xv[k] - mu) * is + b), r != NULL, r ? rv[k] : 0.0f, relu);
+        store_v<V>(y, v, out);
     }
 }
 
+template <int V>
 __global__ void k_bn_infer(const float *x, const float *gamma, const float *beta, const float *run_mean,
-                           const float *run_var, float eps, int C, int hw, size_t total, int relu, const float *r,
+                           const float *run_var, float eps, cuda_chan ix, uint32_t nv, int relu, const float *r,
                            float *y) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)((i / hw) % C);
-        double scale = (double)gamma[c] / sqrt((double)run_var[c] + (double)eps);
-        y[i] = bn_out((float)(scale * ((double)x[i] - (double)run_mean[c]) + (double)beta[c]), r, i, relu);
+    GROUPS(v, nv) {
+        int c = cuda_chan_of(ix, v);
+        double scale = (double)gamma[c] / sqrt((double)run_var[c] + (double)eps), mu = run_mean[c], b = beta[c];
+        float xv[V], rv[V], out[V];
+        load_v<V>(x, v, xv);
+        if (r) load_v<V>(r, v, rv);
+        for (int k = 0; k < V; k++)
+            out[k] = bn_out((float)(scale * ((double)xv[k] - mu) + b), r != NULL, r ? rv[k] : 0.0f, relu);
+        store_v<V>(y, v, out);
     }
 }
 
@@ -163,15 +183,24 @@ __global__ void k_bn_bwd_round(const double *sum, int C, float *dgamma, float *d
 }
 
 // dx = gamma*invstd/M * (M*dy - sum dy - xhat * sum dy*xhat)
+template <int V>
 __global__ void k_bn_bwd_dx(const float *x, const float *dy, const float *ym, const float *gamma,
                             const float *save_mean, const float *save_invstd, const double *sum, double M, int C,
-                            int hw, size_t total, float *dx) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)((i / hw) % C);
-        double is = save_invstd[c], k = (double)gamma[c] * is / M;
-        double xhat = ((double)x[i] - (double)save_mean[c]) * is;
-        double g = ym && !(ym[i] > 0.0f) ? 0.0 : (double)dy[i];
-        dx[i] = (float)(k * (M * g - sum[c] - xhat * sum[C + c]));
+                            cuda_chan ix, uint32_t nv, float *dx) {
+    GROUPS(v, nv) {
+        int c = cuda_chan_of(ix, v);
+        double is = save_invstd[c], k = (double)gamma[c] * is / M, mu = save_mean[c];
+        double s1 = sum[c], s2 = sum[C + c];
+        float xv[V], dyv[V], ymv[V], out[V];
+        load_v<V>(x, v, xv);
+        load_v<V>(dy, v, dyv);
+        if (ym) load_v<V>(ym, v, ymv);
+        for (int j = 0; j < V; j++) {
+            double xhat = ((double)xv[j] - mu) * is;
+            double g = ym && !(ymv[j] > 0.0f) ? 0.0 : (double)dyv[j];
+            out[j] = (float)(k * (M * g - s1 - xhat * s2));
+        }
+        store_v<V>(dx, v, out);     // after every read of this group: dx may be dy
     }
 }
 
@@ -193,9 +222,10 @@ template <int MODE>
 static void channel_sums(const bn_desc *d, const float *x, const float *dy, const float *ym, double *mean,
                          const float *smean, const double *xpart, double M, double *part, int S, double *sum) {
     size_t m = (size_t)d->n * (size_t)d->hw;
+    if (m > 2147483647u) cli_die("BatchNorm: a channel of %zu values is over the 2^31 - 1 its sums can index", m);
     dim3 grid((unsigned)d->c, (unsigned)S);
-    k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, xpart, M, d->c, d->hw, m,
-                                                                  part);
+    cuda_div hwd = cuda_div_make((uint32_t)(d->hw > 0 ? d->hw : 1));
+    k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, xpart, M, d->c, hwd, (uint32_t)m, part);
     CUDA_LAUNCH_CHECK();
     if (!sum) return;
     int rows = (MODE == SUM_BWD ? 2 : 1) * d->c;
@@ -241,12 +271,19 @@ void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *r, co
                                                                      d->eps, d->momentum, invstd, save_mean,
                                                                      save_invstd, run_mean, run_var);
     CUDA_LAUNCH_CHECK();
-    size_t total = m * (size_t)C;
-    if (total) {
-        k_bn_apply<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, mean, invstd, C, d->hw,
-                                                                            total, relu, r, y);
+    if (!m) return;
+    by_image_chunks("bn_fwd_train", d->n, (size_t)C * d->hw, [&](size_t off, size_t count) {
+        const float *xs = x + off, *rs = r ? r + off : NULL;
+        float *ys = y + off;
+        int V = cuda_vec_width(d->hw, xs, rs, ys, NULL);
+        uint32_t nv = (uint32_t)(count / V);
+        cuda_chan ix = cuda_chan_make(C, d->hw, V);
+        if (V == 4)
+            k_bn_apply<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, mean, invstd, ix, nv, relu, rs, ys);
+        else
+            k_bn_apply<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, mean, invstd, ix, nv, relu, rs, ys);
         CUDA_LAUNCH_CHECK();
-    }
+    });
 }
 
 void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
@@ -258,10 +295,18 @@ void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *r, co
                           const float *beta, const float *run_mean, const float *run_var, float *y) {
     (void)o;
     if (d->c <= 0 || d->n <= 0 || d->hw <= 0) return;
-    size_t total = (size_t)d->n * (size_t)d->c * (size_t)d->hw;
-    k_bn_infer<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, gamma, beta, run_mean, run_var, d->eps,
-                                                                            d->c, d->hw, total, relu, r, y);
-    CUDA_LAUNCH_CHECK();
+    by_image_chunks("bn_fwd_infer", d->n, (size_t)d->c * d->hw, [&](size_t off, size_t count) {
+        const float *xs = x + off, *rs = r ? r + off : NULL;
+        float *ys = y + off;
+        int V = cuda_vec_width(d->hw, xs, rs, ys, NULL);
+        uint32_t nv = (uint32_t)(count / V);
+        cuda_chan ix = cuda_chan_make(d->c, d->hw, V);
+        if (V == 4)
+            k_bn_infer<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, run_mean, run_var, d->eps, ix, nv, relu, rs, ys);
+        else
+            k_bn_infer<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, run_mean, run_var, d->eps, ix, nv, relu, rs, ys);
+        CUDA_LAUNCH_CHECK();
+    });
 }
 
 void cuda_bn_fwd_infer(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta,
@@ -289,12 +334,19 @@ void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, c
         k_bn_bwd_round<<<small_blocks(C), CUDA_THREADS, 0, cuda_stream()>>>(sum, C, dgamma, dbeta);
         CUDA_LAUNCH_CHECK();
     }
-    size_t total = m * (size_t)C;
-    if (dx && total && M > 0) {
-        k_bn_bwd_dx<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, gamma, save_mean, save_invstd, sum, M, C, d->hw,
-                                                          total, dx);
+    if (!dx || !m || !(M > 0)) return;
+    by_image_chunks("bn_bwd", d->n, (size_t)C * d->hw, [&](size_t off, size_t count) {
+        const float *xs = x + off, *dys = dy + off, *yms = ym ? ym + off : NULL;
+        float *dxs = dx + off;
+        int V = cuda_vec_width(d->hw, xs, dys, yms, dxs);
+        uint32_t nv = (uint32_t)(count / V);
+        cuda_chan ix = cuda_chan_make(C, d->hw, V);
+        if (V == 4)
+            k_bn_bwd_dx<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, dys, yms, gamma, save_mean, save_invstd, sum, M, C, ix, nv, dxs);
+        else
+            k_bn_bwd_dx<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, dys, yms, gamma, save_mean, save_invstd, sum, M, C, ix, nv, dxs);
         CUDA_LAUNCH_CHECK();
-    }
+    });
 }
 
 void cuda_bn_bwd(ops *o, const bn_desc *d, const float *x, const float *dy, const float *gamma,

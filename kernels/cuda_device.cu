@@ -1,5 +1,6 @@
 // cuda_device.cu: finding a usable CUDA device, and the device memory entry points of
 // cuda_mem.h. The ops table itself is in ops_cuda.cu.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,22 @@ int cuda_sync_each_launch(void) {
         v = s && strcmp(s, "1") == 0;
     }
     return v;
+}
+
+// The most values one per-element launch covers (cuda_internal.h by_image_chunks): 2^31 - 1,
+// the 32-bit index of cuda_index.h; BN_CUDA_INDEX_LIMIT=n lowers it (read at each call, a
+// few per op), so that the tests can split small tensors into several launches, which must
+// give the same bits.
+size_t cuda_index_limit(void) {
+    const size_t most = 2147483647u;
+    const char *s = getenv("BN_CUDA_INDEX_LIMIT");
+    if (!s || !*s) return most;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (*end || errno || n < 1 || n > most || s[0] == '-')
+        cli_die("BN_CUDA_INDEX_LIMIT: '%s' is not a whole number from 1 to %zu", s, most);
+    return (size_t)n;
 }
 
 extern "C" void *cuda_alloc(size_t bytes) {

@@ -3,6 +3,7 @@
 // arithmetic: ReLU keeps NaN (NaN < 0 is false), pooling sums in double and rounds once,
 // its backward is the float of dy/hw computed in double. All are grid-stride loops.
 #include "cuda_internal.h"
+#include "cuda_vec.cuh"
 
 __global__ void k_relu_fwd(size_t n, const float *x, float *y) {
     GRID_STRIDE(i, n) y[i] = x[i] < 0.0f ? 0.0f : x[i];
@@ -35,8 +36,13 @@ __global__ void k_gap_fwd(size_t rows, int hw, const float *x, float *y) {
     for (int off = 16; off > 0; off >>= 1) a += __shfl_down_sync(0xffffffffu, a, off);
     if (lane == 0) y[warp] = (float)(a / hw);
 }
-__global__ void k_gap_bwd(size_t total, int hw, const float *dy, float *dx) {
-    GRID_STRIDE(i, total) dx[i] = (float)((double)dy[i / hw] / hw);
+// groups of V values of one row: row = v / (hw / V)
+template <int V> __global__ void k_gap_bwd(uint32_t nv, cuda_div hwv, int hw, const float *dy, float *dx) {
+    GROUPS(v, nv) {
+        float g = (float)((double)dy[cuda_div_q(hwv, v)] / hw), out[V];
+        for (int k = 0; k < V; k++) out[k] = g;
+        store_v<V>(dx, v, out);
+    }
 }
 
 const void *cuda_probe_kernel(void) { return (const void *)k_add; }
@@ -92,7 +98,16 @@ void cuda_gap_fwd(ops *o, int n, int c, int hw, const float *x, float *y) {
 void cuda_gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx) {
     (void)o;
     if (n <= 0 || c <= 0 || hw <= 0) return;
-    size_t total = (size_t)n * (size_t)c * (size_t)hw;
-    k_gap_bwd<<<cuda_blocks(total), CUDA_THREADS, 0, cuda_stream()>>>(total, hw, dy, dx);
-    CUDA_LAUNCH_CHECK();
+    by_image_chunks("gap_bwd", n, (size_t)c * hw, [&](size_t off, size_t count) {
+        const float *dys = dy + off / hw;
+        float *dxs = dx + off;
+        int V = cuda_vec_width(hw, dxs, NULL, NULL, NULL);
+        uint32_t nv = (uint32_t)(count / V);
+        cuda_div hwv = cuda_div_make((uint32_t)(hw / V));
+        if (V == 4)
+            k_gap_bwd<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(nv, hwv, hw, dys, dxs);
+        else
+            k_gap_bwd<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(nv, hwv, hw, dys, dxs);
+        CUDA_LAUNCH_CHECK();
+    });
 }

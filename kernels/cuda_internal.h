@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "cuda_check.h"
+#include "cuda_index.h"
 #include "ops.h"
 
 #define CUDA_THREADS 256
@@ -70,6 +71,19 @@ static inline unsigned cuda_blocks(size_t n) {
     size_t b = (n + CUDA_THREADS - 1) / CUDA_THREADS;
     if (b > (1u << 20)) b = 1u << 20;
     return b ? (unsigned)b : 1u;
+}
+
+// The per-element kernels' launches (cuda_index.h): launch(off, count) for whole images
+// [n0, n0 + k) at a time, off = n0 * per_image and count = k * per_image values, with
+// count <= cuda_index_limit(), so that the kernels index with 32 bits. what names the op
+// in the message when one image alone is over the limit.
+size_t cuda_index_limit(void);   // 2^31 - 1, or BN_CUDA_INDEX_LIMIT (cuda_device.cu)
+template <typename F> static void by_image_chunks(const char *what, int n, size_t per_image, F launch) {
+    size_t limit = cuda_index_limit();
+    int per = cuda_images_per_launch(per_image, n, limit);
+    if (per < 1) cli_die("%s: an image of %zu values is over the %zu one kernel launch can index", what, per_image, limit);
+    for (int n0 = 0; n0 < n; n0 += per)
+        launch((size_t)n0 * per_image, (size_t)(per < n - n0 ? per : n - n0) * per_image);
 }
 
 // The ops, by file.

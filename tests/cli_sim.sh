@@ -9,6 +9,8 @@
 #     seed twice giving the same bytes, a run moved between devices by --resume
 #   - the same bytes when the emulation runs blocks and threads last first (CUDASIM_ORDER),
 #     and test_cuda_ops passing in that order too (races)
+#   - the per-element kernels' float4 variant taken, and split launches (BN_CUDA_INDEX_LIMIT)
+#     giving the same bytes
 #   - net-eval --device cuda against --device cpu; --precision tf32 reaching cuDNN
 # The emulation sums each convolution in double and rounds once, so this checks the
 # backend's logic (indices, fusions, batches, optimizer, recording, state), not the GPU's own
@@ -108,6 +110,26 @@ for dev in cuda ref; do
 done
 check "adam: batches built on the device" grep -q "batches built there" "$T/adam-cuda.err"
 ckclose "adam + crop-flip: cuda = ref" "$T/adam-ref.ck" "$T/adam-cuda.ck" "$T/all.ck"
+
+# ---- the per-element kernels' launches -------------------------------------------------------
+# BatchNorm's apply, inference and dx take a float4 a thread on these tensors (hw 1024, 256,
+# 64; aligned): the emulation's launch tally names the variant that ran. Split into launches
+# of a few images each (BN_CUDA_INDEX_LIMIT; 2^31 - 1 values by default), the same bytes.
+CUDASIM_LAUNCHES=1 net-train "$T/bn.ck" $RUN --epochs 2 --device cuda -o "$T/bn-launch.ck" 2>"$T/launch.err"
+check "launches: BatchNorm ran as float4 kernels" sh -c \
+  "grep -q 'launches k_bn_apply<4>' '$T/launch.err' && grep -q 'launches k_bn_bwd_dx<4>' '$T/launch.err' &&
+   ! grep -q 'launches k_bn_apply<1>' '$T/launch.err'"
+apply_launches() { sed -n 's/^cudasim: launches k_bn_apply<4> //p' "$1"; }
+BN_CUDA_INDEX_LIMIT=9000 CUDASIM_LAUNCHES=1 net-train "$T/bn.ck" $RUN --epochs 2 --device cuda \
+  -o "$T/bn-split.ck" 2>"$T/split.err"
+check "launches: split into launches of 2 images, the same bytes" cmp -s "$T/bn-cuda.ck" "$T/bn-split.ck"
+check "launches: the split made more launches ($(apply_launches "$T/launch.err") unsplit, $(apply_launches "$T/split.err") split)" \
+  test "$(apply_launches "$T/split.err")" -gt "$(apply_launches "$T/launch.err")"
+BN_CUDA_INDEX_LIMIT=1000 expect_err "launches: an image over the limit is refused" 1 \
+  "bn_fwd_train: an image of 4096 values is over the 1000 one kernel launch can index" \
+  net-train "$T/bn.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
+BN_CUDA_INDEX_LIMIT=lots expect_err "launches: a limit that is not a number is refused" 1 \
+  "BN_CUDA_INDEX_LIMIT: 'lots' is not a whole number" net-train "$T/bn.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
 
 # ---- net-eval ------------------------------------------------------------------------------
 # The same checkpoint on both devices: every count, accuracy and confusion cell equal (a

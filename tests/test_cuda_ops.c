@@ -32,6 +32,8 @@
  *   test's 2e-6.
  * - gap_bwd, ReLU, add: the same single rounding as the reference: identical bits (NaN
  *   payloads aside: the GPU makes every NaN the canonical one).
+ * - The per-element kernels' float4 and scalar variants, and their launches split by images
+ *   (kernels/cuda_index.h): the same arithmetic per value, so identical bits to each other.
  * - The optimizer updates and batch assembly (kernels/cuda_train.cu) against the host
  *   functions that define them (lib/optim.c, lib/augment.c): identical bits, since both
  *   round every operation once in the same order (no fused multiply-add on either side). */
@@ -733,6 +735,83 @@ TEST(elementwise_vs_ref) {
     }
 }
 
+/* The per-element kernels' layouts and launch splits (kernels/cuda_index.h): BatchNorm's
+ * apply (with a residual and ReLU), inference and dx (masked by a ReLU), and pooling's
+ * backward. With every tensor 4 bytes off 16-byte alignment they take one value a thread
+ * instead of a float4; under BN_CUDA_INDEX_LIMIT below the tensor's size they launch a few
+ * whole images at a time (here 2, 2, 1 of 5, or one by one). The arithmetic of each value
+ * is the same in every case, so every output must be the same bits as the aligned, unsplit
+ * run's (which bn_vs_ref and gap_vs_ref compare with the reference). */
+enum { PE_X, PE_R, PE_DY, PE_Y, PE_GDY, PE_BIG };           /* tensors of n*c*hw (PE_GDY: n*c) */
+enum { PE_G, PE_B, PE_RM, PE_RV, PE_M, PE_IS, PE_SMALL };   /* tensors of c */
+enum { PE_OUT_Y, PE_OUT_YI, PE_OUT_DX, PE_OUT_GDX, PE_OUT_DG, PE_OUT_DB, PE_OUT_RM, PE_OUT };
+
+/* the ops on device copies of in[] placed off floats past an allocation's start; out[k] are
+ * new host copies of the results */
+static void per_element_run(const bn_shape *s, float *const big[PE_BIG], float *const small[PE_SMALL], int off,
+                            float *out[PE_OUT]) {
+    bn_desc d = {s->n, s->c, s->hw, 1e-5f, 0.1f};
+    size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c, nr = (size_t)s->n * s->c;
+    size_t len[PE_OUT] = {nx, nx, nx, nx, nc, nc, nc};
+    float *base[PE_BIG + 3], *t[PE_BIG + 3];   /* + the outputs yi, dx, gdx */
+    for (int k = 0; k < PE_BIG + 3; k++) {
+        size_t n = k == PE_GDY ? nr : nx;
+        base[k] = dalloc(n + off), t[k] = base[k] + off;
+        if (k < PE_BIG) cuda_to_device(t[k], big[k], n * sizeof(float));
+        else refill(base[k], n + off);
+    }
+    float *c[PE_SMALL];
+    for (int k = 0; k < PE_SMALL; k++) c[k] = dup(small[k], nc);
+    float *yi = t[PE_BIG], *dx = t[PE_BIG + 1], *gdx = t[PE_BIG + 2], *dg = dpoison(nc), *db = dpoison(nc);
+    G->bn_add_relu_fwd_train_l(G, &d, OPS_BLK_IN, t[PE_X], c[PE_G], c[PE_B], t[PE_R], t[PE_Y], c[PE_M], c[PE_IS],
+                               c[PE_RM], c[PE_RV]);
+    G->bn_fwd_infer_l(G, &d, OPS_BLK_IN | OPS_RELU, t[PE_X], c[PE_G], c[PE_B], c[PE_RM], c[PE_RV], yi);
+    G->bn_bwd_l(G, &d, OPS_BLK_IN | OPS_RELU, t[PE_X], t[PE_Y], t[PE_DY], c[PE_G], c[PE_B], c[PE_M], c[PE_IS], dx, dg,
+                db);
+    G->gap_bwd(G, s->n, s->c, s->hw, t[PE_GDY], gdx);
+    const float *res[PE_OUT] = {t[PE_Y], yi, dx, gdx, dg, db, c[PE_RM]};
+    for (int k = 0; k < PE_OUT; k++) out[k] = back(res[k], len[k]);
+    for (int k = 0; k < PE_BIG + 3; k++) cuda_free(base[k]);
+    for (int k = 0; k < PE_SMALL; k++) cuda_free(c[k]);
+    cuda_free(dg), cuda_free(db);
+}
+
+TEST(per_element_layouts) {
+    NEED_GPU();
+    static const bn_shape shapes[] = {{5, 16, 64}, {5, 3, 36}, {5, 4, 9}};   /* float4; float4, odd C; scalar */
+    static const char *outs[PE_OUT] = {"bn+add+relu y", "bn infer+relu y", "bn bwd dx", "gap_bwd dx",
+                                       "dgamma", "dbeta", "run_mean"};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        const bn_shape *s = &shapes[i];
+        size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c, img = (size_t)s->c * s->hw;
+        float *big[PE_BIG] = {rand_vec(nx, 0.5, 1), rand_vec(nx, 0, 1), rand_vec(nx, 0, 1), NULL,
+                              rand_vec((size_t)s->n * s->c, 0, 1)};
+        big[PE_Y] = fvec(nx);   /* the forward's output: written by the first op */
+        float *small[PE_SMALL] = {rand_vec(nc, 1, 0.3), rand_vec(nc, 0, 0.5), rand_vec(nc, 0, 1),
+                                  rand_vec(nc, 2, 0.1), fvec(nc), fvec(nc)};
+        float *want[PE_OUT], *got[PE_OUT];
+        char lim[32];
+        per_element_run(s, big, small, 0, want);
+        struct { int off; size_t limit; const char *how; } cases[] = {
+            {1, 0, "4 bytes off alignment"}, {0, 2 * img + 1, "2 images a launch"},
+            {1, img, "one image a launch, off alignment"}};
+        for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+            if (cases[k].limit) snprintf(lim, sizeof lim, "%zu", cases[k].limit), setenv("BN_CUDA_INDEX_LIMIT", lim, 1);
+            per_element_run(s, big, small, cases[k].off, got);
+            unsetenv("BN_CUDA_INDEX_LIMIT");
+            for (int o = 0; o < PE_OUT; o++) {
+                size_t len = o >= PE_OUT_DG ? nc : nx;
+                CHECK(same(got[o], want[o], len), "n%d c%d hw%d, %s: %s differs from the aligned single launch's",
+                      s->n, s->c, s->hw, cases[k].how, outs[o]);
+                free(got[o]);
+            }
+        }
+        for (int o = 0; o < PE_OUT; o++) free(want[o]);
+        for (int k = 0; k < PE_BIG; k++) free(big[k]);
+        for (int k = 0; k < PE_SMALL; k++) free(small[k]);
+    }
+}
+
 TEST(gap_vs_ref) {
     NEED_GPU();
     int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {128, 64, 64}, {80, 64, 64}, {2, 3, 1000}};
@@ -1202,6 +1281,7 @@ int main(void) {
     RUN(bn_allreduce);
     RUN(elementwise_vs_ref);
     RUN(gap_vs_ref);
+    RUN(per_element_layouts);
     RUN(linear_vs_ref);
     RUN(xent_vs_ref);
     RUN(optim_vs_host);

@@ -469,6 +469,17 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
         fprintf(stderr, "cudasim: %s: a thread overflowed its %zu-byte stack\n", last_work, STACK_BYTES);
         _exit(3);
     }
+    if (sig == SIGSEGV && si->si_code == SI_KERNEL) {
+        // x86-64 names no address for a general-protection fault; in a kernel the likely
+        // one is an aligned vector move (a float4 or double2, which g++ loads with movaps)
+        // at an address not a multiple of 16: what a GPU reports as "misaligned address"
+        fprintf(stderr,
+                "cudasim: %s, block (%u,%u,%u), thread (%u,%u,%u): a general-protection fault, most likely a "
+                "vector access (float4, double2) at an address not aligned to its size (a GPU: misaligned "
+                "address)\n",
+                last_work, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+        _exit(3);
+    }
     signal(sig, SIG_DFL);   // not ours: the usual crash
     raise(sig);
 }
@@ -653,7 +664,24 @@ static void run_block(void) {
     }
 }
 
+// CUDASIM_LAUNCHES=1: at exit, each kernel's name (a template's with its arguments, as the
+// launch names it) and how many times it ran, on stderr ("cudasim: launches NAME COUNT"),
+// so that a test can see which variant of a kernel a call took.
+static std::map<std::string, unsigned long> *launch_counts;
+static void print_launches(void) {
+    for (const auto &kv : *launch_counts) fprintf(stderr, "cudasim: launches %s %lu\n", kv.first.c_str(), kv.second);
+}
+static void count_launch(const char *name) {
+    static int on = -1;
+    if (on < 0) {
+        on = getenv("CUDASIM_LAUNCHES") && strcmp(getenv("CUDASIM_LAUNCHES"), "1") == 0;
+        if (on) launch_counts = new std::map<std::string, unsigned long>, atexit(print_launches);
+    }
+    if (on) ++(*launch_counts)[name];
+}
+
 static void run_kernel(dim3 grid, dim3 block, const char *name, const std::function<void()> &body) {
+    count_launch(name);
     gridDim = grid, blockDim = block;
     nthreads = (int)(block.x * block.y * block.z);
     kernel_body = &body, kernel_name = name, last_work = name;

@@ -2,7 +2,7 @@
 # mutants.sh: shows that the CUDA tests, run under tests/cudasim, fail when kernels/ has the
 # kinds of bug a GPU kernel gets: a missing barrier, a divergent shuffle, a grid-stride loop one
 # element too far, a host pointer handed to a kernel, a wrong shuffle direction, a lost store,
-# a race on shared memory.
+# a race on shared memory, a vector index or alignment mistake, a wrong offset in a split launch.
 # Each mutant is one sed edit of one file in a scratch copy of the tree (the sim build copied
 # beside it, so only that file is recompiled); the copy's test_cuda_ops must then fail (a failed
 # check, or the emulator stopping with what went wrong), in thread order or, failing that,
@@ -56,6 +56,9 @@ host-pointer|kernels/cuda_linear.cu|s/d_loss, d_hit, NULL);/loss, d_hit, NULL);/
 shfl-up|kernels/cuda_elem.cu|s/a += __shfl_down_sync(0xffffffffu, a, off)/a += __shfl_up_sync(0xffffffffu, a, off)/|k_gap_fwd: the warp sum shuffled the wrong way
 lost-mean|kernels/cuda_bn.cu|s/if (s == 0) mean\[c\] = mu_s;/if (s == 1) mean[c] = mu_s;/|k_bn_partial: the batch mean never stored when a channel has one slice
 mean-race|kernels/cuda_bn.cu|s/^        __syncthreads();$//|k_bn_partial: threads read the mean thread 0 makes with no barrier between (in thread order it is there in time)
+vec-channel|kernels/cuda_index.h|s/cuda_div_make((uint32_t)(hw \/ V))/cuda_div_make((uint32_t)hw)/|cuda_chan_make: a float4 group's channel counted in values, not groups
+vec-misaligned|kernels/cuda_index.h|s/if ((uintptr_t)p\[i\] % 16) return 1;/if ((uintptr_t)p[i] % 4) return 1;/|cuda_vec_width: float4 accesses at addresses 4 bytes off 16-byte alignment
+split-offset|kernels/cuda_internal.h|s/launch((size_t)n0 \* per_image, /launch(0 * (size_t)n0 * per_image, /|by_image_chunks: every launch of a split op starts at image 0
 EOF
 [ -n "$survivors" ] && echo "# survivors:$survivors"
 echo "# $P passed, $F failed"
