@@ -11,7 +11,8 @@
 # usage: sh kernels/gpu-pack.sh [--data] [PROGRAM ...]   (PROGRAM: a tool's name, e.g. net-inspect)
 #   --data: also the demo's real data for `gpu-check.sh demo`: the first 4000 training and
 #   1000 test images of the CIFAR-10 sample (BN_DATA, default ../shared/data), 15 MB, in
-#   build/gpu/data/ (the pack then holds about 62 MiB of the 64 a call may carry).
+#   build/gpu/data/ (the pack then holds about 56 MiB of the 64 a call may carry; more is
+#   refused here, not at the call).
 set -e
 cd "$(dirname "$0")/.."
 data=0
@@ -25,6 +26,7 @@ for p in net-train net-init net-freeze net-eval cifar-synth "$@"; do progs="$pro
 for b in $progs; do
     [ -x "$b" ] || { echo "gpu-pack: $b is not a built program" >&2; exit 1; }
     cp "$b" build/gpu/
+    strip --strip-debug "build/gpu/$(basename "$b")"   # symbols stay (backtraces); DWARF is ~1.3 MB a program
     ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | while read -r lib; do
         case "$(basename "$lib")" in
         libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|ld-linux*|libstdc++.so.*|libgcc_s.so.*) ;;
@@ -45,3 +47,10 @@ if [ "$data" = 1 ]; then
 fi
 du -sh build/gpu
 ls -l build/gpu build/gpu/lib
+# the device tool carries at most 64 MiB a call
+bytes=$(du -sb build/gpu | cut -f1)
+if [ "$bytes" -gt 67108864 ]; then
+    echo "gpu-pack: build/gpu holds $bytes bytes, over the 64 MiB (67108864) a device call may carry" >&2
+    exit 1
+fi
+echo "gpu-pack: $bytes bytes of the 67108864 a call may carry"
