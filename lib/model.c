@@ -167,14 +167,18 @@ struct model {
     double *drows, *hrows;      /* xent_rows: loss[max_batch] doubles, then hit[max_batch] int32 */
     bool labels_ready;          /* dlabels hold the staged batch's labels */
     bool pool_ready;            /* a backward pass has sized the gradient pool */
+    bool full_ran;              /* a forward of max_batch images has run (not recorded) */
     unsigned gen;               /* backend allocations and releases so far */
     unsigned bwd_count;         /* backward passes queued so far */
-    /* a recorded step (model_graph_*) */
-    void *graph;
-    int graph_n;
-    unsigned graph_gen;         /* gen when it was recorded: another value makes it stale */
-    bool graph_moves, graph_bwd;    /* it updates the parameters / runs a backward pass */
-    bool graph_train;           /* the recorded forward was in train mode */
+    /* the recordings (model_graph_*): a training step, a test batch */
+    struct mgraph {
+        void *g;
+        int n;
+        unsigned gen;           /* gen when it was recorded: another value makes it stale */
+        bool moves, bwd;        /* it updates the parameters / runs a backward pass */
+        bool train;             /* the recorded forward was in train mode */
+    } graph[MODEL_GRAPHS];
+    int rec_slot;               /* the one being recorded */
     bool recording, rec_failed; /* rec_failed: something while recording could not be recorded */
     bool rec_moved;             /* params_moved before the recording */
     unsigned rec_gen, rec_bwd;
@@ -1167,6 +1171,7 @@ static void forward_run(model *m, int n, bool train) {
     ops *o = m->o;
     m->n = n;
     m->last_train = train;
+    if (n == m->max_batch && !m->recording) m->full_ran = true;
     bool fast = m->fast;
     if (m->pf && train) m->pf->fwd++, m->pf->img_fwd += n;
     for (int i = 0; i < m->nl; i++) {
@@ -1618,12 +1623,19 @@ void model_dparam_get(model *m, int i, model_dparam *out) {
 bool model_is_fast(const model *m) { return m->fast; }
 
 /* ---- recorded steps (ops.h graph_*) ---------------------------------------------------- */
-int model_graph_begin(model *m) {
+static void graph_free_slot(model *m, int slot) {
+    struct mgraph *g = &m->graph[slot];
+    if (g->g) m->o->graph_free(m->o, g->g);
+    g->g = NULL;
+}
+
+int model_graph_begin(model *m, int slot) {
     ops *o = m->o;
-    if (!model_can_record(m) || !m->pool_ready || m->recording) return -1;
-    model_graph_drop(m);
+    if (slot < 0 || slot >= MODEL_GRAPHS || !model_can_record(m) || m->recording) return -1;
+    if (slot == MODEL_GRAPH_STEP && !m->pool_ready) return -1;   /* a backward pass sizes the pool first */
+    graph_free_slot(m, slot);
     if (o->graph_begin(o)) return -1;
-    m->recording = true, m->rec_failed = false;
+    m->recording = true, m->rec_failed = false, m->rec_slot = slot;
     m->rec_gen = m->gen, m->rec_bwd = m->bwd_count, m->rec_moved = m->params_moved;
     m->params_moved = false;
     return 0;
@@ -1640,31 +1652,32 @@ int model_graph_end(model *m, int n) {
         m->o->graph_free(m->o, g);
         return -1;
     }
-    m->graph = g, m->graph_n = n, m->graph_gen = m->gen, m->graph_train = m->last_train;
-    m->graph_moves = moves, m->graph_bwd = m->bwd_count != m->rec_bwd;
+    m->graph[m->rec_slot] = (struct mgraph){g, n, m->gen, moves, m->bwd_count != m->rec_bwd, m->last_train};
     return 0;
 }
 
-int model_graph_launch(model *m, int n) {
-    if (!m->graph || m->graph_n != n) return -1;
-    if (m->gen != m->graph_gen || m->o->graph_launch(m->o, m->graph)) {
-        model_graph_drop(m);
+int model_graph_launch(model *m, int slot, int n) {
+    if (slot < 0 || slot >= MODEL_GRAPHS) return -1;
+    struct mgraph *g = &m->graph[slot];
+    if (!g->g || g->n != n) return -1;
+    if (m->gen != g->gen || m->o->graph_launch(m->o, g->g)) {
+        graph_free_slot(m, slot);
         return -1;
     }
     /* what the recorded calls did on the host side when they were made */
-    m->n = n, m->last_train = m->graph_train, m->labels_ready = true;
-    if (m->graph_bwd)
+    m->n = n, m->last_train = g->train, m->labels_ready = true;
+    if (g->bwd)
         for (int i = 0; i < m->np; i++) m->P[i].stale = true;
-    if (m->graph_moves) m->params_moved = true;
+    if (g->moves) m->params_moved = true;
     return 0;
 }
 
-bool model_has_graph(const model *m) { return m->graph != NULL; }
+bool model_full_batch_ran(const model *m) { return m->full_ran; }
+bool model_has_graph(const model *m, int slot) { return slot >= 0 && slot < MODEL_GRAPHS && m->graph[slot].g; }
 bool model_can_record(const model *m) { return m->dev && m->o->graph_begin && m->dstage && !m->pf; }
 
 void model_graph_drop(model *m) {
-    if (m->graph) m->o->graph_free(m->o, m->graph);
-    m->graph = NULL;
+    for (int k = 0; k < MODEL_GRAPHS; k++) graph_free_slot(m, k);
 }
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }

@@ -62,21 +62,27 @@ const ops_tensor *model_dparam_table(model *m, int *k, size_t *maxn);
 /* The staged step's values in backend memory (model_step_stage), for the optimizer's ops. */
 ops_step *model_step_vals(const model *m);
 
-/* A training step recorded once and replayed (ops.h graph_*: CUDA graphs). Between
- * model_graph_begin (0; -1 when the backend cannot record, no data is attached, or no
- * backward pass has run yet, which sizes the buffers, or under BN_PROFILE, which times each
- * layer) and model_graph_end, the step's calls
- * (model_forward_staged, model_loss_queue, optim_step_backend with model_step_vals) are
- * recorded, not run; model_graph_end is 0 when the model then holds the recording of a step
- * of n images (else the caller runs the step's calls again, as usual). model_graph_launch
- * runs it after a model_step_stage, as the calls would: 0, or -1 when there is none for n
- * or it is stale (memory of the model or the backend moved since; it is dropped: record
- * again). model_graph_drop frees it (model_free and model_data_detach do). */
-int model_graph_begin(model *m);
+/* Recordings (ops.h graph_*: CUDA graphs), replayed: a training step (slot MODEL_GRAPH_STEP:
+ * model_forward_staged in train mode, model_loss_queue, optim_step_backend with
+ * model_step_vals) and a test batch (MODEL_GRAPH_EVAL: model_forward_staged in inference
+ * mode, model_loss_queue without backward), one of each at a time. Between
+ * model_graph_begin (0; -1 when the backend cannot record, no data is attached, or under
+ * BN_PROFILE, which times each layer; for a step also when no backward pass has run yet,
+ * which sizes the buffers) and model_graph_end, the calls are recorded, not run;
+ * model_graph_end is 0 when the slot begun then holds the recording of n images (else the
+ * caller runs the calls again, as usual). model_graph_launch runs a slot's recording after
+ * a model_step_stage, as the calls would: 0, or -1 when there is none for n or it is stale
+ * (memory of the model or the backend moved since; it is dropped: record again).
+ * model_graph_drop frees both (model_free and model_data_detach do). */
+enum { MODEL_GRAPH_STEP, MODEL_GRAPH_EVAL, MODEL_GRAPHS };
+int model_graph_begin(model *m, int slot);
 int model_graph_end(model *m, int n);
-int model_graph_launch(model *m, int n);
-bool model_has_graph(const model *m);
+int model_graph_launch(model *m, int slot, int n);
+bool model_has_graph(const model *m, int slot);
 bool model_can_record(const model *m);   /* the backend records, data is attached, no BN_PROFILE */
+/* A forward of model_max_batch images has run op by op (the convolution algorithms for that
+ * batch are chosen, its buffers sized): a recording of one need not wait for another. */
+bool model_full_batch_ran(const model *m);
 void model_graph_drop(model *m);
 
 /* The work of a training step of n images, by layer kind and shape (the rows of BN_PROFILE's

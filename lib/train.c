@@ -33,14 +33,14 @@ typedef struct step_graph {
 static void device_step(model *m, const train_cfg *cfg, step_graph *sg, int n, double lr, int64_t t, bool dev_optim,
                         bool verbose) {
     if (sg->on && n == cfg->batch) {
-        if (model_graph_launch(m, n) == 0) {
+        if (model_graph_launch(m, MODEL_GRAPH_STEP, n) == 0) {
             sg->replays++;
             return;
         }
         if (sg->warm) {
-            bool began = model_graph_begin(m) == 0;
+            bool began = model_graph_begin(m, MODEL_GRAPH_STEP) == 0;
             if (began) device_ops(m, cfg, n, lr, t, dev_optim);
-            if (began && model_graph_end(m, n) == 0 && model_graph_launch(m, n) == 0) {
+            if (began && model_graph_end(m, n) == 0 && model_graph_launch(m, MODEL_GRAPH_STEP, n) == 0) {
                 sg->replays++;
                 return;
             }
@@ -213,6 +213,28 @@ static double now_s(void) {
 }
 
 /* ---- evaluation ---------------------------------------------------------------------- */
+/* A staged test batch's forward and loss, in backend memory. Full batches replay the
+ * recording of one (MODEL_GRAPH_EVAL), made at the first full batch of a pass that finds
+ * none once a full batch has run op by op (which chose the algorithms and sized the
+ * buffers: in training, the steps did); *rec: 0 before such a batch, 1 after, -1 once a
+ * recording failed (op by op for the rest of the pass). 1 when the batch ran from the
+ * recording, -1 when its loss could not be queued. */
+static int eval_forward(model *m, int nb, int mb, const norm_cfg *nm, int *rec) {
+    if (nb == mb && *rec >= 0) {
+        if (model_graph_launch(m, MODEL_GRAPH_EVAL, nb) == 0) return 1;
+        if (*rec == 1) {
+            bool began = model_graph_begin(m, MODEL_GRAPH_EVAL) == 0;
+            if (began) model_forward_staged(m, nb, AUG_NONE, nm, false), (void)model_loss_queue(m, nb, false);
+            if (began && model_graph_end(m, nb) == 0 && model_graph_launch(m, MODEL_GRAPH_EVAL, nb) == 0) return 1;
+            *rec = -1;      /* nothing of the recording ran: the batch goes op by op below */
+        }
+    }
+    model_forward_staged(m, nb, AUG_NONE, nm, false);
+    if (model_loss_queue(m, nb, false)) return -1;
+    if (nb == mb && *rec == 0) *rec = 1;
+    return 0;
+}
+
 int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, char err[256]) {
     memset(r, 0, sizeof *r);
     int classes = model_classes(m), mb = model_max_batch(m);
@@ -230,6 +252,7 @@ int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, cha
         return -1;
     }
     double loss = 0;
+    int rec = !model_can_record(m) || !cli_env_flag("BN_GRAPH", true) ? -1 : model_full_batch_ran(m) ? 1 : 0;
     for (size_t i0 = 0; i0 < d->n; i0 += (size_t)mb) {
         int nb = (int)(d->n - i0 < (size_t)mb ? d->n - i0 : (size_t)mb);
         int ok = 0;
@@ -237,8 +260,9 @@ int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, cha
         if (base >= 0) {
             for (int i = 0; i < nb; i++) idx[i] = (uint32_t)((size_t)base + i0 + (size_t)i);
             model_step_stage(m, idx, NULL, nb, 0.0f);
-            model_forward_staged(m, nb, AUG_NONE, nm, false);
-            l = model_loss_backward(m, NULL, nb, &ok, false);
+            int f = eval_forward(m, nb, mb, nm, &rec);
+            r->replayed += f > 0;
+            l = f < 0 ? NAN : model_loss_collect(m, nb, &ok);
         } else {
             for (int i = 0; i < nb; i++) idx[i] = (uint32_t)(i0 + (size_t)i);
             batch_fill(x, d, idx, NULL, nb, AUG_NONE, nm);
@@ -501,7 +525,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     /* and with both there, a step is recorded once and replayed (BN_GRAPH=0: never) */
     step_graph sg = {dev_data && dev_optim && model_can_record(m) && cli_env_flag("BN_GRAPH", true), false, 0};
     io->backend_data = dev_data, io->backend_eval = dev_eval, io->backend_optim = dev_optim, io->fast = model_is_fast(m);
-    io->graph_steps = 0;
+    io->graph_steps = 0, io->eval_replays = 0;
     if (io->verbose && model_backend(m))
         fprintf(stderr, "%s: %s backend: batches built %s%s%s%s, optimizer on the %s%s\n", cli_prog, o->name,
                 dev_data ? "there" : "on the host", dev_eval ? " (the test set's too)" : "", *why ? ": " : "", why,
@@ -591,6 +615,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 break;
             }
             vl = r.loss, va = r.n ? (double)r.correct / (double)r.n : NAN;
+            io->eval_replays += (int64_t)r.replayed;
             eval_free(&r);
         }
         double secs = now_s() - t0, ips = train_s > 0 ? (double)images / train_s : 0;

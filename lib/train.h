@@ -66,6 +66,7 @@ typedef struct train_io {
      * the test set's batches too, optimizer steps there; the model's fast path with its fusions) */
     bool backend_data, backend_eval, backend_optim, fast;
     int64_t graph_steps;   /* out: steps replayed from a recording (ops.h graph_*) */
+    int64_t eval_replays;  /* out: test batches replayed from a recording */
 } train_io;
 
 enum { TRAIN_DONE = 0, TRAIN_NAN = 1, TRAIN_STOPPED = 2, TRAIN_ERROR = 3 };
@@ -90,8 +91,12 @@ typedef struct eval_result {
     double loss;           /* mean cross-entropy */
     int classes;
     uint64_t *confusion;   /* [true * classes + predicted], malloc'd */
+    uint64_t replayed;     /* batches replayed from a recording (ops.h graph_*) */
 } eval_result;
-/* Inference-mode BN over every image of d in order (no augmentation), normalised by nm. */
+/* Inference-mode BN over every image of d in order (no augmentation), normalised by nm.
+ * With d in backend memory (model_data_attach) and a backend that records, the full
+ * batches after the first are recorded once and replayed (BN_GRAPH=0: never), as training
+ * steps are; the results are the same bits either way. */
 int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, char err[256]);
 void eval_free(eval_result *r);
 #endif

@@ -179,6 +179,53 @@ TEST(device_work_same_bits) {
     ds_free(&d);
 }
 
+/* A test set's pass from a CUDA graph (lib/train.c eval_run: full batches recorded once and
+ * replayed) against the same pass op by op (BN_GRAPH=0): the same loss bits, counts and
+ * confusion matrix. ResNet-8 (BN's running statistics moved off 0/1, so that inference
+ * mode matters), 100 images in batches of 24: on a fresh model the first full batch goes op
+ * by op and the next three run from the recording; a second pass replays all four. */
+TEST(eval_replay_same_bits) {
+    NEED_GPU();
+    dataset t = make_ds(100, 6, true);
+    char err[256];
+    checkpoint *ck = model_init("resnet", 8, 16, 10, NULL, 7, err);
+    for (int i = 0; ck && i < ck->nt; i++) {   /* BN running statistics (x.bn.mean, x.bn.var) off 0 and 1 */
+        const ck_tensor *u = &ck->t[i];
+        size_t len = strlen(u->name);
+        bool var = len > 4 && !strcmp(u->name + len - 4, ".var"), mean = len > 5 && !strcmp(u->name + len - 5, ".mean");
+        for (size_t j = 0; strcmp(u->role, "buffer") == 0 && (var || mean) && j < u->numel; j++)
+            ((float *)u->data)[j] = var ? 0.5f + 0.1f * (float)(j % 7) : 0.05f * (float)(j % 5);
+    }
+    norm_cfg nm;
+    memset(&nm, 0, sizeof nm);
+    eval_result r[3];
+    uint64_t want_replays[3] = {3, 4, 0};
+    for (int k = 0; k < 3; k++) {
+        setenv("BN_GRAPH", k < 2 ? "1" : "0", 1);
+        static model *m;
+        if (k != 1) model_free(m), m = ck ? model_build(ck, G, 24, err) : NULL;
+        CHECK(m && !model_data_attach(m, &t, NULL, err), "model with the test set on the device: %s", err);
+        if (!m || eval_run(m, &t, &nm, &r[k], err)) {
+            CHECK(0, "eval_run: %s", err);
+            return;
+        }
+        CHECK(r[k].replayed == want_replays[k], "pass %d: %llu batches from the recording, wanted %llu", k + 1,
+              (unsigned long long)r[k].replayed, (unsigned long long)want_replays[k]);
+        if (k == 2) model_free(m), m = NULL;
+    }
+    unsetenv("BN_GRAPH");
+    for (int k = 0; k < 2; k++) {
+        CHECK(memcmp(&r[k].loss, &r[2].loss, sizeof r[k].loss) == 0 && r[k].correct == r[2].correct &&
+                  memcmp(r[k].confusion, r[2].confusion, (size_t)r[2].classes * r[2].classes * sizeof *r[2].confusion) == 0,
+              "pass %d from the recording: loss %.17g, %llu correct; op by op %.17g, %llu", k + 1, r[k].loss,
+              (unsigned long long)r[k].correct, r[2].loss, (unsigned long long)r[2].correct);
+    }
+    printf("# eval: loss %.6f, %llu of %llu correct, the same bits replayed and op by op\n", r[2].loss,
+           (unsigned long long)r[2].correct, (unsigned long long)r[2].n);
+    for (int k = 0; k < 3; k++) eval_free(&r[k]);
+    ck_free(ck), ds_free(&t);
+}
+
 int main(void) {
     const char *why = NULL;
     G = ops_get("cuda", &why);
@@ -188,5 +235,6 @@ int main(void) {
     RUN(steps_cuda_vs_cpu);
     RUN(loop_cuda_vs_cpu);
     RUN(device_work_same_bits);
+    RUN(eval_replay_same_bits);
     return DONE();
 }

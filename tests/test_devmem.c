@@ -658,11 +658,12 @@ static int same_tensors(const checkpoint *a, const checkpoint *b, const char *wh
 
 /* The whole loop (SGD with momentum and weight decay, crop + flip or the seed's crop +
  * brightness, a test set evaluated each epoch, a checkpoint per epoch), on ref, on devref,
- * devfull, devfast and devgraph (whose full batches after the first replay one recording):
+ * devfull, devfast and devgraph (whose full batches after the first replay one recording,
+ * training steps and test batches alike):
  * identical checkpoints, logs, and nothing of the backend's memory left allocated. Both
  * architectures, all parameters, BN only and random-k (masked updates). */
 static void loop_case(const char *arch, int depth, const char *regime, int opt_adam) {
-    dataset d = make_ds(40, 4, false), t = make_ds(12, 5, false);
+    dataset d = make_ds(40, 4, false), t = make_ds(36, 5, false);
     enum { NB = 5 };
     ops *be[NB] = {&ops_ref, &devref, &devfull, &devfast, &devgraph};
     checkpoint *c[NB];
@@ -708,6 +709,12 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         int64_t want = be[k] == &devgraph ? 3 : 0;
         CHECK(io.graph_steps == want, "%s on %s: %lld steps replayed, expected %lld", what, be[k]->name,
               (long long)io.graph_steps, (long long)want);
+        /* the test set's 16 + 16 + 4: in epoch 1 the first 16 is recorded (the training steps
+         * have run batches of 16 already) and both run from the recording, as in epoch 2
+         * (it outlives the training between); the 4 go op by op */
+        int64_t want_eval = be[k] == &devgraph ? 4 : 0;
+        CHECK(io.eval_replays == want_eval, "%s on %s: %lld test batches replayed, expected %lld", what,
+              be[k]->name, (long long)io.eval_replays, (long long)want_eval);
         sw_free(&w);
         CHECK(live_allocs == before, "%s: %zu backend allocations not freed", what, live_allocs - before);
         /* the log without its last two columns (images/s, seconds) */
@@ -947,7 +954,7 @@ TEST(graph_model_api) {
     model *g = model_build(cg, &devgraph, B, err), *r = model_build(cr, &ops_ref, B, err);
     CHECK(g && r && model_data_attach(g, &d, NULL, err) == 0, "build / attach: %s", err);
     if (!g || !r) return;
-    CHECK(model_graph_begin(g) == -1, "a recording before any backward pass (the buffers are not sized yet)");
+    CHECK(model_graph_begin(g, MODEL_GRAPH_STEP) == -1, "a recording before any backward pass (the buffers are not sized yet)");
     norm_cfg nm = {0};
     aug_param par[B] = {{0}};
     float *x = malloc((size_t)B * 3072 * sizeof *x);
@@ -957,13 +964,13 @@ TEST(graph_model_api) {
         for (int i = 0; i < B; i++) idx[i] = (uint32_t)(STEPS * B - 1 - (k * B + i)), lab[i] = d.labels[idx[i]];
         model_step_stage(g, idx, NULL, B, 0.1f);
         bool rec = k == 1;
-        if (rec) CHECK(model_graph_begin(g) == 0, "model_graph_begin");
+        if (rec) CHECK(model_graph_begin(g, MODEL_GRAPH_STEP) == 0, "model_graph_begin");
         if (k < 2) {
             model_forward_staged(g, B, AUG_NONE, &nm, true);
             CHECK(model_loss_queue(g, B, true) == 0, "model_loss_queue");
         }
-        if (rec) CHECK(model_graph_end(g, B) == 0 && model_has_graph(g), "model_graph_end");
-        if (k >= 1) CHECK(model_graph_launch(g, B) == 0, "step %d: model_graph_launch", k);
+        if (rec) CHECK(model_graph_end(g, B) == 0 && model_has_graph(g, MODEL_GRAPH_STEP), "model_graph_end");
+        if (k >= 1) CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B) == 0, "step %d: model_graph_launch", k);
         int okg = -1, okr = -2;
         double lg = model_loss_collect(g, B, &okg);
         batch_fill(x, &d, idx, par, B, AUG_NONE, &nm);
@@ -975,17 +982,17 @@ TEST(graph_model_api) {
             diff += memcmp(model_grad(g, i), model_grad(r, i), model_param(r, i)->numel * sizeof(float)) != 0;
         CHECK(diff == 0, "step %d: %d gradients differ from ref", k, diff);
     }
-    CHECK(model_graph_launch(g, B - 1) == -1, "a recording of %d images launched for %d", B, B - 1);
+    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B - 1) == -1, "a recording of %d images launched for %d", B, B - 1);
     /* the model's memory moves (model_activation's first call allocates its conversion
      * buffer): the recording is stale, dropped at the next launch */
     CHECK(model_activation(g, "s1.b0.relu1", NULL, NULL, NULL) != NULL, "model_activation");
-    CHECK(model_graph_launch(g, B) == -1 && !model_has_graph(g), "a recording older than an allocation launched");
-    CHECK(model_graph_begin(g) == 0, "recording again");
+    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B) == -1 && !model_has_graph(g, MODEL_GRAPH_STEP), "a recording older than an allocation launched");
+    CHECK(model_graph_begin(g, MODEL_GRAPH_STEP) == 0, "recording again");
     model_forward_staged(g, B, AUG_NONE, &nm, true);
     model_loss_queue(g, B, true);
-    CHECK(model_graph_end(g, B) == 0 && model_graph_launch(g, B) == 0, "the new recording");
+    CHECK(model_graph_end(g, B) == 0 && model_graph_launch(g, MODEL_GRAPH_STEP, B) == 0, "the new recording");
     model_graph_drop(g);
-    CHECK(!model_has_graph(g) && model_graph_launch(g, B) == -1, "dropped, still launches");
+    CHECK(!model_has_graph(g, MODEL_GRAPH_STEP) && model_graph_launch(g, MODEL_GRAPH_STEP, B) == -1, "dropped, still launches");
     free(x);
     model_free(g), model_free(r);
     ck_free(cg), ck_free(cr);
