@@ -1,5 +1,6 @@
 // cuda_device.cu: finding a usable CUDA device, and the device memory entry points of
 // cuda_mem.h. The ops table itself is in ops_cuda.cu.
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ size_t cuda_index_limit(void) {
     char *end;
     errno = 0;
     unsigned long long n = strtoull(s, &end, 10);
-    if (*end || errno || n < 1 || n > most || s[0] == '-')
+    if (*end || errno || n < 1 || n > most || !isdigit((unsigned char)s[0]))
         cli_die("BN_CUDA_INDEX_LIMIT: '%s' is not a whole number from 1 to %zu", s, most);
     return (size_t)n;
 }

@@ -82,8 +82,8 @@ template <typename F> static void by_image_chunks(const char *what, int n, size_
     size_t limit = cuda_index_limit();
     int per = cuda_images_per_launch(per_image, n, limit);
     if (per < 1) cli_die("%s: an image of %zu values is over the %zu one kernel launch can index", what, per_image, limit);
-    for (int n0 = 0; n0 < n; n0 += per)
-        launch((size_t)n0 * per_image, (size_t)(per < n - n0 ? per : n - n0) * per_image);
+    for (size_t n0 = 0; n0 < (size_t)n; n0 += (size_t)per)
+        launch(n0 * per_image, ((size_t)per < (size_t)n - n0 ? (size_t)per : (size_t)n - n0) * per_image);
 }
 
 // The ops, by file.

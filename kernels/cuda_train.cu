@@ -263,7 +263,7 @@ void *cuda_graph_end(ops *o) {
             snprintf(record_why, sizeof record_why, "%s (ending the capture)", cudaGetErrorString(e));
         (void)cudaGetLastError();
         if (exec) (void)cudaGraphExecDestroy(exec);
-        fprintf(stderr, "cuda: the step could not be recorded into a graph: %s; steps go op by op\n", record_why);
+        fprintf(stderr, "cuda: the work could not be recorded into a graph: %s; it goes op by op\n", record_why);
         return NULL;
     }
     cuda_graph *g = (cuda_graph *)malloc(sizeof *g);

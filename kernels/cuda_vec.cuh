@@ -7,6 +7,12 @@
 #define BN_CUDA_VEC_CUH
 #include <stdint.h>
 
+// The emulation (tests/cudasim/cudasim.h) defines this to check that each float4 access is
+// 16-byte aligned, as the GPU requires ("misaligned address"); here it is nothing.
+#ifndef CUDA_VEC_CHECK
+#define CUDA_VEC_CHECK(p) ((void)0)
+#endif
+
 // a grid-stride loop over the nv groups (nv + the stride < 2^32)
 #define GROUPS(v, nv) \
     for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < (nv); v += gridDim.x * blockDim.x)
@@ -14,6 +20,7 @@
 // the V values of group v
 template <int V> __device__ __forceinline__ void load_v(const float *p, uint32_t v, float *out) {
     if (V == 4) {
+        CUDA_VEC_CHECK(reinterpret_cast<const float4 *>(p) + v);
         float4 t = reinterpret_cast<const float4 *>(p)[v];
         out[0] = t.x, out[1] = t.y, out[2] = t.z, out[3] = t.w;
     } else {
@@ -21,9 +28,11 @@ template <int V> __device__ __forceinline__ void load_v(const float *p, uint32_t
     }
 }
 template <int V> __device__ __forceinline__ void store_v(float *p, uint32_t v, const float *in) {
-    if (V == 4)
+    if (V == 4) {
+        CUDA_VEC_CHECK(reinterpret_cast<float4 *>(p) + v);
         reinterpret_cast<float4 *>(p)[v] = make_float4(in[0], in[1], in[2], in[3]);
-    else
+    } else {
         p[v] = in[0];
+    }
 }
 #endif

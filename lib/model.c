@@ -177,8 +177,15 @@ struct model {
         unsigned gen;           /* gen when it was recorded: another value makes it stale */
         bool moves, bwd;        /* it updates the parameters / runs a backward pass */
         bool train;             /* the recorded forward was in train mode */
+        struct recipe {         /* what its batch_fill was given (by value: baked in) */
+            bool staged;        /* it holds a model_forward_staged */
+            aug_kind aug;
+            bool norm;
+            double mean[NORM_MAXC], inv[NORM_MAXC];
+        } recipe;
     } graph[MODEL_GRAPHS];
     int rec_slot;               /* the one being recorded */
+    struct recipe rec_recipe;   /* its model_forward_staged's, so far */
     bool recording, rec_failed; /* rec_failed: something while recording could not be recorded */
     bool rec_moved;             /* params_moved before the recording */
     unsigned rec_gen, rec_bwd;
@@ -1151,14 +1158,29 @@ void model_step_stage(model *m, const uint32_t *idx, const aug_param *par, int n
     m->o->mem_upload(m->o, m->dstage, m->hstage, bytes);   /* one upload a step */
 }
 
+/* what model_forward_staged hands batch_fill for k and nm (unused entries 0) */
+static struct recipe recipe_of(const model *m, aug_kind k, const norm_cfg *nm) {
+    struct recipe r;
+    memset(&r, 0, sizeof r);
+    r.staged = true, r.aug = k;
+    r.norm = norm_arrays(nm, m->dc, r.mean, r.inv);
+    return r;
+}
+static bool same_recipe(const struct recipe *a, const struct recipe *b) {
+    return a->staged == b->staged && a->aug == b->aug && a->norm == b->norm &&
+           memcmp(a->mean, b->mean, sizeof a->mean) == 0 && memcmp(a->inv, b->inv, sizeof a->inv) == 0;
+}
+
 void model_forward_staged(model *m, int n, aug_kind k, const norm_cfg *nm, bool train) {
     check_batch(m, n, "model_forward_staged");
     if (!m->dstage || (k != AUG_NONE && !m->stage_has_par)) {
         fprintf(stderr, "model_forward_staged: no stage%s\n", m->dstage ? " with augmentations" : "");
         abort();
     }
-    double mean[NORM_MAXC], inv[NORM_MAXC];
-    bool norm = norm_arrays(nm, m->dc, mean, inv);
+    struct recipe r = recipe_of(m, k, nm);
+    if (m->recording) m->rec_recipe = r;
+    const double *mean = r.mean, *inv = r.inv;
+    bool norm = r.norm;
     const uint32_t *idx = (const uint32_t *)(m->dstage + sizeof(ops_step));
     const aug_param *par = (const aug_param *)(m->dstage + m->stage_par);
     m->o->batch_fill(m->o, m->store[0], m->dpixels, m->dc, m->dh, m->dw, idx, k == AUG_NONE ? NULL : par, n,
@@ -1636,6 +1658,7 @@ int model_graph_begin(model *m, int slot) {
     graph_free_slot(m, slot);
     if (o->graph_begin(o)) return -1;
     m->recording = true, m->rec_failed = false, m->rec_slot = slot;
+    memset(&m->rec_recipe, 0, sizeof m->rec_recipe);
     m->rec_gen = m->gen, m->rec_bwd = m->bwd_count, m->rec_moved = m->params_moved;
     m->params_moved = false;
     return 0;
@@ -1652,15 +1675,18 @@ int model_graph_end(model *m, int n) {
         m->o->graph_free(m->o, g);
         return -1;
     }
-    m->graph[m->rec_slot] = (struct mgraph){g, n, m->gen, moves, m->bwd_count != m->rec_bwd, m->last_train};
+    m->graph[m->rec_slot] =
+        (struct mgraph){g, n, m->gen, moves, m->bwd_count != m->rec_bwd, m->last_train, m->rec_recipe};
     return 0;
 }
 
-int model_graph_launch(model *m, int slot, int n) {
+int model_graph_launch(model *m, int slot, int n, aug_kind k, const norm_cfg *nm) {
     if (slot < 0 || slot >= MODEL_GRAPHS) return -1;
     struct mgraph *g = &m->graph[slot];
     if (!g->g || g->n != n) return -1;
-    if (m->gen != g->gen || m->o->graph_launch(m->o, g->g)) {
+    struct recipe want = recipe_of(m, k, nm);
+    bool other = g->recipe.staged && !same_recipe(&g->recipe, &want);   /* another augmentation or normalisation */
+    if (other || m->gen != g->gen || m->o->graph_launch(m->o, g->g)) {
         graph_free_slot(m, slot);
         return -1;
     }

@@ -71,13 +71,15 @@ ops_step *model_step_vals(const model *m);
  * which sizes the buffers) and model_graph_end, the calls are recorded, not run;
  * model_graph_end is 0 when the slot begun then holds the recording of n images (else the
  * caller runs the calls again, as usual). model_graph_launch runs a slot's recording after
- * a model_step_stage, as the calls would: 0, or -1 when there is none for n or it is stale
- * (memory of the model or the backend moved since; it is dropped: record again).
+ * a model_step_stage, as the calls would: 0, or -1 when there is none for n, or it was
+ * recorded with another augmentation kind or normalisation than k and nm (what
+ * model_forward_staged was given is baked into the recording), or it is stale (memory of
+ * the model or the backend moved since); in the last two cases it is dropped: record again.
  * model_graph_drop frees both (model_free and model_data_detach do). */
 enum { MODEL_GRAPH_STEP, MODEL_GRAPH_EVAL, MODEL_GRAPHS };
 int model_graph_begin(model *m, int slot);
 int model_graph_end(model *m, int n);
-int model_graph_launch(model *m, int slot, int n);
+int model_graph_launch(model *m, int slot, int n, aug_kind k, const norm_cfg *nm);
 bool model_has_graph(const model *m, int slot);
 bool model_can_record(const model *m);   /* the backend records, data is attached, no BN_PROFILE */
 /* A forward of model_max_batch images has run op by op (the convolution algorithms for that

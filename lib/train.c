@@ -27,21 +27,22 @@ static void device_ops(model *m, const train_cfg *cfg, int n, double lr, int64_t
  * recording that fails turns them off for the run; a stale one is recorded again. */
 typedef struct step_graph {
     bool on, warm;
-    int64_t replays;
+    int64_t replays, records;   /* steps run from a recording; recordings made */
 } step_graph;
 
 static void device_step(model *m, const train_cfg *cfg, step_graph *sg, int n, double lr, int64_t t, bool dev_optim,
                         bool verbose) {
+    const int S = MODEL_GRAPH_STEP;
     if (sg->on && n == cfg->batch) {
-        if (model_graph_launch(m, MODEL_GRAPH_STEP, n) == 0) {
+        if (model_graph_launch(m, S, n, cfg->augment, &cfg->norm) == 0) {
             sg->replays++;
             return;
         }
         if (sg->warm) {
-            bool began = model_graph_begin(m, MODEL_GRAPH_STEP) == 0;
+            bool began = model_graph_begin(m, S) == 0;
             if (began) device_ops(m, cfg, n, lr, t, dev_optim);
-            if (began && model_graph_end(m, n) == 0 && model_graph_launch(m, MODEL_GRAPH_STEP, n) == 0) {
-                sg->replays++;
+            if (began && model_graph_end(m, n) == 0 && model_graph_launch(m, S, n, cfg->augment, &cfg->norm) == 0) {
+                sg->replays++, sg->records++;
                 return;
             }
             sg->on = false;     /* nothing of the recording ran: the step goes op by op below */
@@ -218,14 +219,20 @@ static double now_s(void) {
  * none once a full batch has run op by op (which chose the algorithms and sized the
  * buffers: in training, the steps did); *rec: 0 before such a batch, 1 after, -1 once a
  * recording failed (op by op for the rest of the pass). 1 when the batch ran from the
- * recording, -1 when its loss could not be queued. */
-static int eval_forward(model *m, int nb, int mb, const norm_cfg *nm, int *rec) {
+ * recording (r->recorded counts those made), -1 when its loss could not be queued. */
+static int eval_forward(model *m, int nb, int mb, const norm_cfg *nm, int *rec, eval_result *r) {
+    const int E = MODEL_GRAPH_EVAL;
     if (nb == mb && *rec >= 0) {
-        if (model_graph_launch(m, MODEL_GRAPH_EVAL, nb) == 0) return 1;
+        if (model_graph_launch(m, E, nb, AUG_NONE, nm) == 0) return 1;
         if (*rec == 1) {
-            bool began = model_graph_begin(m, MODEL_GRAPH_EVAL) == 0;
-            if (began) model_forward_staged(m, nb, AUG_NONE, nm, false), (void)model_loss_queue(m, nb, false);
-            if (began && model_graph_end(m, nb) == 0 && model_graph_launch(m, MODEL_GRAPH_EVAL, nb) == 0) return 1;
+            bool began = model_graph_begin(m, E) == 0, queued = false;
+            if (began) model_forward_staged(m, nb, AUG_NONE, nm, false), queued = model_loss_queue(m, nb, false) == 0;
+            bool made = began && model_graph_end(m, nb) == 0;
+            if (made && !queued) model_graph_drop(m);   /* a forward without its loss: not a test batch */
+            if (made && queued && model_graph_launch(m, E, nb, AUG_NONE, nm) == 0) {
+                r->recorded++;
+                return 1;
+            }
             *rec = -1;      /* nothing of the recording ran: the batch goes op by op below */
         }
     }
@@ -260,7 +267,7 @@ int eval_run(model *m, const dataset *d, const norm_cfg *nm, eval_result *r, cha
         if (base >= 0) {
             for (int i = 0; i < nb; i++) idx[i] = (uint32_t)((size_t)base + i0 + (size_t)i);
             model_step_stage(m, idx, NULL, nb, 0.0f);
-            int f = eval_forward(m, nb, mb, nm, &rec);
+            int f = eval_forward(m, nb, mb, nm, &rec, r);
             r->replayed += f > 0;
             l = f < 0 ? NAN : model_loss_collect(m, nb, &ok);
         } else {
@@ -523,9 +530,9 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
         if (!dev_data) why[0] = 0, dev_data = !model_data_attach(m, train, NULL, why);
     }
     /* and with both there, a step is recorded once and replayed (BN_GRAPH=0: never) */
-    step_graph sg = {dev_data && dev_optim && model_can_record(m) && cli_env_flag("BN_GRAPH", true), false, 0};
+    step_graph sg = {dev_data && dev_optim && model_can_record(m) && cli_env_flag("BN_GRAPH", true), false, 0, 0};
     io->backend_data = dev_data, io->backend_eval = dev_eval, io->backend_optim = dev_optim, io->fast = model_is_fast(m);
-    io->graph_steps = 0, io->eval_replays = 0;
+    io->graph_steps = io->graph_records = io->eval_replays = io->eval_records = 0;
     if (io->verbose && model_backend(m))
         fprintf(stderr, "%s: %s backend: batches built %s%s%s%s, optimizer on the %s%s\n", cli_prog, o->name,
                 dev_data ? "there" : "on the host", dev_eval ? " (the test set's too)" : "", *why ? ": " : "", why,
@@ -615,7 +622,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
                 break;
             }
             vl = r.loss, va = r.n ? (double)r.correct / (double)r.n : NAN;
-            io->eval_replays += (int64_t)r.replayed;
+            io->eval_replays += (int64_t)r.replayed, io->eval_records += (int64_t)r.recorded;
             eval_free(&r);
         }
         double secs = now_s() - t0, ips = train_s > 0 ? (double)images / train_s : 0;
@@ -637,7 +644,7 @@ int train_run(checkpoint *ck, ops *o, const dataset *train, const train_cfg *cfg
     }
     /* nothing left to train (a resumed run already complete, or --epochs 0): the
      * checkpoint still goes out, with its settings */
-    io->graph_steps = sg.replays;
+    io->graph_steps = sg.replays, io->graph_records = sg.records;
     if (rc == TRAIN_DONE && steps_this_call == 0 && io->sections == 0) rc = write_ck(io, m, ck, err);
     model_sync(m);      /* the caller's checkpoint holds the final state, whatever the backend */
     if (dp.P > 1 && rc != TRAIN_ERROR) {

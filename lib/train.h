@@ -65,8 +65,9 @@ typedef struct train_io {
     /* out: the path the run took (a backend with memory of its own: batches built there,
      * the test set's batches too, optimizer steps there; the model's fast path with its fusions) */
     bool backend_data, backend_eval, backend_optim, fast;
-    int64_t graph_steps;   /* out: steps replayed from a recording (ops.h graph_*) */
-    int64_t eval_replays;  /* out: test batches replayed from a recording */
+    int64_t graph_steps;   /* out: steps run from a recording (ops.h graph_*) */
+    int64_t graph_records; /* out: recordings of a step made (each one's first run counted above) */
+    int64_t eval_replays, eval_records;   /* out: the same for the test set's batches */
 } train_io;
 
 enum { TRAIN_DONE = 0, TRAIN_NAN = 1, TRAIN_STOPPED = 2, TRAIN_ERROR = 3 };
@@ -91,7 +92,8 @@ typedef struct eval_result {
     double loss;           /* mean cross-entropy */
     int classes;
     uint64_t *confusion;   /* [true * classes + predicted], malloc'd */
-    uint64_t replayed;     /* batches replayed from a recording (ops.h graph_*) */
+    uint64_t replayed;     /* batches run from a recording (ops.h graph_*) */
+    uint64_t recorded;     /* recordings made (each also counted in replayed when it ran) */
 } eval_result;
 /* Inference-mode BN over every image of d in order (no augmentation), normalised by nm.
  * With d in backend memory (model_data_attach) and a backend that records, the full

@@ -737,8 +737,8 @@ TEST(elementwise_vs_ref) {
 
 /* The per-element kernels' layouts and launch splits (kernels/cuda_index.h): BatchNorm's
  * apply (with a residual and ReLU), inference and dx (masked by a ReLU), and pooling's
- * backward. With every tensor 4 bytes off 16-byte alignment they take one value a thread
- * instead of a float4; under BN_CUDA_INDEX_LIMIT below the tensor's size they launch a few
+ * backward. With any one tensor (or all) 4 bytes off 16-byte alignment they take one value a
+ * thread instead of a float4; under BN_CUDA_INDEX_LIMIT below the tensor's size they launch a few
  * whole images at a time (here 2, 2, 1 of 5, or one by one). The arithmetic of each value
  * is the same in every case, so every output must be the same bits as the aligned, unsplit
  * run's (which bn_vs_ref and gap_vs_ref compare with the reference). */
@@ -746,16 +746,17 @@ enum { PE_X, PE_R, PE_DY, PE_Y, PE_GDY, PE_BIG };           /* tensors of n*c*hw
 enum { PE_G, PE_B, PE_RM, PE_RV, PE_M, PE_IS, PE_SMALL };   /* tensors of c */
 enum { PE_OUT_Y, PE_OUT_YI, PE_OUT_DX, PE_OUT_GDX, PE_OUT_DG, PE_OUT_DB, PE_OUT_RM, PE_OUT };
 
-/* the ops on device copies of in[] placed off floats past an allocation's start; out[k] are
- * new host copies of the results */
-static void per_element_run(const bn_shape *s, float *const big[PE_BIG], float *const small[PE_SMALL], int off,
+/* the ops on device copies of in[], tensor k placed one float past its allocation's start
+ * when bit k of offs is set (bits PE_BIG.. for the outputs yi, dx, gdx); out[k] are new host
+ * copies of the results */
+static void per_element_run(const bn_shape *s, float *const big[PE_BIG], float *const small[PE_SMALL], unsigned offs,
                             float *out[PE_OUT]) {
     bn_desc d = {s->n, s->c, s->hw, 1e-5f, 0.1f};
     size_t nx = (size_t)s->n * s->c * s->hw, nc = (size_t)s->c, nr = (size_t)s->n * s->c;
     size_t len[PE_OUT] = {nx, nx, nx, nx, nc, nc, nc};
     float *base[PE_BIG + 3], *t[PE_BIG + 3];   /* + the outputs yi, dx, gdx */
     for (int k = 0; k < PE_BIG + 3; k++) {
-        size_t n = k == PE_GDY ? nr : nx;
+        size_t n = k == PE_GDY ? nr : nx, off = (offs >> k) & 1;
         base[k] = dalloc(n + off), t[k] = base[k] + off;
         if (k < PE_BIG) cuda_to_device(t[k], big[k], n * sizeof(float));
         else refill(base[k], n + off);
@@ -792,12 +793,16 @@ TEST(per_element_layouts) {
         float *want[PE_OUT], *got[PE_OUT];
         char lim[32];
         per_element_run(s, big, small, 0, want);
-        struct { int off; size_t limit; const char *how; } cases[] = {
-            {1, 0, "4 bytes off alignment"}, {0, 2 * img + 1, "2 images a launch"},
-            {1, img, "one image a launch, off alignment"}};
+        const unsigned all = (1u << (PE_BIG + 3)) - 1;
+        struct { unsigned offs; size_t limit; const char *how; } cases[] = {
+            {all, 0, "every tensor 4 bytes off alignment"}, {1u << PE_X, 0, "x alone off alignment"},
+            {1u << PE_R, 0, "the residual alone off alignment"}, {1u << PE_DY, 0, "dy alone off alignment"},
+            {1u << PE_Y, 0, "y (the backward's ReLU mask) alone off alignment"},
+            {1u << (PE_BIG + 1), 0, "dx alone off alignment"}, {0, 2 * img + 1, "2 images a launch"},
+            {all, img, "one image a launch, off alignment"}};
         for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
             if (cases[k].limit) snprintf(lim, sizeof lim, "%zu", cases[k].limit), setenv("BN_CUDA_INDEX_LIMIT", lim, 1);
-            per_element_run(s, big, small, cases[k].off, got);
+            per_element_run(s, big, small, cases[k].offs, got);
             unsetenv("BN_CUDA_INDEX_LIMIT");
             for (int o = 0; o < PE_OUT; o++) {
                 size_t len = o >= PE_OUT_DG ? nc : nx;

@@ -183,7 +183,8 @@ TEST(device_work_same_bits) {
  * replayed) against the same pass op by op (BN_GRAPH=0): the same loss bits, counts and
  * confusion matrix. ResNet-8 (BN's running statistics moved off 0/1, so that inference
  * mode matters), 100 images in batches of 24: on a fresh model the first full batch goes op
- * by op and the next three run from the recording; a second pass replays all four. */
+ * by op and the next three run from the recording; a second pass on the same model replays
+ * all four and records nothing. */
 TEST(eval_replay_same_bits) {
     NEED_GPU();
     dataset t = make_ds(100, 6, true);
@@ -202,15 +203,19 @@ TEST(eval_replay_same_bits) {
     uint64_t want_replays[3] = {3, 4, 0};
     for (int k = 0; k < 3; k++) {
         setenv("BN_GRAPH", k < 2 ? "1" : "0", 1);
-        static model *m;
-        if (k != 1) model_free(m), m = ck ? model_build(ck, G, 24, err) : NULL;
-        CHECK(m && !model_data_attach(m, &t, NULL, err), "model with the test set on the device: %s", err);
+        static model *m;   /* pass 2 reuses pass 1's model: its recording must still be there */
+        if (k != 1) {
+            model_free(m), m = ck ? model_build(ck, G, 24, err) : NULL;
+            CHECK(m && !model_data_attach(m, &t, NULL, err), "model with the test set on the device: %s", err);
+        }
         if (!m || eval_run(m, &t, &nm, &r[k], err)) {
             CHECK(0, "eval_run: %s", err);
             return;
         }
-        CHECK(r[k].replayed == want_replays[k], "pass %d: %llu batches from the recording, wanted %llu", k + 1,
-              (unsigned long long)r[k].replayed, (unsigned long long)want_replays[k]);
+        CHECK(r[k].replayed == want_replays[k] && r[k].recorded == (k == 0),
+              "pass %d: %llu batches from a recording, %llu recordings; wanted %llu, %d", k + 1,
+              (unsigned long long)r[k].replayed, (unsigned long long)r[k].recorded,
+              (unsigned long long)want_replays[k], k == 0);
         if (k == 2) model_free(m), m = NULL;
     }
     unsetenv("BN_GRAPH");

@@ -712,9 +712,12 @@ static void loop_case(const char *arch, int depth, const char *regime, int opt_a
         /* the test set's 16 + 16 + 4: in epoch 1 the first 16 is recorded (the training steps
          * have run batches of 16 already) and both run from the recording, as in epoch 2
          * (it outlives the training between); the 4 go op by op */
-        int64_t want_eval = be[k] == &devgraph ? 4 : 0;
+        int64_t want_eval = be[k] == &devgraph ? 4 : 0, once = be[k] == &devgraph;
         CHECK(io.eval_replays == want_eval, "%s on %s: %lld test batches replayed, expected %lld", what,
               be[k]->name, (long long)io.eval_replays, (long long)want_eval);
+        /* one recording of each for the run: neither drops the other, epoch 2 records nothing */
+        CHECK(io.graph_records == once && io.eval_records == once, "%s on %s: %lld step and %lld test recordings",
+              what, be[k]->name, (long long)io.graph_records, (long long)io.eval_records);
         sw_free(&w);
         CHECK(live_allocs == before, "%s: %zu backend allocations not freed", what, live_allocs - before);
         /* the log without its last two columns (images/s, seconds) */
@@ -970,7 +973,7 @@ TEST(graph_model_api) {
             CHECK(model_loss_queue(g, B, true) == 0, "model_loss_queue");
         }
         if (rec) CHECK(model_graph_end(g, B) == 0 && model_has_graph(g, MODEL_GRAPH_STEP), "model_graph_end");
-        if (k >= 1) CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B) == 0, "step %d: model_graph_launch", k);
+        if (k >= 1) CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == 0, "step %d: model_graph_launch", k);
         int okg = -1, okr = -2;
         double lg = model_loss_collect(g, B, &okg);
         batch_fill(x, &d, idx, par, B, AUG_NONE, &nm);
@@ -982,17 +985,41 @@ TEST(graph_model_api) {
             diff += memcmp(model_grad(g, i), model_grad(r, i), model_param(r, i)->numel * sizeof(float)) != 0;
         CHECK(diff == 0, "step %d: %d gradients differ from ref", k, diff);
     }
-    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B - 1) == -1, "a recording of %d images launched for %d", B, B - 1);
+    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B - 1, AUG_NONE, &nm) == -1, "a recording of %d images launched for %d", B, B - 1);
     /* the model's memory moves (model_activation's first call allocates its conversion
      * buffer): the recording is stale, dropped at the next launch */
     CHECK(model_activation(g, "s1.b0.relu1", NULL, NULL, NULL) != NULL, "model_activation");
-    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B) == -1 && !model_has_graph(g, MODEL_GRAPH_STEP), "a recording older than an allocation launched");
+    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == -1 && !model_has_graph(g, MODEL_GRAPH_STEP), "a recording older than an allocation launched");
     CHECK(model_graph_begin(g, MODEL_GRAPH_STEP) == 0, "recording again");
     model_forward_staged(g, B, AUG_NONE, &nm, true);
     model_loss_queue(g, B, true);
-    CHECK(model_graph_end(g, B) == 0 && model_graph_launch(g, MODEL_GRAPH_STEP, B) == 0, "the new recording");
+    CHECK(model_graph_end(g, B) == 0 && model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == 0, "the new recording");
+    /* what model_forward_staged was given is in the recording: another normalisation or
+     * augmentation must not replay it */
+    norm_cfg other = {.meanstd = true, .c = 3, .mean = {0.5, 0.5, 0.5}, .std = {0.25, 0.25, 0.25}};
+    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &other) == -1 && !model_has_graph(g, MODEL_GRAPH_STEP),
+          "a recording launched with another normalisation");
+    CHECK(model_graph_begin(g, MODEL_GRAPH_STEP) == 0, "recording again");
+    model_forward_staged(g, B, AUG_NONE, &nm, true);
+    model_loss_queue(g, B, true);
+    CHECK(model_graph_end(g, B) == 0 && model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == 0, "recorded");
+    CHECK(model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_SEED, &nm) == -1 && !model_has_graph(g, MODEL_GRAPH_STEP),
+          "a recording launched with another augmentation");
+    /* the two slots are apart: recording a test batch leaves the step's recording alone */
+    CHECK(model_graph_begin(g, MODEL_GRAPH_STEP) == 0, "recording a step");
+    model_forward_staged(g, B, AUG_NONE, &nm, true);
+    model_loss_queue(g, B, true);
+    CHECK(model_graph_end(g, B) == 0, "recorded the step");
+    CHECK(model_graph_begin(g, MODEL_GRAPH_EVAL) == 0, "recording a test batch");
+    model_forward_staged(g, B, AUG_NONE, &nm, false);
+    model_loss_queue(g, B, false);
+    CHECK(model_graph_end(g, B) == 0 && model_has_graph(g, MODEL_GRAPH_STEP) && model_has_graph(g, MODEL_GRAPH_EVAL),
+          "both recordings held");
+    CHECK(model_graph_launch(g, MODEL_GRAPH_EVAL, B, AUG_NONE, &nm) == 0 &&
+              model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == 0, "both launch");
     model_graph_drop(g);
-    CHECK(!model_has_graph(g, MODEL_GRAPH_STEP) && model_graph_launch(g, MODEL_GRAPH_STEP, B) == -1, "dropped, still launches");
+    CHECK(!model_has_graph(g, MODEL_GRAPH_STEP) && !model_has_graph(g, MODEL_GRAPH_EVAL) &&
+              model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == -1, "dropped, still launches");
     free(x);
     model_free(g), model_free(r);
     ck_free(cg), ck_free(cr);

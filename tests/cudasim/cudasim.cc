@@ -450,6 +450,15 @@ static void check_slack(const char *after_what) {
     }
 }
 
+void sim_vec_check(const void *p, const char *file, int line) {
+    if ((uintptr_t)p % 16 == 0) return;
+    fprintf(stderr,
+            "cudasim: %s, block (%u,%u,%u), thread (%u,%u,%u): a 16-byte vector access at %p (%s:%d), not 16-byte "
+            "aligned (a GPU: misaligned address)\n",
+            last_work, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z, p, file, line);
+    _exit(3);
+}
+
 // A fault in a guard page: which allocation, how far off, in which kernel thread.
 static void on_fault(int sig, siginfo_t *si, void *uc) {
     (void)uc;

@@ -20,7 +20,9 @@
 //   - the __f*_rn / __d*_rn intrinsics: one IEEE rounding, as on the GPU (the build has
 //     -ffp-contract=off, so no other expression is fused into an FMA either);
 //   - kernel parameters are copied at the launch (a graph replays the copies), pointer
-//     parameters must point into device memory (cudaMalloc) or pinned host memory.
+//     parameters must point into device memory (cudaMalloc) or pinned host memory;
+//   - a float4 access of kernels/cuda_vec.cuh at an address not 16-byte aligned stops the
+//     program, as the GPU's "misaligned address" does.
 #ifndef BN_CUDASIM_H
 #define BN_CUDASIM_H
 #include <cuda_runtime.h>
@@ -87,6 +89,12 @@ static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline float __double2float_rn(double a) { return (float)a; }
+
+// ---- vector accesses -------------------------------------------------------------------------
+// kernels/cuda_vec.cuh's float4 loads and stores: the GPU faults on one whose address is not
+// a multiple of 16 ("misaligned address"); so does the emulation, naming the kernel and thread
+void sim_vec_check(const void *p, const char *file, int line);
+#define CUDA_VEC_CHECK(p) sim_vec_check((const void *)(p), __FILE__, __LINE__)
 
 // ---- launches ------------------------------------------------------------------------------
 struct sim_cfg {

@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "cuda_reduce.cuh"
+#include "cuda_vec.cuh"
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -311,6 +312,29 @@ TEST(out_of_bounds_reported) {
     cudaFree(a), cudaFree(b), cudaFree(o);
 }
 
+// kernels/cuda_vec.cuh's float4 accesses, from an offset of off floats
+__global__ void k_vec_copy(const float *x, float *y, int off) {
+    float v[4];
+    load_v<4>(x + off, 0, v);
+    store_v<4>(y, 0, v);
+}
+__global__ void k_vec_store(const float *x, float *y, int off) {
+    float v[4] = {x[0], x[1], x[2], x[3]};
+    store_v<4>(y + off, 0, v);
+}
+
+TEST(vector_alignment_reported) {
+    float *a = dnew<float>(16), *b = dnew<float>(16);
+    k_vec_copy<<<1, 1, 0, 0>>>(a, b, 4);   // 16 bytes on: aligned
+    CHECK(cudaGetLastError() == cudaSuccess, "an aligned float4 copy failed");
+    expect_refusals("vector_alignment_reported");
+    CHECK(dies_saying([&] { k_vec_copy<<<1, 1, 0, 0>>>(a, b, 1); }, "not 16-byte aligned"),
+          "a float4 load 4 bytes off alignment");
+    CHECK(dies_saying([&] { k_vec_store<<<1, 1, 0, 0>>>(a, b, 2); }, "misaligned address"),
+          "a float4 store 8 bytes off alignment");
+    cudaFree(a), cudaFree(b);
+}
+
 TEST(graph_capture) {
     cudaStream_t st;
     cudaStreamCreate(&st);
@@ -461,6 +485,7 @@ int main(void) {
     RUN(launch_limits);
     RUN(pointers_and_copies);
     RUN(out_of_bounds_reported);
+    RUN(vector_alignment_reported);
     RUN(graph_capture);
     RUN(cudnn_convolution);
     return DONE();
