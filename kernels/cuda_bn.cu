@@ -21,7 +21,9 @@
 //
 // The per-element kernels (apply, infer, dx) find a value's channel without a division
 // (cuda_index.h) and take 4 values a thread as a float4 where hw % 4 == 0 and the pointers
-// are aligned (cuda_vec.cuh); each value's arithmetic is the same either way.
+// are aligned (cuda_vec.cuh); each value's arithmetic is the same either way. The partial
+// sums take groups of 4 where hw % 4 == 0 (float4 loads when aligned), so their order
+// depends on the shape alone.
 //
 // Fused ReLU (ops.h OPS_RELU, the _l entries of ops_cuda.cu): the forward applies
 // max(0, .) to the rounded float (NaN kept, as relu_fwd), the backward masks dy by the
@@ -40,9 +42,14 @@ enum { SUM_X, SUM_SQ, SUM_BWD };
 //   masked by ym > 0 when ym is not NULL (a fused ReLU's output).
 // SUM_SQ with xpart (the SUM_X pass's partial sums, single process): mean[c] is made here,
 // as k_bn_collect then k_bn_mean would make it (block (c, 0) stores it for the kernels after).
-template <int MODE>
-__global__ void k_bn_partial(const float *x, const float *dy, const float *ym, double *mean, const float *smean,
-                             const double *xpart, double M, int C, cuda_div hwd, uint32_t m, double *part) {
+// A thread takes its values in groups of G consecutive ones of a plane (G = 4 where hw % 4
+// == 0, else 1), added in order: the sums' order depends on the shape alone. vec: the
+// pointers are 16-byte aligned, so a group is one float4 load (else G scalar loads: the
+// same values, the same additions, the same bits).
+template <int MODE, int G>
+__device__ __forceinline__ void bn_partial(const float *x, const float *dy, const float *ym, double *mean,
+                                           const float *smean, const double *xpart, double M, int C, cuda_div hwg,
+                                           uint32_t mg, int vec, double *part) {
     int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
     double mu = MODE == SUM_BWD ? (double)smean[c] : 0.0;
     if (MODE == SUM_SQ && xpart) {
@@ -59,19 +66,25 @@ __global__ void k_bn_partial(const float *x, const float *dy, const float *ym, d
         mu = mean[c];
     }
     double a = 0.0, b = 0.0;
-    uint32_t hw = hwd.d;
-    for (uint32_t j = s * blockDim.x + threadIdx.x; j < m; j += S * blockDim.x) {   // m < 2^31: no wrap
-        uint32_t ni = cuda_div_q(hwd, j), i = j - ni * hw;
-        size_t at = ((size_t)ni * C + c) * hw + i;
-        if (MODE == SUM_X) {
-            a += x[at];
-        } else if (MODE == SUM_SQ) {
-            double v = (double)x[at] - mu;
-            a += v * v;
-        } else {
-            double g = ym && !(ym[at] > 0.0f) ? 0.0 : (double)dy[at];
-            a += g;
-            b += g * ((double)x[at] - mu);
+    uint32_t hw = hwg.d;   // groups a plane
+    for (uint32_t j = s * blockDim.x + threadIdx.x; j < mg; j += S * blockDim.x) {   // mg < 2^31: no wrap
+        uint32_t ni = cuda_div_q(hwg, j), i = j - ni * hw;
+        size_t at = ((size_t)ni * C + c) * hw + i;      // the group's index in the tensor
+        float xv[G], dv[G], mv[G];
+        load_g<G>(x, at, xv, vec);
+        if (MODE == SUM_BWD) load_g<G>(dy, at, dv, vec);
+        if (MODE == SUM_BWD && ym) load_g<G>(ym, at, mv, vec);
+        for (int k = 0; k < G; k++) {
+            if (MODE == SUM_X) {
+                a += xv[k];
+            } else if (MODE == SUM_SQ) {
+                double v = (double)xv[k] - mu;
+                a += v * v;
+            } else {
+                double g = ym && !(mv[k] > 0.0f) ? 0.0 : (double)dv[k];
+                a += g;
+                b += g * ((double)xv[k] - mu);
+            }
         }
     }
     block_sum2(a, b);
@@ -79,6 +92,17 @@ __global__ void k_bn_partial(const float *x, const float *dy, const float *ym, d
         part[(size_t)c * S + s] = a;
         if (MODE == SUM_BWD) part[((size_t)C + c) * S + s] = b;
     }
+}
+// the kernels, by group (one template argument each: a launch names them in a macro)
+template <int MODE>
+__global__ void k_bn_partial(const float *x, const float *dy, const float *ym, double *mean, const float *smean,
+                             const double *xpart, double M, int C, cuda_div hwg, uint32_t mg, int vec, double *part) {
+    bn_partial<MODE, 1>(x, dy, ym, mean, smean, xpart, M, C, hwg, mg, vec, part);
+}
+template <int MODE>
+__global__ void k_bn_partial4(const float *x, const float *dy, const float *ym, double *mean, const float *smean,
+                              const double *xpart, double M, int C, cuda_div hwg, uint32_t mg, int vec, double *part) {
+    bn_partial<MODE, 4>(x, dy, ym, mean, smean, xpart, M, C, hwg, mg, vec, part);
 }
 
 // sum[q*C + c] = sum over s of part[(q*C + c)*S + s], in slice order
@@ -224,8 +248,14 @@ static void channel_sums(const bn_desc *d, const float *x, const float *dy, cons
     size_t m = (size_t)d->n * (size_t)d->hw;
     if (m > 2147483647u) cli_die("BatchNorm: a channel of %zu values is over the 2^31 - 1 its sums can index", m);
     dim3 grid((unsigned)d->c, (unsigned)S);
-    cuda_div hwd = cuda_div_make((uint32_t)(d->hw > 0 ? d->hw : 1));
-    k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, xpart, M, d->c, hwd, (uint32_t)m, part);
+    int hw = d->hw > 0 ? d->hw : 1, G = hw % 4 ? 1 : 4;   // the group: by the shape alone
+    int vec = G == 4 && cuda_vec_width(hw, x, MODE == SUM_BWD ? dy : NULL, MODE == SUM_BWD ? ym : NULL, NULL) == 4;
+    cuda_div hwg = cuda_div_make((uint32_t)(hw / G));
+    uint32_t mg = (uint32_t)(m / G);
+    if (G == 4)
+        k_bn_partial4<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, xpart, M, d->c, hwg, mg, vec, part);
+    else
+        k_bn_partial<MODE><<<grid, CUDA_THREADS, 0, cuda_stream()>>>(x, dy, ym, mean, smean, xpart, M, d->c, hwg, mg, vec, part);
     CUDA_LAUNCH_CHECK();
     if (!sum) return;
     int rows = (MODE == SUM_BWD ? 2 : 1) * d->c;

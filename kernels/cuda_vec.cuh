@@ -35,4 +35,15 @@ template <int V> __device__ __forceinline__ void store_v(float *p, uint32_t v, c
         p[v] = in[0];
     }
 }
+// the G values of group v (G = 4: one float4 when vec, the pointer 16-byte aligned; else
+// G scalar loads, the same values)
+template <int G> __device__ __forceinline__ void load_g(const float *p, size_t v, float *out, int vec) {
+    if (G == 4 && vec) {
+        CUDA_VEC_CHECK(reinterpret_cast<const float4 *>(p) + v);
+        float4 t = reinterpret_cast<const float4 *>(p)[v];
+        out[0] = t.x, out[1] = t.y, out[2] = t.z, out[3] = t.w;
+    } else {
+        for (int k = 0; k < G; k++) out[k] = p[v * G + k];
+    }
+}
 #endif

@@ -112,13 +112,14 @@ check "adam: batches built on the device" grep -q "batches built there" "$T/adam
 ckclose "adam + crop-flip: cuda = ref" "$T/adam-ref.ck" "$T/adam-cuda.ck" "$T/all.ck"
 
 # ---- the per-element kernels' launches -------------------------------------------------------
-# BatchNorm's apply, inference and dx take a float4 a thread on these tensors (hw 1024, 256,
-# 64; aligned): the emulation's launch tally names the variant that ran. Split into launches
+# BatchNorm's apply, inference, dx and partial sums take a float4 a thread on these tensors
+# (hw 1024, 256, 64; aligned): the emulation's launch tally names the variant that ran. Split into launches
 # of a few images each (BN_CUDA_INDEX_LIMIT; 2^31 - 1 values by default), the same bytes.
 CUDASIM_LAUNCHES=1 net-train "$T/bn.ck" $RUN --epochs 2 --device cuda -o "$T/bn-launch.ck" 2>"$T/launch.err"
 check "launches: BatchNorm ran as float4 kernels" sh -c \
   "grep -q 'launches k_bn_apply<4>' '$T/launch.err' && grep -q 'launches k_bn_bwd_dx<4>' '$T/launch.err' &&
-   ! grep -q 'launches k_bn_apply<1>' '$T/launch.err'"
+   grep -q 'launches k_bn_partial4<MODE>' '$T/launch.err' && ! grep -q 'launches k_bn_apply<1>' '$T/launch.err' &&
+   ! grep -q 'launches k_bn_partial<MODE>' '$T/launch.err'"
 apply_launches() { sed -n 's/^cudasim: launches k_bn_apply<4> //p' "$1"; }
 BN_CUDA_INDEX_LIMIT=9000 CUDASIM_LAUNCHES=1 net-train "$T/bn.ck" $RUN --epochs 2 --device cuda \
   -o "$T/bn-split.ck" 2>"$T/split.err"
