@@ -11,7 +11,7 @@
 # usage: sh kernels/gpu-pack.sh [--data] [PROGRAM ...]   (PROGRAM: a tool's name, e.g. net-inspect)
 #   --data: also the demo's real data for `gpu-check.sh demo`: the first 4000 training and
 #   1000 test images of the CIFAR-10 sample (BN_DATA, default ../shared/data), 15 MB, in
-#   build/gpu/data/ (the pack then holds about 56 MiB of the 64 a call may carry; more is
+#   build/gpu/data/ (the pack then holds about 57 MiB of the 64 a call may carry; more is
 #   refused here, not at the call).
 set -e
 cd "$(dirname "$0")/.."
