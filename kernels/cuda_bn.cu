@@ -71,9 +71,9 @@ __device__ __forceinline__ void bn_partial(const float *x, const float *dy, cons
         uint32_t ni = cuda_div_q(hwg, j), i = j - ni * hw;
         size_t at = ((size_t)ni * C + c) * hw + i;      // the group's index in the tensor
         float xv[G], dv[G], mv[G];
-        load_g<G>(x, at, xv, vec);
-        if (MODE == SUM_BWD) load_g<G>(dy, at, dv, vec);
-        if (MODE == SUM_BWD && ym) load_g<G>(ym, at, mv, vec);
+        load_v<G>(x, at, xv, vec);
+        if (MODE == SUM_BWD) load_v<G>(dy, at, dv, vec);
+        if (MODE == SUM_BWD && ym) load_v<G>(ym, at, mv, vec);
         for (int k = 0; k < G; k++) {
             if (MODE == SUM_X) {
                 a += xv[k];
@@ -305,13 +305,11 @@ void cuda_bn_fwd_train_ex(ops *o, const bn_desc *d, int relu, const float *r, co
     by_image_chunks("bn_fwd_train", d->n, (size_t)C * d->hw, [&](size_t off, size_t count) {
         const float *xs = x + off, *rs = r ? r + off : NULL;
         float *ys = y + off;
-        int V = cuda_vec_width(d->hw, xs, rs, ys, NULL);
-        uint32_t nv = (uint32_t)(count / V);
-        cuda_chan ix = cuda_chan_make(C, d->hw, V);
-        if (V == 4)
-            k_bn_apply<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, mean, invstd, ix, nv, relu, rs, ys);
+        cuda_span sp = cuda_span_make(C, d->hw, count, xs, rs, ys, NULL);
+        if (sp.V == 4)
+            k_bn_apply<4><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, mean, invstd, sp.ix, sp.nv, relu, rs, ys);
         else
-            k_bn_apply<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, mean, invstd, ix, nv, relu, rs, ys);
+            k_bn_apply<1><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, mean, invstd, sp.ix, sp.nv, relu, rs, ys);
         CUDA_LAUNCH_CHECK();
     });
 }
@@ -328,13 +326,11 @@ void cuda_bn_fwd_infer_ex(ops *o, const bn_desc *d, int relu, const float *r, co
     by_image_chunks("bn_fwd_infer", d->n, (size_t)d->c * d->hw, [&](size_t off, size_t count) {
         const float *xs = x + off, *rs = r ? r + off : NULL;
         float *ys = y + off;
-        int V = cuda_vec_width(d->hw, xs, rs, ys, NULL);
-        uint32_t nv = (uint32_t)(count / V);
-        cuda_chan ix = cuda_chan_make(d->c, d->hw, V);
-        if (V == 4)
-            k_bn_infer<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, run_mean, run_var, d->eps, ix, nv, relu, rs, ys);
+        cuda_span sp = cuda_span_make(d->c, d->hw, count, xs, rs, ys, NULL);
+        if (sp.V == 4)
+            k_bn_infer<4><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, run_mean, run_var, d->eps, sp.ix, sp.nv, relu, rs, ys);
         else
-            k_bn_infer<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, run_mean, run_var, d->eps, ix, nv, relu, rs, ys);
+            k_bn_infer<1><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, gamma, beta, run_mean, run_var, d->eps, sp.ix, sp.nv, relu, rs, ys);
         CUDA_LAUNCH_CHECK();
     });
 }
@@ -368,13 +364,11 @@ void cuda_bn_bwd_ex(ops *o, const bn_desc *d, const float *ym, const float *x, c
     by_image_chunks("bn_bwd", d->n, (size_t)C * d->hw, [&](size_t off, size_t count) {
         const float *xs = x + off, *dys = dy + off, *yms = ym ? ym + off : NULL;
         float *dxs = dx + off;
-        int V = cuda_vec_width(d->hw, xs, dys, yms, dxs);
-        uint32_t nv = (uint32_t)(count / V);
-        cuda_chan ix = cuda_chan_make(C, d->hw, V);
-        if (V == 4)
-            k_bn_bwd_dx<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, dys, yms, gamma, save_mean, save_invstd, sum, M, C, ix, nv, dxs);
+        cuda_span sp = cuda_span_make(C, d->hw, count, xs, dys, yms, dxs);
+        if (sp.V == 4)
+            k_bn_bwd_dx<4><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, dys, yms, gamma, save_mean, save_invstd, sum, M, C, sp.ix, sp.nv, dxs);
         else
-            k_bn_bwd_dx<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, dys, yms, gamma, save_mean, save_invstd, sum, M, C, ix, nv, dxs);
+            k_bn_bwd_dx<1><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(xs, dys, yms, gamma, save_mean, save_invstd, sum, M, C, sp.ix, sp.nv, dxs);
         CUDA_LAUNCH_CHECK();
     });
 }

@@ -101,13 +101,11 @@ void cuda_gap_bwd(ops *o, int n, int c, int hw, const float *dy, float *dx) {
     by_image_chunks("gap_bwd", n, (size_t)c * hw, [&](size_t off, size_t count) {
         const float *dys = dy + off / hw;
         float *dxs = dx + off;
-        int V = cuda_vec_width(hw, dxs, NULL, NULL, NULL);
-        uint32_t nv = (uint32_t)(count / V);
-        cuda_div hwv = cuda_div_make((uint32_t)(hw / V));
-        if (V == 4)
-            k_gap_bwd<4><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(nv, hwv, hw, dys, dxs);
+        cuda_span sp = cuda_span_make(c, hw, count, dxs, NULL, NULL, NULL);   // its row: sp.ix.hwv
+        if (sp.V == 4)
+            k_gap_bwd<4><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(sp.nv, sp.ix.hwv, hw, dys, dxs);
         else
-            k_gap_bwd<1><<<cuda_blocks(nv), CUDA_THREADS, 0, cuda_stream()>>>(nv, hwv, hw, dys, dxs);
+            k_gap_bwd<1><<<cuda_blocks(sp.nv), CUDA_THREADS, 0, cuda_stream()>>>(sp.nv, sp.ix.hwv, hw, dys, dxs);
         CUDA_LAUNCH_CHECK();
     });
 }

@@ -61,14 +61,6 @@ static inline cuda_chan cuda_chan_make(int C, int hw, int V) {
 }
 CUDA_HD static inline int cuda_chan_of(cuda_chan k, uint32_t v) { return (int)cuda_div_r(k.ch, cuda_div_q(k.hwv, v)); }
 
-// How many images of per_image values one launch may cover (at least 1, at most n); 0 when
-// one image alone is over the limit.
-static inline int cuda_images_per_launch(size_t per_image, int n, size_t limit) {
-    if (per_image == 0) return n;
-    size_t k = limit / per_image;
-    return k > (size_t)n ? n : (int)k;
-}
-
 // 4 when every non-NULL pointer is 16-byte aligned and hw is a multiple of 4, else 1
 static inline int cuda_vec_width(int hw, const void *a, const void *b, const void *c, const void *d) {
     const void *p[4] = {a, b, c, d};
@@ -77,4 +69,28 @@ static inline int cuda_vec_width(int hw, const void *a, const void *b, const voi
         if ((uintptr_t)p[i] % 16) return 1;
     return 4;
 }
+
+// One per-element launch over count values of an NCHW tensor (whole images): the group
+// width V (cuda_vec_width of its pointers), the nv groups, the channel arithmetic.
+typedef struct cuda_span {
+    int V;
+    uint32_t nv;
+    cuda_chan ix;
+} cuda_span;
+
+static inline cuda_span cuda_span_make(int C, int hw, size_t count, const void *a, const void *b, const void *c,
+                                       const void *d) {
+    int V = cuda_vec_width(hw, a, b, c, d);
+    cuda_span s = {V, (uint32_t)(count / (size_t)V), cuda_chan_make(C, hw, V)};
+    return s;
+}
+
+// How many images of per_image values one launch may cover (at least 1, at most n); 0 when
+// one image alone is over the limit.
+static inline int cuda_images_per_launch(size_t per_image, int n, size_t limit) {
+    if (per_image == 0) return n;
+    size_t k = limit / per_image;
+    return k > (size_t)n ? n : (int)k;
+}
+
 #endif

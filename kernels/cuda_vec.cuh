@@ -17,14 +17,15 @@
 #define GROUPS(v, nv) \
     for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < (nv); v += gridDim.x * blockDim.x)
 
-// the V values of group v
-template <int V> __device__ __forceinline__ void load_v(const float *p, uint32_t v, float *out) {
-    if (V == 4) {
+// the V values of group v: one float4 when V = 4 and vec (the pointer 16-byte aligned), else
+// V scalar loads of the same values
+template <int V> __device__ __forceinline__ void load_v(const float *p, size_t v, float *out, int vec = 1) {
+    if (V == 4 && vec) {
         CUDA_VEC_CHECK(reinterpret_cast<const float4 *>(p) + v);
         float4 t = reinterpret_cast<const float4 *>(p)[v];
         out[0] = t.x, out[1] = t.y, out[2] = t.z, out[3] = t.w;
     } else {
-        out[0] = p[v];
+        for (int k = 0; k < V; k++) out[k] = p[v * V + k];
     }
 }
 template <int V> __device__ __forceinline__ void store_v(float *p, uint32_t v, const float *in) {
@@ -33,17 +34,6 @@ template <int V> __device__ __forceinline__ void store_v(float *p, uint32_t v, c
         reinterpret_cast<float4 *>(p)[v] = make_float4(in[0], in[1], in[2], in[3]);
     } else {
         p[v] = in[0];
-    }
-}
-// the G values of group v (G = 4: one float4 when vec, the pointer 16-byte aligned; else
-// G scalar loads, the same values)
-template <int G> __device__ __forceinline__ void load_g(const float *p, size_t v, float *out, int vec) {
-    if (G == 4 && vec) {
-        CUDA_VEC_CHECK(reinterpret_cast<const float4 *>(p) + v);
-        float4 t = reinterpret_cast<const float4 *>(p)[v];
-        out[0] = t.x, out[1] = t.y, out[2] = t.z, out[3] = t.w;
-    } else {
-        for (int k = 0; k < G; k++) out[k] = p[v * G + k];
     }
 }
 #endif

@@ -1179,12 +1179,10 @@ void model_forward_staged(model *m, int n, aug_kind k, const norm_cfg *nm, bool 
     }
     struct recipe r = recipe_of(m, k, nm);
     if (m->recording) m->rec_recipe = r;
-    const double *mean = r.mean, *inv = r.inv;
-    bool norm = r.norm;
     const uint32_t *idx = (const uint32_t *)(m->dstage + sizeof(ops_step));
     const aug_param *par = (const aug_param *)(m->dstage + m->stage_par);
     m->o->batch_fill(m->o, m->store[0], m->dpixels, m->dc, m->dh, m->dw, idx, k == AUG_NONE ? NULL : par, n,
-                     k == AUG_SEED, norm ? mean : NULL, norm ? inv : NULL, m->dlabels_all, m->dlabels);
+                     k == AUG_SEED, r.norm ? r.mean : NULL, r.norm ? r.inv : NULL, m->dlabels_all, m->dlabels);
     m->labels_ready = true;
     forward_run(m, n, train);
 }

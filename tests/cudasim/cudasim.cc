@@ -478,17 +478,6 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
         fprintf(stderr, "cudasim: %s: a thread overflowed its %zu-byte stack\n", last_work, STACK_BYTES);
         _exit(3);
     }
-    if (sig == SIGSEGV && si->si_code == SI_KERNEL) {
-        // x86-64 names no address for a general-protection fault; in a kernel the likely
-        // one is an aligned vector move (a float4 or double2, which g++ loads with movaps)
-        // at an address not a multiple of 16: what a GPU reports as "misaligned address"
-        fprintf(stderr,
-                "cudasim: %s, block (%u,%u,%u), thread (%u,%u,%u): a general-protection fault, most likely a "
-                "vector access (float4, double2) at an address not aligned to its size (a GPU: misaligned "
-                "address)\n",
-                last_work, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
-        _exit(3);
-    }
     signal(sig, SIG_DFL);   // not ours: the usual crash
     raise(sig);
 }

@@ -58,7 +58,7 @@ lost-mean|kernels/cuda_bn.cu|s/if (s == 0) mean\[c\] = mu_s;/if (s == 1) mean[c]
 mean-race|kernels/cuda_bn.cu|s/^        __syncthreads();$//|k_bn_partial: threads read the mean thread 0 makes with no barrier between (in thread order it is there in time)
 vec-channel|kernels/cuda_index.h|s/cuda_div_make((uint32_t)(hw \/ V))/cuda_div_make((uint32_t)hw)/|cuda_chan_make: a float4 group's channel counted in values, not groups
 vec-misaligned|kernels/cuda_index.h|s/if ((uintptr_t)p\[i\] % 16) return 1;/if ((uintptr_t)p[i] % 4) return 1;/|cuda_vec_width: float4 accesses at addresses 4 bytes off 16-byte alignment
-vec-mask-unchecked|kernels/cuda_bn.cu|s/cuda_vec_width(d->hw, xs, dys, yms, dxs)/cuda_vec_width(d->hw, xs, dys, NULL, dxs)/|k_bn_bwd_dx: float4 chosen without looking at the ReLU mask's alignment
+vec-mask-unchecked|kernels/cuda_bn.cu|s/cuda_span_make(C, d->hw, count, xs, dys, yms, dxs)/cuda_span_make(C, d->hw, count, xs, dys, NULL, dxs)/|k_bn_bwd_dx: float4 chosen without looking at the ReLU mask's alignment
 split-offset|kernels/cuda_internal.h|s/launch(n0 \* per_image, /launch(0 * n0 * per_image, /|by_image_chunks: every launch of a split op starts at image 0
 EOF
 [ -n "$survivors" ] && echo "# survivors:$survivors"
