@@ -39,10 +39,10 @@ int cuda_sync_each_launch(void) {
 }
 
 // The most values one per-element launch covers (cuda_internal.h by_image_chunks): 2^31 - 1,
-// the 32-bit index of cuda_index.h; BN_CUDA_INDEX_LIMIT=n lowers it (read at each call, a
-// few per op), so that the tests can split small tensors into several launches, which must
-// give the same bits.
-size_t cuda_index_limit(void) {
+// the 32-bit index of cuda_index.h; BN_CUDA_INDEX_LIMIT=n lowers it, so that the tests can
+// split small tensors into several launches, which must give the same bits. Read once (an
+// op-by-op step asks some 60 times) and again after cuda_index_limit_reread().
+static size_t index_limit_read(void) {
     const size_t most = 2147483647u;
     const char *s = getenv("BN_CUDA_INDEX_LIMIT");
     if (!s || !*s) return most;
@@ -53,6 +53,14 @@ size_t cuda_index_limit(void) {
         cli_die("BN_CUDA_INDEX_LIMIT: '%s' is not a whole number from 1 to %zu", s, most);
     return (size_t)n;
 }
+static size_t index_limit;   // 0: not read yet
+
+size_t cuda_index_limit(void) {
+    if (!index_limit) index_limit = index_limit_read();
+    return index_limit;
+}
+
+extern "C" void cuda_index_limit_reread(void) { index_limit = 0; }
 
 extern "C" void *cuda_alloc(size_t bytes) {
     if (bytes == 0) return NULL;

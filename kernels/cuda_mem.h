@@ -24,6 +24,8 @@ void cuda_memset(void *p, int byte, size_t bytes);               /* each byte = 
 void cuda_sync(void);                                            /* wait for all queued work */
 /* Number of usable CUDA devices; 0 with *why set when there is none. */
 int cuda_device_count(const char **why);
+/* Read BN_CUDA_INDEX_LIMIT again at the next op (it is read once; the tests change it). */
+void cuda_index_limit_reread(void);
 #ifdef __cplusplus
 }
 #endif

@@ -1703,6 +1703,9 @@ bool model_can_record(const model *m) { return m->dev && m->o->graph_begin && m-
 void model_graph_drop(model *m) {
     for (int k = 0; k < MODEL_GRAPHS; k++) graph_free_slot(m, k);
 }
+void model_graph_drop_slot(model *m, int slot) {
+    if (slot >= 0 && slot < MODEL_GRAPHS) graph_free_slot(m, slot);
+}
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
 

@@ -75,7 +75,8 @@ ops_step *model_step_vals(const model *m);
  * recorded with another augmentation kind or normalisation than k and nm (what
  * model_forward_staged was given is baked into the recording), or it is stale (memory of
  * the model or the backend moved since); in the last two cases it is dropped: record again.
- * model_graph_drop frees both (model_free and model_data_detach do). */
+ * model_graph_drop frees both (model_free and model_data_detach do), model_graph_drop_slot
+ * one. */
 enum { MODEL_GRAPH_STEP, MODEL_GRAPH_EVAL, MODEL_GRAPHS };
 int model_graph_begin(model *m, int slot);
 int model_graph_end(model *m, int n);
@@ -86,6 +87,7 @@ bool model_can_record(const model *m);   /* the backend records, data is attache
  * batch are chosen, its buffers sized): a recording of one need not wait for another. */
 bool model_full_batch_ran(const model *m);
 void model_graph_drop(model *m);
+void model_graph_drop_slot(model *m, int slot);
 
 /* The work of a training step of n images, by layer kind and shape (the rows of BN_PROFILE's
  * table, in the model's order; a fused layer is counted in the one doing its work): per

@@ -228,7 +228,7 @@ static int eval_forward(model *m, int nb, int mb, const norm_cfg *nm, int *rec, 
             bool began = model_graph_begin(m, E) == 0, queued = false;
             if (began) model_forward_staged(m, nb, AUG_NONE, nm, false), queued = model_loss_queue(m, nb, false) == 0;
             bool made = began && model_graph_end(m, nb) == 0;
-            if (made && !queued) model_graph_drop(m);   /* a forward without its loss: not a test batch */
+            if (made && !queued) model_graph_drop_slot(m, E);   /* a forward without its loss: not a test batch */
             if (made && queued && model_graph_launch(m, E, nb, AUG_NONE, nm) == 0) {
                 r->recorded++;
                 return 1;

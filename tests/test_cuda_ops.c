@@ -802,8 +802,10 @@ TEST(per_element_layouts) {
             {all, img, "one image a launch, off alignment"}};
         for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
             if (cases[k].limit) snprintf(lim, sizeof lim, "%zu", cases[k].limit), setenv("BN_CUDA_INDEX_LIMIT", lim, 1);
+            cuda_index_limit_reread();
             per_element_run(s, big, small, cases[k].offs, got);
             unsetenv("BN_CUDA_INDEX_LIMIT");
+            cuda_index_limit_reread();
             for (int o = 0; o < PE_OUT; o++) {
                 size_t len = o >= PE_OUT_DG ? nc : nx;
                 CHECK(same(got[o], want[o], len), "n%d c%d hw%d, %s: %s differs from the aligned single launch's",

@@ -1017,6 +1017,10 @@ TEST(graph_model_api) {
           "both recordings held");
     CHECK(model_graph_launch(g, MODEL_GRAPH_EVAL, B, AUG_NONE, &nm) == 0 &&
               model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == 0, "both launch");
+    model_graph_drop_slot(g, MODEL_GRAPH_EVAL);
+    CHECK(model_has_graph(g, MODEL_GRAPH_STEP) && !model_has_graph(g, MODEL_GRAPH_EVAL) &&
+              model_graph_launch(g, MODEL_GRAPH_EVAL, B, AUG_NONE, &nm) == -1 &&
+              model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == 0, "one slot dropped, the other kept");
     model_graph_drop(g);
     CHECK(!model_has_graph(g, MODEL_GRAPH_STEP) && !model_has_graph(g, MODEL_GRAPH_EVAL) &&
               model_graph_launch(g, MODEL_GRAPH_STEP, B, AUG_NONE, &nm) == -1, "dropped, still launches");
