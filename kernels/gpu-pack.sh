@@ -8,6 +8,7 @@
 # libstdc++/libgcc_s (the device has newer ones) and cuDNN (0.5 GB with its sub-libraries:
 # far over the 64 MiB a call may carry; the device has its own, found by
 # kernels/gpu-check.sh). libcudart (0.7 MB) travels: the runtime the code was built against.
+# So does the bench's PyTorch peer (build/gpu/peers/), since ../shared stays here.
 # usage: sh kernels/gpu-pack.sh [--data] [PROGRAM ...]   (PROGRAM: a tool's name, e.g. net-inspect)
 #   --data: also the demo's real data for `gpu-check.sh demo`: the first 4000 training and
 #   1000 test images of the CIFAR-10 sample (BN_DATA, default ../shared/data), 15 MB, in
@@ -35,6 +36,10 @@ for b in $progs; do
         esac
     done
 done
+# the bench's PyTorch peer: ../shared does not travel to the device machine (only the checkout does)
+peer=${BN_SHARED:-../shared}/peers/torch_resnet20.py
+if [ -r "$peer" ]; then mkdir -p build/gpu/peers && cp "$peer" build/gpu/peers/
+else echo "gpu-pack: no $peer: gpu-check.sh bench will run without the PyTorch peer" >&2; fi
 if [ "$data" = 1 ]; then
     sample=${BN_DATA:-../shared/data}/cifar-10-sample.tar.gz
     [ -r "$sample" ] || { echo "gpu-pack: no $sample for --data" >&2; exit 1; }
@@ -47,10 +52,14 @@ if [ "$data" = 1 ]; then
 fi
 du -sh build/gpu
 ls -l build/gpu build/gpu/lib
-# the device tool carries at most 64 MiB a call
+# the device tool carries at most 64 MiB a call: the pack and the working tree that travels
+# with it (tracked files and untracked ones git does not ignore)
 bytes=$(du -sb build/gpu | cut -f1)
-if [ "$bytes" -gt 67108864 ]; then
-    echo "gpu-pack: build/gpu holds $bytes bytes, over the 64 MiB (67108864) a device call may carry" >&2
+tree=$(git ls-files -z -c -o --exclude-standard 2>/dev/null | xargs -0 -r du -cb 2>/dev/null | tail -n 1 | cut -f1)
+all=$((bytes + ${tree:-0}))
+if [ "$all" -gt 67108864 ]; then
+    echo "gpu-pack: build/gpu ($bytes bytes) and the working tree (${tree:-0}) make $all bytes," \
+        "over the 64 MiB (67108864) a device call may carry" >&2
     exit 1
 fi
-echo "gpu-pack: $bytes bytes of the 67108864 a call may carry"
+echo "gpu-pack: $bytes bytes and the working tree's ${tree:-0}: $all of the 67108864 a call may carry"

@@ -37,22 +37,28 @@ done
 [ -r "$PEER" ] || PYT=""
 
 # ours MODE: images/s of the second epoch (the first one warms caches and plans up)
+# (a failure shows net-train's messages and ends the bench)
 ours() {
-  $B/net-train "$T/$1.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
+  if ! $B/net-train "$T/$1.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
     --augment none --normalize none --device "$DEVICE" --threads "$THREADS" ${OURS_FLAGS:-} \
-    --log "$T/log.tsv" -o "$T/out.ckpt" 2>/dev/null
+    --log "$T/log.tsv" -o "$T/out.ckpt" 2>"$T/ours.err"; then
+    echo "bench: net-train ($1) failed:" >&2; tail -n 20 "$T/ours.err" >&2; return 1
+  fi
   awk -F'\t' 'NR==1{for(i=1;i<=NF;i++) if($i=="images_per_s") c=i} NR>1{v=$c} END{print v}' "$T/log.tsv"
 }
+# (no figure: its messages, and nan for the round)
 peer() {
   # shellcheck disable=SC2086  # PEER_FLAGS: words on purpose
-  "$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" \
-    ${PEER_FLAGS:-} 2>/dev/null \
-    | awk -v m="$1" -F'\t' '$1==m {sub("img_per_s=","",$3); print $3}'
+  v=$("$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" \
+    ${PEER_FLAGS:-} 2>"$T/peer.err" | awk -v m="$1" -F'\t' '$1==m {sub("img_per_s=","",$3); print $3}')
+  if [ -z "$v" ]; then echo "bench: the PyTorch peer ($1) gave no figure:" >&2; tail -n 5 "$T/peer.err" >&2; v=nan; fi
+  echo "$v"
 }
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 
 echo "bench: ResNet-$DEPTH, batch $BATCH, $STEPS steps/epoch, $THREADS threads, device $DEVICE, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-[ -n "$PYT" ] || echo "bench: PyTorch peer not run (python3-torch not importable: scripts/deps.sh --bench installs it)"
+if [ ! -r "$PEER" ]; then echo "bench: PyTorch peer not run (no $PEER; PEER= names it)"
+elif [ -z "$PYT" ]; then echo "bench: PyTorch peer not run (python3-torch not importable: scripts/deps.sh --bench installs it)"; fi
 printf 'round\tmode\tours_img_s\ttorch_img_s\tratio\n'
 : > "$T/rounds"
 r=1
