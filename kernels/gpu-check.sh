@@ -2,108 +2,131 @@
 # gpu-check.sh: run ON THE DEVICE MACHINE (through the device tool, with build/gpu carried;
 # see docs/gpu.md, "Running the tests on a GPU machine"). Finds the device's cuDNN and CUDA
 # runtime, then runs one of:
-#   sh kernels/gpu-check.sh all     everything below in one call, most important first, each
-#     part given what is left of GPU_DEADLINE (default 540 s from the start; a part that
-#     would get under 20 s is skipped and named in the summary): the op tests, the training
-#     test, the bench (2 rounds and the profile), make demo's runs, the bench's extra rounds,
-#     memcheck. The first call of a session with a device should be this one: a machine
-#     costs a minute or more to start, and a session has 15 minutes of device time.
-#   sh kernels/gpu-check.sh         the CUDA op tests with each cuDNN algorithm choice
+#   sh kernels/gpu-check.sh all     everything below in one call, in this order: the op tests,
+#     the training test, the bench (2 rounds and the profile), make demo's runs, memcheck,
+#     the bench's extra rounds. Each part gets its own limit or what is left of GPU_DEADLINE
+#     (default 540 s from the start, less 10 s for the summary), whichever is less, and is
+#     skipped, and named in the summary, when that is under the least it needs. The first
+#     call of a session with a device should be this one: a machine costs a minute or more
+#     to start, and a session has 15 minutes of device time. Give the call a timeout_s of
+#     GPU_DEADLINE + 40 or more.
+#   sh kernels/gpu-check.sh [tests] the CUDA op tests with each cuDNN algorithm choice
 #     printed, the GPU-vs-CPU training test, then the op tests under compute-sanitizer's
 #     memcheck.
 #   sh kernels/gpu-check.sh bench   tests/bench.sh on the GPU (DEVICE=cuda, the PyTorch peer
 #     too when the device's python3 has torch: the peer travels in the pack, since ../shared
 #     does not), with the per-layer profile and the device's peaks (the rounds replay CUDA
-#     graphs; the profile run goes op by op), then one round without graphs (BN_GRAPH=0), one
-#     with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) and one with
-#     --precision tf32 (~5 minutes).
+#     graphs; the profile run goes op by op), then one round without graphs (BN_GRAPH=0),
+#     one with --precision tf32 and one with the step's work on the host (BN_DEVICE_DATA=0
+#     BN_DEVICE_OPTIM=0) (~5 minutes).
 #   sh kernels/gpu-check.sh demo    make demo's two trainings (ResNet-20, all parameters and
 #     BN only, 4000 real training images, test on 1000) for 4 epochs (to compare with make
 #     demo's CPU figures) and 60 (DEMO_EPOCHS), in fp32 and tf32 (DEMO_PRECISIONS: the real
 #     TF32's accuracy effect, beside make precision's simulated one), with the test accuracy
 #     and time of each; needs the pack made with --data.
-# Logs go to $OUT (the device tool brings back at most 8 files): summary.txt, the main logs,
-# and logs.tar.gz with every log. GPU_PACK names another pack (default build/gpu; a pack of
-# the cudasim build rehearses this script without a GPU, docs/gpu.md says how).
+# Exit status: 0 all ran and passed; 1 a failure; 3 tests skipped (no usable GPU or cuDNN);
+# 4 the pack is incomplete (a library, the data); 5 a part not run (time, no sanitizer);
+# 6 a part out of time; 2 usage. The first of these met wins.
+# $OUT (at most 8 files come back) gets, as each part ends: summary.txt (every part's exit
+# status and time, its tallies, medians or accuracies), test.log, test.err, train.log,
+# bench.log, demo.log, memcheck.log, and logs.tar.gz with every other log (nvidia-smi, ldd,
+# the extra rounds, the demo's curves). GPU_PACK names another pack (default build/gpu);
+# tests/cli_gpucheck.sh rehearses this script here, without a GPU, with a pack of the CPU build.
 cd "$(dirname "$0")/.." || exit 2
+mode=${1:-tests}
+case "$mode" in all|tests|bench|demo) ;; *) echo "usage: gpu-check.sh [all|tests|bench|demo]" >&2; exit 2 ;; esac
+case "${GPU_DEADLINE:-540}" in
+''|*[!0-9]*) echo "gpu-check: GPU_DEADLINE: '$GPU_DEADLINE' is not a number of seconds" >&2; exit 2 ;;
+esac
 P=${GPU_PACK:-build/gpu}
 [ -d "$P" ] || { echo "gpu-check: no pack at $P (make it on the build machine: sh kernels/gpu-pack.sh; carry it)" >&2; exit 4; }
 P=$(cd "$P" && pwd)
 out=${OUT:-/tmp/gpu-out}
-mode=${1:-tests}
-case "$mode" in all|tests|bench|demo) ;; *) echo "usage: gpu-check.sh [all|bench|demo]" >&2; exit 2 ;; esac
 mkdir -p "$out" || { echo "gpu-check: cannot make $out (OUT)" >&2; exit 2; }
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+W=$(mktemp -d) || { echo "gpu-check: cannot make a temporary folder" >&2; exit 2; }
+rm -f "$out/summary.txt"
 start=$(date +%s)
 deadline=$((start + ${GPU_DEADLINE:-540}))
 rc=0
-skipped=""
+not_run=""
+finished=0
 exec 3>&1     # the call's output: notes go there and to the summary, whatever a part's output is redirected to
-note() { echo "$*" | tee -a "$W/summary.txt" >&3; }
+note() { printf '%s\n' "$*" | tee -a "$out/summary.txt" >&3; }
+worse() { [ "$rc" -eq 0 ] && [ "$1" -ne 0 ] && [ "$1" -ne 99 ] && rc=$1; }
+# the logs that are not in $OUT themselves, packed again after each part (a call cut short
+# still brings back what had ended)
+pack_logs() { (cd "$W" && find . -type f ! -name '*.ckpt' | sed 's|^\./||' | sort | tar -czf "$out/logs.tar.gz" -T -); }
 
-# stage NAME LIMIT CMD...: CMD under a time limit of LIMIT seconds or what is left before
-# the deadline (less 10 s for the summary), whichever is less; skipped under 20 s.
-# Its exit status (124: out of time; 99: skipped).
-# (Environment for CMD goes through env: assignments before a function call are not
-# undone after it by every sh.)
+# stage NAME LIMIT LEAST CMD...: CMD under a time limit of LIMIT seconds or what is left
+# before the deadline, whichever is less; skipped (status 99) when that is under LEAST. Its
+# exit status, or 6 when it ran out of time (124 or 137 from timeout: the device tool would
+# take those for its own limit). Environment for CMD goes through env (assignments before a
+# function call are not undone after it by every sh).
 stage() {
-    st_name=$1 st_lim=$2
-    shift 2
+    st_name=$1 st_lim=$2 st_least=$3
+    shift 3
     st_left=$((deadline - $(date +%s) - 10))
     [ "$st_left" -lt "$st_lim" ] && st_lim=$st_left
-    if [ "$st_lim" -lt 20 ]; then
-        note "gpu-check: $st_name skipped: $st_left s left before the deadline"
-        skipped="$skipped $st_name"
+    if [ "$st_lim" -lt "$st_least" ]; then
+        note "gpu-check: $st_name skipped: $st_left s left before the deadline, it needs $st_least"
+        not_run="$not_run $st_name"
         return 99
     fi
     st_t0=$(date +%s)
-    timeout -k 5 "$st_lim" "$@"
+    timeout -k 5 "$st_lim" "$@" 3>&-
     st_rc=$?
-    note "gpu-check: $st_name: exit $st_rc$([ "$st_rc" -eq 124 ] && echo ' (out of time)') in $(($(date +%s) - st_t0)) s (limit $st_lim s)"
+    st_how=""
+    case "$st_rc" in 124|137) st_how=" (out of time)" ;; esac
+    note "gpu-check: $st_name: exit $st_rc$st_how in $(($(date +%s) - st_t0)) s (limit $st_lim s)"
+    pack_logs
+    [ -n "$st_how" ] && return 6
     return $st_rc
 }
-worse() { [ "$rc" -eq 0 ] && [ "$1" -ne 0 ] && [ "$1" -ne 99 ] && rc=$1; }
 
 finish() {
-    note "== summary ($mode, $(($(date +%s) - start)) s)"
-    for f in test.log train.log memcheck.log; do
-        [ -r "$W/$f" ] && grep -h -E '^# [0-9]+ passed' "$W/$f" | sed "s|^|$f: |" | tee -a "$W/summary.txt"
-    done
-    [ -s "$W/test.err" ] && note "cuDNN choices logged: $(grep -c '^cuda: conv' "$W/test.err")"
-    [ -r "$W/memcheck.log" ] && grep -h 'ERROR SUMMARY' "$W/memcheck.log" | tee -a "$W/summary.txt"
-    for f in bench.log bench-nograph.log bench-host-step.log bench-tf32.log; do
-        [ -r "$W/$f" ] && grep -h '^median' "$W/$f" | sed "s|^|$f: |" | tee -a "$W/summary.txt"
-    done
-    [ -r "$W/demo.log" ] && grep -h 'test accuracy' "$W/demo.log" | tee -a "$W/summary.txt"
-    if [ -n "$skipped" ]; then     # a part not run is not a pass
-        note "skipped for time:$skipped"
-        [ "$rc" -eq 0 ] && rc=5
+    [ "$finished" = 1 ] && return
+    finished=1
+    [ -n "${1:-}" ] && note "gpu-check: stopped by $1" && worse 1
+    if [ -n "$not_run" ]; then     # a part not run is not a pass
+        note "not run:$not_run"
+        worse 5
     fi
-    note "exit $rc"
-    # at most 8 files come back: the summary, the main logs, and every log in one archive
-    (cd "$W" && find . -type f ! -name '*.ckpt' | sed 's|^\./||' | sort | tar -czf "$out/logs.tar.gz" -T -)
-    n=0
-    for f in summary.txt test.log train.log bench.log demo.log memcheck.log test.err; do
-        [ -r "$W/$f" ] && [ "$n" -lt 7 ] && cp "$W/$f" "$out/" && n=$((n + 1))
-    done
+    note "exit $rc ($mode, $(($(date +%s) - start)) s)"
+    pack_logs
+    echo "== summary"
+    cat "$out/summary.txt"
+    rm -rf "$W"
     exit "$rc"
 }
+trap 'finish SIGTERM' TERM
+trap 'finish SIGINT' INT
+trap 'finish SIGHUP' HUP
 
-nvidia-smi >"$W/nvidia-smi.txt" 2>&1; head -n 12 "$W/nvidia-smi.txt"
+timeout 20 nvidia-smi >"$W/nvidia-smi.txt" 2>&1; head -n 12 "$W/nvidia-smi.txt"
+gpu=$(timeout 20 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+note "gpu-check: $mode on ${gpu:-no GPU named by nvidia-smi}, pack $P"
 chmod +x "$P"/test_* "$P"/net-* "$P"/cifar-* 2>/dev/null   # in case the carry dropped the bits
+
+# cuDNN may be a system library or come with the Python environment (pip's nvidia-* wheels):
+# the likely folders first, then one bounded search
+site=$(timeout 30 python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null)
+find_lib() {
+    for d in $(ls -d $(for s in $site; do echo "$s/nvidia/*/lib"; done) 2>/dev/null) /usr/local/cuda/lib64 \
+        /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu /usr/local/lib; do
+        [ -e "$d/$1" ] && { echo "$d/$1"; return; }
+    done
+    timeout 30 find /usr/local/cuda/ /opt $site -name "$1" -print -quit 2>/dev/null
+}
+orig_ldp=${LD_LIBRARY_PATH-}
 dirs=$P/lib
-# cuDNN may be a system library or come with the Python environment (pip's nvidia-cudnn wheel)
-site=$(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null)
 for so in libcudnn.so.9 libcudart.so.13; do
-    f=$(find /usr/local/cuda/lib64 /usr/local/cuda/ /usr/lib/x86_64-linux-gnu /usr/local/lib /opt $site -name "$so" \
-        2>/dev/null | head -n 1)
-    if [ -n "$f" ]; then dirs="$dirs:$(dirname "$f")"; echo "gpu-check: $so from $f"; else echo "gpu-check: no $so on this machine"; fi
+    f=$(find_lib "$so")
+    if [ -n "$f" ]; then dirs="$dirs:$(dirname "$f")"; echo "gpu-check: $so from $f"; else note "gpu-check: no $so on this machine"; fi
 done
-export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$dirs${orig_ldp:+:$orig_ldp}"
 ldd "$P/test_cuda_ops" >"$W/ldd.txt" 2>&1
 if grep -q "not found" "$W/ldd.txt"; then     # nothing would start: stop before spending device time
-    echo "gpu-check: missing libraries:"; grep "not found" "$W/ldd.txt"
+    note "gpu-check: missing libraries: $(grep "not found" "$W/ldd.txt" | awk '{ print $1 }' | tr '\n' ' ')"
     rc=4; finish
 fi
 
@@ -111,16 +134,21 @@ fi
 # not usable
 run_tests() {
     echo "== test_cuda_ops (BN_CUDA_VERBOSE=1: cuDNN choices on stderr)"
-    stage test_cuda_ops 200 env BN_CUDA_VERBOSE=1 "$P/test_cuda_ops" >"$W/test.log" 2>"$W/test.err"
+    stage test_cuda_ops 200 20 env BN_CUDA_VERBOSE=1 "$P/test_cuda_ops" >"$out/test.log" 2>"$out/test.err"
     worse $?
-    grep -v '^ok - ' "$W/test.log" | head -n 60
+    grep -v '^ok - ' "$out/test.log" | head -n 60
     echo "== test_cuda_train (GPU vs CPU training end to end)"
-    stage test_cuda_train 150 "$P/test_cuda_train" >"$W/train.log" 2>&1
+    stage test_cuda_train 150 20 "$P/test_cuda_train" >"$out/train.log" 2>&1
     worse $?
-    grep -v '^ok - ' "$W/train.log" | head -n 40
-    if grep -q '^skip - ' "$W/test.log" "$W/train.log" 2>/dev/null; then
+    grep -v '^ok - ' "$out/train.log" | head -n 40
+    for f in test.log train.log; do
+        t=$(grep -h -E '^# [0-9]+ passed' "$out/$f")
+        [ -n "$t" ] && note "$f: $t"
+    done
+    [ -s "$out/test.err" ] && note "cuDNN choices logged: $(grep -c '^cuda: conv' "$out/test.err")"
+    if grep -q '^skip - ' "$out/test.log" "$out/train.log" 2>/dev/null; then
         note "gpu-check: tests skipped on a GPU machine:"
-        grep -h '^skip - ' "$W/test.log" "$W/train.log" | head -n 5
+        grep -h '^skip - ' "$out/test.log" "$out/train.log" | head -n 5
         worse 3
     fi
 }
@@ -129,51 +157,74 @@ run_memcheck() {
     echo "== under compute-sanitizer memcheck (BN_CUDA_SYNC=1, BN_CUDNN_FIND=0: heuristics, no timing runs)"
     cs=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer \
         /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -n 1)}
-    if [ -z "$cs" ] || [ "$cs" = none ]; then note "gpu-check: no compute-sanitizer: memcheck not run"; return; fi
-    stage memcheck 150 env BN_CUDA_SYNC=1 BN_CUDNN_FIND=0 "$cs" --tool memcheck --print-limit 20 "$P/test_cuda_ops" \
-        >"$W/memcheck.log" 2>&1
-    worse $?
-    grep -E '^(FAIL|# [0-9]+ passed)|ERROR SUMMARY|Invalid' "$W/memcheck.log" | head -n 20
+    if [ -z "$cs" ] || [ "$cs" = none ]; then
+        note "gpu-check: no compute-sanitizer: memcheck not run"; not_run="$not_run memcheck"; return
+    fi
+    stage memcheck 150 90 env BN_CUDA_SYNC=1 BN_CUDNN_FIND=0 "$cs" --tool memcheck --print-limit 20 \
+        "$P/test_cuda_ops" >"$out/memcheck.log" 2>&1
+    s=$?
+    [ "$s" -eq 99 ] && return
+    if grep -q -i "device not supported" "$out/memcheck.log"; then   # gVisor: KINDS.md
+        note "gpu-check: compute-sanitizer refuses this device (runtime without its support): memcheck not run"
+        not_run="$not_run memcheck"; return
+    fi
+    worse $s
+    grep -E '^(FAIL|# [0-9]+ passed)|ERROR SUMMARY|Invalid' "$out/memcheck.log" | head -n 20
+    t=$(grep -h -E 'ERROR SUMMARY|^# [0-9]+ passed' "$out/memcheck.log" | tr '\n' ' ')
+    note "memcheck: ${t:-no summary}"
 }
 
-# bench_main ROUNDS, bench_extra: tests/bench.sh on the GPU
-peaks() {
-    name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
-    case "$name" in                 # fp32 (non-tensor) GFLOP/s and memory GB/s, from the data sheets
-    *H200*) echo 67000 4800 ;;
-    *H100*PCIe*) echo 51000 2000 ;;
-    *H100*) echo 67000 3350 ;;
-    *) echo 0 0 ;;
-    esac
+# bench_main ROUNDS, bench_extra: tests/bench.sh on the GPU. The peer runs with the
+# machine's own library path (not the pack's), its python3 found once here.
+case "$gpu" in                 # fp32 (non-tensor) GFLOP/s and memory GB/s, from the data sheets
+*H200*) peaks="67000 4800" ;;
+*H100*PCIe*) peaks="51000 2000" ;;
+*H100*) peaks="67000 3350" ;;
+*) peaks="0 0" ;;
+esac
+find_peer() {
+    PEER=${PEER:-../shared/peers/torch_resnet20.py}     # ../shared does not travel: the pack has the peer
+    [ "$PEER" = none ] || [ -r "$PEER" ] || PEER=$P/peers/torch_resnet20.py
+    PEER_PYTHON=""
+    if [ "$PEER" = none ]; then why="PEER=none"
+    elif [ ! -r "$PEER" ]; then why="no $PEER"
+    else
+        why="no python3 here imports torch"
+        for c in python3 /usr/bin/python3; do
+            if env LD_LIBRARY_PATH="$orig_ldp" timeout 60 "$c" -c 'import torch' 2>/dev/null; then PEER_PYTHON=$c; break; fi
+        done
+    fi
+    if [ -n "$PEER_PYTHON" ]; then note "peer: $PEER, with $PEER_PYTHON"; else note "peer: $PEER, not run ($why)"; fi
+    export PEER PEER_PYTHON PEER_LD_LIBRARY_PATH="$orig_ldp" BN_BIN="$P"
 }
-PEER=${PEER:-../shared/peers/torch_resnet20.py}     # ../shared does not travel: the pack has the peer
-[ -r "$PEER" ] || PEER=$P/peers/torch_resnet20.py
-export PEER BN_BIN="$P"
+medians() {    # medians LOG NAME: the bench's median lines into the summary
+    grep -h '^median' "$1" | sed "s|^|$2: |" | while IFS= read -r l; do note "$l"; done
+}
 bench_main() {
-    set -- $(peaks) "$1"
-    echo "== bench on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) (peaks: $1 GFLOP/s fp32, $2 GB/s)"
-    [ -r "$PEER" ] || note "gpu-check: no PyTorch peer ($PEER): the bench runs without it"
-    stage bench 240 env DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS="$3" PROFILE=1 BN_PEAK_GFLOPS="$1" BN_PEAK_GBS="$2" \
-        sh tests/bench.sh >"$W/bench.log" 2>&1
+    set -- $peaks "$1"
+    echo "== bench on ${gpu:-?} (peaks: $1 GFLOP/s fp32, $2 GB/s)"
+    stage bench 240 60 env DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS="$3" PROFILE=1 BN_PEAK_GFLOPS="$1" \
+        BN_PEAK_GBS="$2" sh tests/bench.sh >"$out/bench.log" 2>&1
     worse $?
-    cat "$W/bench.log"
+    cat "$out/bench.log"
+    medians "$out/bench.log" bench
+}
+bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
+    br_name=$1 br_peer=$2
+    shift 2
+    stage "$br_name" 90 40 env "$@" PEER="$br_peer" DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 sh tests/bench.sh \
+        >"$W/$br_name.log" 2>&1
+    worse $?
+    grep -E '^(1|median)' "$W/$br_name.log" || tail -n 3 "$W/$br_name.log"
+    medians "$W/$br_name.log" "$br_name"
 }
 bench_extra() {
     echo "== one round with every step op by op (BN_GRAPH=0: no CUDA graph)"
-    stage bench-nograph 90 env BN_GRAPH=0 DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 sh tests/bench.sh \
-        >"$W/bench-nograph.log" 2>&1
-    worse $?
-    grep -E '^(1|median)' "$W/bench-nograph.log" || tail -n 3 "$W/bench-nograph.log"
+    bench_round bench-nograph none BN_GRAPH=0          # the peer's figure would repeat the main bench's
     echo "== one round with --precision tf32 (the peer with --channels-last)"
-    stage bench-tf32 90 env OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last DEVICE=cuda \
-        STEPS="${STEPS:-200}" ROUNDS=1 sh tests/bench.sh >"$W/bench-tf32.log" 2>&1
-    worse $?
-    grep -E '^(1|median)' "$W/bench-tf32.log" || tail -n 3 "$W/bench-tf32.log"
+    bench_round bench-tf32 "$PEER" OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last
     echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
-    stage bench-host-step 90 env BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0 DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 \
-        sh tests/bench.sh >"$W/bench-host-step.log" 2>&1
-    worse $?
-    grep -E '^(1|median)' "$W/bench-host-step.log" || tail -n 3 "$W/bench-host-step.log"
+    bench_round bench-host-step none BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0
 }
 
 # make demo's runs on real data (gpu-pack.sh --data)
@@ -187,8 +238,9 @@ run_demo() {
     D=$W/demo
     mkdir -p "$D"
     echo "== make demo's runs on $dev: ResNet-20 on the pack's data (gpu-pack.sh --data: the sample's first 4000" \
-        "training images, test on its first 1000)" | tee "$W/demo.log"
-    "$P/net-init" --arch resnet --depth 20 --width 16 --seed 1 -o "$D/init.ckpt" 2>>"$W/demo.log" || { worse 1; return; }
+        "training images, test on its first 1000)" | tee "$out/demo.log"
+    timeout 60 "$P/net-init" --arch resnet --depth 20 --width 16 --seed 1 -o "$D/init.ckpt" 2>>"$out/demo.log" ||
+        { note "gpu-check: demo: net-init failed"; worse 1; return; }
     precs=${DEMO_PRECISIONS:-fp32 tf32}     # tf32: the real accuracy effect (the CPU can only simulate it)
     [ "$dev" = cpu ] && precs=$(echo "$precs" | sed 's/tf32/tf32-sim/g')
     for ep in ${DEMO_EPOCHS:-4 60}; do
@@ -196,20 +248,27 @@ run_demo() {
             for v in all bn; do
                 r=$v-$ep-$p
                 t0=$(date +%s.%N)
-                "$P/net-freeze" --train $v "$D/init.ckpt" -o "$D/$r.in.ckpt" 2>>"$W/demo.log" || { worse 1; return; }
-                stage "demo-$r" 120 "$P/net-train" "$D/$r.in.ckpt" --train "$P/data/train.ds" --test "$P/data/test.ds" \
-                    $flags --epochs "$ep" --precision "$p" --log "$D/$r.tsv" -o "$D/$r.ckpt" 2>"$D/$r.err" >/dev/null
+                timeout 60 "$P/net-freeze" --train $v "$D/init.ckpt" -o "$D/$r.in.ckpt" 2>>"$out/demo.log" ||
+                    { note "gpu-check: demo: net-freeze failed"; worse 1; return; }
+                stage "demo-$r" 120 20 "$P/net-train" "$D/$r.in.ckpt" --train "$P/data/train.ds" \
+                    --test "$P/data/test.ds" $flags --epochs "$ep" --precision "$p" --log "$D/$r.tsv" -o "$D/$r.ckpt" \
+                    2>"$D/$r.err" >/dev/null
                 s=$?
                 worse $s
                 [ "$s" -eq 99 ] && continue
-                [ "$s" -eq 0 ] || { cat "$D/$r.err"; continue; }
-                acc=$("$P/net-eval" "$D/$r.ckpt" "$P/data/test.ds" --device "$dev" --precision "$p" --format tsv |
-                    awk -F'\t' '$1 == "accuracy" { print $2 }')
+                [ "$s" -eq 0 ] || { tail -n 5 "$D/$r.err"; continue; }
+                if timeout 60 "$P/net-eval" "$D/$r.ckpt" "$P/data/test.ds" --device "$dev" --precision "$p" \
+                    --format tsv >"$D/$r.eval" 2>>"$D/$r.err"; then
+                    acc=$(awk -F'\t' '$1 == "accuracy" { print $2 }' "$D/$r.eval")
+                else
+                    acc="? (net-eval failed: $(tail -n 1 "$D/$r.err"))"; worse 1
+                fi
                 wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
                 secs=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "seconds") c = i } NR > 1 && c { s += $c }
                     END { printf "%.1f", s }' "$D/$r.tsv")
-                echo "$v, $ep epochs, $p: test accuracy $acc, $secs s training (the log's epochs), $wall s wall" |
-                    tee -a "$W/demo.log"
+                l="$v, $ep epochs, $p: test accuracy $acc, $secs s training (the log's epochs), $wall s wall"
+                echo "$l" >>"$out/demo.log"
+                note "$l"
             done
         done
     done
@@ -218,14 +277,16 @@ run_demo() {
 case "$mode" in
 all)
     run_tests
+    find_peer
     bench_main "${ROUNDS:-2}"
     run_demo
-    bench_extra
-    run_memcheck ;;
+    run_memcheck
+    bench_extra ;;
 tests)
     run_tests
     run_memcheck ;;
 bench)
+    find_peer
     bench_main "${ROUNDS:-3}"
     bench_extra ;;
 demo)

@@ -55,7 +55,8 @@ ls -l build/gpu build/gpu/lib
 # the device tool carries at most 64 MiB a call: the pack and the working tree that travels
 # with it (tracked files and untracked ones git does not ignore)
 bytes=$(du -sb build/gpu | cut -f1)
-tree=$(git ls-files -z -c -o --exclude-standard 2>/dev/null | xargs -0 -r du -cb 2>/dev/null | tail -n 1 | cut -f1)
+tree=$(git ls-files -z -c -o --exclude-standard 2>/dev/null | xargs -0 -r stat -L -c %s 2>/dev/null |
+    awk '{ s += $1 } END { print s + 0 }')
 all=$((bytes + ${tree:-0}))
 if [ "$all" -gt 67108864 ]; then
     echo "gpu-pack: build/gpu ($bytes bytes) and the working tree (${tree:-0}) make $all bytes," \

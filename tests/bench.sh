@@ -11,7 +11,9 @@
 #   50,000-image stream (CIFAR-10's size), stopped by SIGINT after RSS_SECONDS (default 60),
 #   measured with /usr/bin/time -v (the budget is 500 MB).
 # PEER_FLAGS: more flags for the peer (e.g. --channels-last); OURS_FLAGS: for net-train (e.g.
-#   --precision tf32).
+#   --precision tf32). PEER: the peer's script (none: no peer); PEER_PYTHON: its python3
+#   (default the first that imports torch; empty: no peer); PEER_LD_LIBRARY_PATH: its library
+#   path, where it differs from ours (kernels/gpu-check.sh sets these).
 # On a GPU: DEVICE=cuda STEPS=200 (an epoch of 20 steps lasts milliseconds there), and
 #   PROFILE=1 BN_PEAK_GFLOPS=67000 BN_PEAK_GBS=4800 (H200; H100 SXM: 67000 and 3350) for the
 #   per-layer table with each layer's share of the fp32 peak or of the memory bandwidth.
@@ -30,10 +32,18 @@ $B/cifar-synth --count "$n" --seed 1 -o "$T/synth.ds"
 $B/net-init --arch resnet --depth "$DEPTH" --seed 1 -o "$T/all.ckpt" 2>/dev/null
 $B/net-freeze --train bn "$T/all.ckpt" -o "$T/bn.ckpt" 2>/dev/null
 
+# PEER_PYTHON: the peer's python3 when the caller found it (empty: none); PEER_LD_LIBRARY_PATH:
+# the peer's library path when the caller's own differs (gpu-check.sh: its pack's libraries)
+peer_env() {
+  if [ -n "${PEER_LD_LIBRARY_PATH+x}" ]; then LD_LIBRARY_PATH=$PEER_LD_LIBRARY_PATH "$@"; else "$@"; fi
+}
 PYT=""
-for c in /usr/bin/python3 python3; do
-  if "$c" -c 'import torch' 2>/dev/null; then PYT=$c; break; fi
-done
+if [ -n "${PEER_PYTHON+x}" ]; then PYT=$PEER_PYTHON
+else
+  for c in /usr/bin/python3 python3; do
+    if peer_env "$c" -c 'import torch' 2>/dev/null; then PYT=$c; break; fi
+  done
+fi
 [ -r "$PEER" ] || PYT=""
 
 # ours MODE: images/s of the second epoch (the first one warms caches and plans up)
@@ -49,7 +59,7 @@ ours() {
 # (no figure: its messages, and nan for the round)
 peer() {
   # shellcheck disable=SC2086  # PEER_FLAGS: words on purpose
-  v=$("$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" \
+  v=$(peer_env "$PYT" "$PEER" --threads "$THREADS" --batch "$BATCH" --steps "$STEPS" --depth "$DEPTH" --device "$DEVICE" \
     ${PEER_FLAGS:-} 2>"$T/peer.err" | awk -v m="$1" -F'\t' '$1==m {sub("img_per_s=","",$3); print $3}')
   if [ -z "$v" ]; then echo "bench: the PyTorch peer ($1) gave no figure:" >&2; tail -n 5 "$T/peer.err" >&2; v=nan; fi
   echo "$v"
@@ -57,7 +67,8 @@ peer() {
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 
 echo "bench: ResNet-$DEPTH, batch $BATCH, $STEPS steps/epoch, $THREADS threads, device $DEVICE, $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-if [ ! -r "$PEER" ]; then echo "bench: PyTorch peer not run (no $PEER; PEER= names it)"
+if [ "$PEER" = none ]; then echo "bench: PyTorch peer not run (PEER=none)"
+elif [ ! -r "$PEER" ]; then echo "bench: PyTorch peer not run (no $PEER; PEER= names it)"
 elif [ -z "$PYT" ]; then echo "bench: PyTorch peer not run (python3-torch not importable: scripts/deps.sh --bench installs it)"; fi
 printf 'round\tmode\tours_img_s\ttorch_img_s\tratio\n'
 : > "$T/rounds"
@@ -68,7 +79,7 @@ while [ "$r" -le "$ROUNDS" ]; do
     p=nan; ratio=nan
     if [ -n "$PYT" ]; then
       pm=all; [ "$mode" = bn ] && pm=bnonly
-      p=$(peer "$pm"); ratio=$(awk -v a="$o" -v b="$p" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "nan"}')
+      p=$(peer "$pm"); ratio=$(awk -v a="$o" -v b="$p" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else print "nan"}')
     fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$mode" "$o" "$p" "$ratio" | tee -a "$T/rounds"
   done
@@ -89,9 +100,12 @@ awk -v a="$a" -v b="$b" 'BEGIN{ if (a>0) printf "BN-only / full speed-up: %.2fx\
 if [ "${PROFILE:-0}" = 1 ]; then
   for mode in all bn; do
     echo "profile $mode (BN_PROFILE=1, 2 epochs of $STEPS steps):"
-    BN_PROFILE=1 $B/net-train "$T/$mode.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
-      --augment none --normalize none --device "$DEVICE" --threads "$THREADS" ${OURS_FLAGS:-} -o "$T/out.ckpt" 2>&1 \
-      | grep -v '^net-train'
+    if ! BN_PROFILE=1 $B/net-train "$T/$mode.ckpt" --train "$T/synth.ds" --epochs 2 --batch "$BATCH" --lr 0.1 \
+      --augment none --normalize none --device "$DEVICE" --threads "$THREADS" ${OURS_FLAGS:-} -o "$T/out.ckpt" \
+      >"$T/profile.txt" 2>&1; then
+      echo "bench: the profile run ($mode) failed:" >&2; tail -n 20 "$T/profile.txt" >&2; exit 1
+    fi
+    grep -v '^net-train' "$T/profile.txt" || true
   done
 fi
 
