@@ -54,7 +54,7 @@ check "all: no GPU here, so the tests skip: exit 3, not a pass" [ "$rc" -eq 3 ]
 check "all: the skip is said" grep -q "tests skipped on a GPU machine" "$S"
 check "all: each part ran, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$S' | tr -d '\n' |
   grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: memcheck: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-host-step: exit'"
-check "all: the tests' tallies are in the summary" sh -c "grep -q '^test.log: # 1 passed, 0 failed, [0-9]* skipped' '$S' &&
+check "all: the tests' tallies are in the summary" sh -c "grep -q '^test.log: # [0-9]* passed, 0 failed, [0-9]* skipped' '$S' &&
   grep -q '^train.log: # 0 passed, 0 failed, [0-9]* skipped' '$S'"
 check "all: the bench's failure shows net-train's message" sh -c "grep -q '^bench: net-train (all) failed:' '$O/bench.log' &&
   grep -q '^net-train: --device cuda: ' '$O/bench.log'"
@@ -62,7 +62,7 @@ check "all: the peer comes from the pack when PEER's file is absent" grep -q "^p
 check "all: the demo's two runs give a test accuracy" sh -c "grep -c '^all, 1 epochs, fp32: test accuracy 0\.[0-9]*,' '$S' |
   grep -qx 1 && grep -c '^bn, 1 epochs, fp32: test accuracy 0\.[0-9]*,' '$S' | grep -qx 1"
 check "all: memcheck ran the op tests and its summary is reported" sh -c "grep -q '^memcheck: .*ERROR SUMMARY: 0 errors' '$S' &&
-  grep -q '^# 1 passed' '$O/memcheck.log'"
+  grep -q '^# [0-9]* passed, 0 failed' '$O/memcheck.log'"
 check "all: the summary closes with the exit status" sh -c "tail -n 1 '$S' | grep -q '^exit 3 (all, '"
 check "all: the call's output ends with the summary" sh -c "tail -n 1 '$T/all.out' | grep -q '^exit 3 (all, '"
 check "all: at most 8 files left in OUT, no folders" sh -c "[ \$(find '$O' -type f | wc -l) -le 8 ] &&
@@ -95,7 +95,7 @@ small GPU_PACK="$Q" OUT="$T/o5" GPU_DEADLINE=31 sh "$CK" all >"$T/slow.out" 2>&1
 rc=$?
 t1=$(date +%s)
 check "timeout: a part out of time gives exit 6 (not 124, the device tool's own)" [ "$rc" -eq 6 ]
-check "timeout: stopped at its limit, said" grep -q "^gpu-check: test_cuda_ops: exit 124 (out of time) in 2[0-9] s (limit 21 s)" \
+check "timeout: stopped at its limit, said" grep -qE "^gpu-check: test_cuda_ops: exit 124 \(out of time\) in [12][0-9] s \(limit [12][0-9] s\)" \
   "$T/o5/summary.txt"
 check "timeout: the call ends within the deadline" [ $((t1 - t0)) -le 34 ]
 check "timeout: the parts after it are named as not run" grep -q "^not run: test_cuda_train bench " "$T/o5/summary.txt"
