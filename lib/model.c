@@ -1643,7 +1643,8 @@ void model_dparam_get(model *m, int i, model_dparam *out) {
 bool model_is_fast(const model *m) { return m->fast; }
 
 /* ---- recorded steps (ops.h graph_*) ---------------------------------------------------- */
-static void graph_free_slot(model *m, int slot) {
+void model_graph_drop_slot(model *m, int slot) {
+    if (slot < 0 || slot >= MODEL_GRAPHS) return;
     struct mgraph *g = &m->graph[slot];
     if (g->g) m->o->graph_free(m->o, g->g);
     g->g = NULL;
@@ -1653,7 +1654,7 @@ int model_graph_begin(model *m, int slot) {
     ops *o = m->o;
     if (slot < 0 || slot >= MODEL_GRAPHS || !model_can_record(m) || m->recording) return -1;
     if (slot == MODEL_GRAPH_STEP && !m->pool_ready) return -1;   /* a backward pass sizes the pool first */
-    graph_free_slot(m, slot);
+    model_graph_drop_slot(m, slot);
     if (o->graph_begin(o)) return -1;
     m->recording = true, m->rec_failed = false, m->rec_slot = slot;
     memset(&m->rec_recipe, 0, sizeof m->rec_recipe);
@@ -1685,7 +1686,7 @@ int model_graph_launch(model *m, int slot, int n, aug_kind k, const norm_cfg *nm
     struct recipe want = recipe_of(m, k, nm);
     bool other = g->recipe.staged && !same_recipe(&g->recipe, &want);   /* another augmentation or normalisation */
     if (other || m->gen != g->gen || m->o->graph_launch(m->o, g->g)) {
-        graph_free_slot(m, slot);
+        model_graph_drop_slot(m, slot);
         return -1;
     }
     /* what the recorded calls did on the host side when they were made */
@@ -1701,10 +1702,7 @@ bool model_has_graph(const model *m, int slot) { return slot >= 0 && slot < MODE
 bool model_can_record(const model *m) { return m->dev && m->o->graph_begin && m->dstage && !m->pf; }
 
 void model_graph_drop(model *m) {
-    for (int k = 0; k < MODEL_GRAPHS; k++) graph_free_slot(m, k);
-}
-void model_graph_drop_slot(model *m, int slot) {
-    if (slot >= 0 && slot < MODEL_GRAPHS) graph_free_slot(m, slot);
+    for (int k = 0; k < MODEL_GRAPHS; k++) model_graph_drop_slot(m, k);
 }
 
 void model_set_batch_total(model *m, int total) { m->batch_total = total > 0 ? total : 0; }
