@@ -41,7 +41,10 @@ ifeq ($(HAVE_CUDA),1)
   CFLAGS   += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
   CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.o)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcudart -lstdc++
-  NVFLAGS  ?= -O2 -std=c++17 -arch=sm_90 -Ilib -Xcompiler -Wall
+  # -fmad=false: no multiply-add fused unless the source says so (fmaf, __fma_rn), as the C
+  # build's -ffp-contract=off and the emulation's: the kernels' bits are what the source
+  # says, the same in every template copy, on every CUDA version (docs/gpu.md, "Precision")
+  NVFLAGS  ?= -O2 -std=c++17 -arch=sm_90 -fmad=false -Ilib -Xcompiler -Wall -Xcompiler -ffp-contract=off
 else
   CU_OBJ   :=
 endif

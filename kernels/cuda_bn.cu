@@ -266,6 +266,11 @@ static void channel_sums(const bn_desc *d, const float *x, const float *dy, cons
 // sum[0..k) summed over the ranks in place, with extra (host value) appended when with_extra
 static double reduce_over_ranks(ops *o, double *sum, int k, int with_extra, double extra) {
     cuda_ctx *c = cuda_ctx_of(o);
+    if (cuda_recording) {   // host copies cannot be recorded, nor may the buffer grow
+        cuda_record_failed("BatchNorm's sums over the ranks go through the host", "reduce_over_ranks", __FILE__,
+                           __LINE__);
+        return 0.0;
+    }
     double *h = (double *)cuda_ctx_hscratch(c, ((size_t)k + 1) * sizeof(double));
     CUDA_CHECK(cudaMemcpy(h, sum, (size_t)k * sizeof(double), cudaMemcpyDeviceToHost));
     if (with_extra) h[k] = extra;

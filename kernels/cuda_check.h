@@ -17,6 +17,7 @@ extern "C" void cli_die(const char *fmt, ...) __attribute__((noreturn, format(pr
 extern "C" bool cli_env_flag(const char *name, bool dflt);
 
 int cuda_sync_each_launch(void);   // BN_CUDA_SYNC=1 (read once; cuda_device.cu)
+const char *cuda_cudnn_last_error(void);   // cuDNN's text for its last failure, or "" (cuda_device.cu)
 
 // While a step is being recorded into a CUDA graph (ops.h graph_begin .. graph_end,
 // ops_cuda.cu), a failing call does not end the program: nothing it recorded has run, so
@@ -33,7 +34,8 @@ static inline void cuda_check_(cudaError_t e, const char *call, const char *file
 static inline void cudnn_check_(cudnnStatus_t s, const char *call, const char *file, int line) {
     if (s == CUDNN_STATUS_SUCCESS) return;
     if (cuda_recording) return cuda_record_failed(cudnnGetErrorString(s), call, file, line);
-    cli_die("cuDNN error at %s:%d: %s (%s)", file, line, cudnnGetErrorString(s), call);
+    const char *more = cuda_cudnn_last_error();
+    cli_die("cuDNN error at %s:%d: %s (%s)%s%s", file, line, cudnnGetErrorString(s), call, *more ? ": " : "", more);
 }
 static inline void cuda_launch_check_(const char *file, int line) {
     cuda_check_(cudaGetLastError(), "kernel launch", file, line);

@@ -67,42 +67,43 @@ static conv_entry *entry_for(cuda_ctx *c, const conv_desc *d) {
     return e;
 }
 
-// The first candidate (fastest first) that ran, needs no tensor cores (unless tf32) and
-// little enough workspace, preferring a deterministic one; -1 when none qualifies. cuDNN
-// times each algorithm under the descriptor's math type and under CUDNN_DEFAULT_MATH too
-// (which lets float convolutions use TF32 on sm_80+), so in fp32 mode a candidate timed
-// under FMA math is preferred: one timed under default math may have been fast only on
-// tensor cores, or have no FMA kernel for the shape at all; any other only when none is.
-// The math type a direction runs with: FMA only in fp32 mode; in tf32 mode the chosen
+// The first candidate (fastest first, or in the heuristics' order) that ran, is
+// deterministic (the same seed gives the same bits), needs at most WS_LIMIT of workspace and,
+// in fp32 mode, runs under FMA math: cuDNN reports each candidate's math type, and under an
+// FMA descriptor only FMA ones (PyTorch asserts as much), but a candidate of another type
+// may have been fast only on tensor cores, or have no FMA kernel for the shape at all. In
+// tf32 mode any math type but fp16 conversion. -1 when none qualifies: the caller's
+// deterministic GEMM-based algorithm then.
+// The math type a direction runs with: FMA in fp32 mode; in tf32 mode the chosen
 // candidate's (cuDNN timed it with that math type), or the default math.
 template <typename Perf> static cudnnMathType_t math_of(const cuda_ctx *c, const Perf *p, int i) {
     if (!c->tf32) return CUDNN_FMA_MATH;
     return i >= 0 ? p[i].mathType : CUDNN_DEFAULT_MATH;
 }
-template <typename Perf> static int pick_among(const Perf *p, int n, int tf32, int fma_only) {
-    int best = -1;
+template <typename Perf> static int pick(const Perf *p, int n, int tf32) {
     for (int i = 0; i < n; i++) {
         if (p[i].status != CUDNN_STATUS_SUCCESS || p[i].memory > WS_LIMIT) continue;
-        // ALLOW_CONVERSION means converting to fp16: never; tensor-op math only in tf32 mode
-        if (p[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
-        if (!tf32 && p[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
-        if (fma_only && p[i].mathType != CUDNN_FMA_MATH) continue;
-        if (p[i].determinism == CUDNN_DETERMINISTIC) return i;
-        if (best < 0) best = i;
+        if (p[i].determinism != CUDNN_DETERMINISTIC) continue;
+        if (p[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;   // fp16: never
+        if (!tf32 && p[i].mathType != CUDNN_FMA_MATH) continue;
+        return i;
     }
-    return best;
-}
-template <typename Perf> static int pick(const Perf *p, int n, int tf32) {
-    int i = tf32 ? -1 : pick_among(p, n, 0, 1);
-    return i >= 0 ? i : pick_among(p, n, tf32, 0);
+    return -1;
 }
 
-// cudnnFind could not time the candidates: with BN_CUDNN_FIND=0 (not asked), or out of
-// memory for its trials, or not supported, the heuristics order them instead; any other
-// failure is a fault (perhaps an earlier kernel's) and ends the program here, not later.
-static void find_failed(const cuda_ctx *c, cudnnStatus_t s) {
+// cudnnFind could not time the candidates: with BN_CUDNN_FIND unset (not asked), or out of
+// memory for its trials (host or device), or not supported (cuDNN 9 reports the reason in
+// finer codes of the NOT_SUPPORTED category: CUDNN_STATUS_CATEGORY), the heuristics order
+// them instead; any other failure is a fault (perhaps an earlier kernel's) and ends the
+// program here, not later.
+static bool find_may_fail(cudnnStatus_t s) {
+    return CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED ||
+           s == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+           s == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
+}
+static void find_failed(const cuda_ctx *c, cudnnStatus_t s, const char *call) {
     if (s == CUDNN_STATUS_NOT_SUPPORTED && !c->find) return;   // not asked
-    if (s != CUDNN_STATUS_NOT_SUPPORTED && s != CUDNN_STATUS_ALLOC_FAILED) CUDNN_CHECK(s);
+    if (!find_may_fail(s)) cudnn_check_(s, call, __FILE__, __LINE__);
     if (c->verbose) fprintf(stderr, "cuda: cudnnFind gave %s: heuristics order the algorithms\n", cudnnGetErrorString(s));
 }
 
@@ -162,7 +163,7 @@ static void choose_fwd(cuda_ctx *c, conv_entry *e) {
     cudnnStatus_t s = CUDNN_STATUS_NOT_SUPPORTED;
     if (c->find) s = cudnnFindConvolutionForwardAlgorithm(c->dnn, e->x, e->w, e->conv, e->y, MAX_ALGOS, &n, p);
     if (s != CUDNN_STATUS_SUCCESS) {
-        find_failed(c, s);
+        find_failed(c, s, "cudnnFindConvolutionForwardAlgorithm");
         for (int i = 0; i < MAX_ALGOS; i++) p[i].time = -1.0f;
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, e->x, e->w, e->conv, e->y, MAX_ALGOS, &n, p));
     }
@@ -183,7 +184,7 @@ static void choose_bwd_data(cuda_ctx *c, conv_entry *e) {
     cudnnStatus_t s = CUDNN_STATUS_NOT_SUPPORTED;
     if (c->find) s = cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, e->w, e->y, e->conv, e->x, MAX_ALGOS, &n, p);
     if (s != CUDNN_STATUS_SUCCESS) {
-        find_failed(c, s);
+        find_failed(c, s, "cudnnFindConvolutionBackwardDataAlgorithm");
         for (int i = 0; i < MAX_ALGOS; i++) p[i].time = -1.0f;
         CUDNN_CHECK(
             cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, e->w, e->y, e->conv, e->x, MAX_ALGOS, &n, p));
@@ -207,7 +208,7 @@ static void choose_bwd_filter(cuda_ctx *c, conv_entry *e) {
     if (c->find)
         s = cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, e->x, e->y, e->conv, e->w, MAX_ALGOS, &n, p);
     if (s != CUDNN_STATUS_SUCCESS) {
-        find_failed(c, s);
+        find_failed(c, s, "cudnnFindConvolutionBackwardFilterAlgorithm");
         for (int i = 0; i < MAX_ALGOS; i++) p[i].time = -1.0f;
         CUDNN_CHECK(
             cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, e->x, e->y, e->conv, e->w, MAX_ALGOS, &n, p));

@@ -29,6 +29,18 @@ extern "C" int cuda_device_count(const char **why) {
     return n;
 }
 
+// cuDNN 9's own account of its last failure (cudnnGetLastErrorString: which engine, what
+// it could not do), "" when it has none; the codes' names alone say little
+const char *cuda_cudnn_last_error(void) {
+    static char msg[512];
+    msg[0] = 0;
+    cudnnGetLastErrorString(msg, sizeof msg);
+    msg[sizeof msg - 1] = 0;
+    for (char *c = msg; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' ';   // one line of the message
+    return msg;
+}
+
 int cuda_sync_each_launch(void) {
     static int v = -1;
     if (v < 0) {
@@ -74,8 +86,9 @@ extern "C" void *cuda_alloc(size_t bytes) {
     return p;
 }
 
+// cudaFree "may" synchronise (cuda_runtime_api.h): the queued work that reads p ends first
 extern "C" void cuda_free(void *p) {
-    if (p) CUDA_CHECK(cudaFree(p));
+    if (p) CUDA_CHECK(cudaDeviceSynchronize()), CUDA_CHECK(cudaFree(p));
 }
 
 extern "C" void cuda_to_device(void *dst, const void *src, size_t bytes) {

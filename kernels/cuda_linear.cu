@@ -45,6 +45,9 @@ __global__ void k_gemm(int m, int n, int kk, operand a, operand bt, float *c, in
 }
 
 static void gemm(int m, int n, int kk, operand a, operand bt, float *c, int accumulate) {
+    if ((m + TILE - 1) / TILE > 65535)   // gridDim.y's limit: a batch of a million rows
+        cli_die("the linear layer's %d rows are more than its GPU kernel takes (%d; kernels/cuda_linear.cu)", m,
+                65535 * TILE);
     dim3 block(TILE, TILE), grid((unsigned)((n + TILE - 1) / TILE), (unsigned)((m + TILE - 1) / TILE));
     k_gemm<<<grid, block, 0, cuda_stream()>>>(m, n, kk, a, bt, c, accumulate);
     CUDA_LAUNCH_CHECK();

@@ -2,8 +2,10 @@
  * reaches the same functions through ops.h's mem_* entries of the table ops_cuda).
  *
  * All of these work on the CUDA device in use (device 0 unless the caller chose another)
- * and on the legacy default stream, the stream every CUDA op of ops_cuda runs on, so a copy
- * is ordered after the ops issued before it. cuda_to_host returns when the data is on the
+ * and on the legacy default stream. The ops of ops_cuda run on a stream of their own,
+ * created blocking (cudaStreamCreate, not cudaStreamNonBlocking: ops_cuda.cu start), so
+ * that it and the legacy stream wait for each other: a copy here is ordered after the ops
+ * issued before it, and the ops after it wait for it. cuda_to_host returns when the data is on the
  * host. Any CUDA error ends the program with a message (kernels/cuda_check.h), except that
  * cuda_alloc returns NULL when the device is out of memory, so that the caller can say what
  * it was allocating. Sizes are in bytes; 0 bytes is allowed (cuda_alloc(0) returns NULL,

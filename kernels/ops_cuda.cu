@@ -169,7 +169,10 @@ static int start(void) {
         return -1;
     }
     cudaDeviceProp p;
-    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) memset(&p, 0, sizeof p);
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+        (void)cudaGetLastError();   // else the first launch check would report it, at its own line
+        memset(&p, 0, sizeof p);
+    }
     cudaFuncAttributes fa;
     e = cudaFuncGetAttributes(&fa, cuda_probe_kernel());
     if (e != cudaSuccess) {
@@ -186,7 +189,17 @@ static int start(void) {
                  CUDNN_MINOR);
         return -1;
     }
-    cudnnStatus_t ds = cudnnCreate(&ctx.dnn);
+    // cuDNN 9's libcudnn loads its sub-libraries (ops, cnn, engines) at first use: a missing
+    // or mismatched one is found here, as a reason, not as an error at the first convolution
+    cudnnStatus_t ds = cudnnOpsVersionCheck();
+    if (ds == CUDNN_STATUS_SUCCESS) ds = cudnnCnnVersionCheck();
+    if (ds != CUDNN_STATUS_SUCCESS) {
+        const char *more = cuda_cudnn_last_error();
+        snprintf(why_buf, sizeof why_buf, "cuDNN %zu's sub-libraries could not be loaded (%s%s%s)", v,
+                 cudnnGetErrorString(ds), *more ? ": " : "", more);
+        return -1;
+    }
+    ds = cudnnCreate(&ctx.dnn);
     if (ds != CUDNN_STATUS_SUCCESS) {
         snprintf(why_buf, sizeof why_buf, "cuDNN could not start (%s)", cudnnGetErrorString(ds));
         return -1;
@@ -203,7 +216,9 @@ static int start(void) {
         snprintf(why_buf, sizeof why_buf, "no CUDA stream (%s)", cudaGetErrorString(e));
         return -1;
     }
-    ctx.find = cli_env_flag("BN_CUDNN_FIND", true);
+    // heuristics by default: timing (cudnnFind) may choose other algorithms in another
+    // process, and so other bits; the same seed must give the same checkpoint
+    ctx.find = cli_env_flag("BN_CUDNN_FIND", false);
     ctx.verbose = cli_env_flag("BN_CUDA_VERBOSE", false);
     if (ctx.verbose)
         fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s\n", p.name, p.major, p.minor,
@@ -239,7 +254,7 @@ void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
     if (bytes == 0) return NULL;
     if (bytes > c->ws_size) {
         if (growth_refused("the cuDNN workspace")) return c->ws;
-        if (c->ws) CUDA_CHECK(cudaFree(c->ws));             // waits for the work that used it
+        if (c->ws) CUDA_CHECK(cudaStreamSynchronize(c->st)), CUDA_CHECK(cudaFree(c->ws));   // once unused
         c->ws_size = grown(c->ws_size, bytes);
         c->gen++;
         CUDA_CHECK(cudaMalloc(&c->ws, c->ws_size));
@@ -250,7 +265,7 @@ void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
 void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->scratch_size || !c->scratch) {
         if (growth_refused("the scratch buffer")) return c->scratch;
-        if (c->scratch) CUDA_CHECK(cudaFree(c->scratch));
+        if (c->scratch) CUDA_CHECK(cudaStreamSynchronize(c->st)), CUDA_CHECK(cudaFree(c->scratch));
         c->scratch_size = grown(c->scratch_size, bytes);
         c->gen++;
         CUDA_CHECK(cudaMalloc(&c->scratch, c->scratch_size));
@@ -261,7 +276,7 @@ void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
 void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes) {
     if (bytes > c->hscratch_size || !c->hscratch) {
         if (growth_refused("the pinned host buffer")) return c->hscratch;
-        if (c->hscratch) CUDA_CHECK(cudaFreeHost(c->hscratch));
+        if (c->hscratch) CUDA_CHECK(cudaStreamSynchronize(c->st)), CUDA_CHECK(cudaFreeHost(c->hscratch));
         c->hscratch_size = grown(c->hscratch_size, bytes);   // no recorded op uses it: gen stays
         CUDA_CHECK(cudaMallocHost(&c->hscratch, c->hscratch_size));
     }

@@ -175,4 +175,43 @@ net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/fp32.ck" 2>/dev/null
 CK_TOL=0.5 ckclose "tf32: near fp32" "$T/fp32.ck" "$T/tf32.ck" "$T/all.ck"
 check "tf32: its parameters are not fp32's" sh -c "! grep -q 'all equal' '$T/cmp'"
 
+# ---- cuDNN: algorithms by timing, its failures ---------------------------------------------
+# Heuristics choose by default (timing may choose otherwise in another process: other bits);
+# BN_CUDNN_FIND=1 times them. The emulation lists the same candidates in the same order either
+# way, so the two choose alike: the same bytes.
+BN_CUDA_VERBOSE=1 BN_CUDNN_FIND=1 net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/find.ck" 2>"$T/find.err"
+check "cudnn: BN_CUDNN_FIND=1 chose by timing" grep -q "algorithms by timing" "$T/find.err"
+check "cudnn: timed choices, the same bytes as the heuristics'" cmp -s "$T/fp32.ck" "$T/find.ck"
+# the emulation lists a non-deterministic candidate first, then a tensor-op one: in fp32 the
+# choices (BN_CUDA_VERBOSE's lines) are deterministic FMA ones; in tf32 tensor-op ones
+BN_CUDA_VERBOSE=1 net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck" 2>"$T/heur.err"
+BN_CUDA_VERBOSE=1 net-train "$T/all.ck" $RUN --epochs 1 --device cuda --precision tf32 -o "$T/x.ck" 2>"$T/tf32v.err"
+for f in find heur; do
+  check "cudnn: $f: every choice deterministic and under FMA math ($(grep -c '^cuda: conv' "$T/$f.err") choices)" sh -c \
+    "grep -q '^cuda: conv' '$T/$f.err' && ! grep '^cuda: conv' '$T/$f.err' | grep -v 'timed under fma math' | grep -q . &&
+     ! grep -q 'non-deterministic' '$T/$f.err'"
+done
+check "cudnn: tf32: tensor-op algorithms chosen, none non-deterministic" sh -c \
+  "grep -q '^cuda: conv.*timed under tensor-op math' '$T/tf32v.err' && ! grep -q 'non-deterministic' '$T/tf32v.err'"
+# cuDNN 9 says "not supported" and "out of memory" in finer codes (3002: the shape, 4004:
+# device memory for its trials): the heuristics then; another failure (5000) ends the run
+for st in 3002 4004; do
+  BN_CUDA_VERBOSE=1 BN_CUDNN_FIND=1 CUDASIM_FIND_STATUS=$st net-train "$T/all.ck" $RUN --epochs 1 --device cuda \
+    -o "$T/find$st.ck" 2>"$T/find$st.err"
+  check "cudnn: cudnnFind failing with $st falls back to the heuristics, the same bytes" sh -c \
+    "grep -q 'cudnnFind gave CUDNN_STATUS_.*heuristics order' '$T/find$st.err' && cmp -s '$T/fp32.ck' '$T/find$st.ck'"
+done
+rm -f "$T/x.ck"
+BN_CUDNN_FIND=1 CUDASIM_FIND_STATUS=5000 expect_err "cudnn: cudnnFind failing otherwise ends the run, with cuDNN's text" 1 \
+  "cuDNN error at kernels/cuda_conv.cu:[0-9]+: CUDNN_STATUS_EXECUTION_FAILED \\(cudnnFindConvolutionForwardAlgorithm\\): cudasim: cudnnFind fails as CUDASIM_FIND_STATUS=5000 asks" \
+  net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
+check "cudnn: nothing written" test ! -e "$T/x.ck"
+# a sub-library of cuDNN 9 missing: found at start-up, a reason; auto takes the CPU
+CUDASIM_CUDNN_SUBLIB=missing expect_err "cudnn: a missing sub-library refuses --device cuda, saying why" 1 \
+  "cuDNN [0-9]+'s sub-libraries could not be loaded \(CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED: cudasim: libcudnn_cnn" \
+  net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
+CUDASIM_CUDNN_SUBLIB=missing expect "cudnn: a missing sub-library: --device auto trains on the cpu" 0 \
+  net-train "$T/all.ck" $RUN --epochs 1 --device auto -o "$T/x.ck"
+check "cudnn: auto did not take the cuda backend" sh -c "! grep -q 'cuda backend' '$T/err'"
+
 t_done

@@ -14,7 +14,9 @@
  *   A wrong layer moves the first loss or update by far more than 1e-2.
  * - The loop (lib/train.c): 2 epochs of ResNet-8 with a test set on cuda and on cpu: the
  *   checkpoints within TRAIN_TOL, the test accuracy within 2 of 100 images (ref standing
- *   in for the GPU: 8.2e-6, both 100%).
+ *   in for the GPU: 8.2e-6, both 100%; under make sim's emulation 1.3e-6). Not a gentler
+ *   rate here: at lr 0.01 the emulation measured 1.06e-3 (the stem's momentum: the CPU's
+ *   float filter gradient of a cancelling sum, relatively larger when training moves less).
  * - A checkpoint moves between devices: 1 epoch on cuda then --resume for 1 on cpu equals
  *   2 epochs on cpu within TRAIN_TOL (the format is the same whichever device wrote it).
  * - Batches and optimizer steps in GPU memory (kernels/cuda_train.cu, the default) give the

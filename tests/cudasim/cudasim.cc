@@ -986,12 +986,21 @@ static void conv_bwd_filter_loops(const conv_shape &s, const float *x, const flo
                 }
 }
 
+static char cudnn_last[256];   // cudnnGetLastErrorString's text
+
 // Find times candidates by running them, which a capture does not allow (cuDNN refuses;
 // the capture is invalidated); Get_v7 only orders them.
 template <typename Perf>
 static cudnnStatus_t search(int dir, bool timed, const cudnnTensorStruct *x, const cudnnFilterStruct *w,
                             const cudnnConvolutionStruct *c, const cudnnTensorStruct *y, int want, int *got, Perf *p) {
     if (timed && capture_forbids()) return CUDNN_STATUS_NOT_SUPPORTED;
+    // CUDASIM_FIND_STATUS=n: cudnnFind fails with status n (cuDNN 9's finer codes: 3002 a
+    // shape not supported, 4004 no device memory for its trials, 5000 a failed execution)
+    const char *fs = timed ? getenv("CUDASIM_FIND_STATUS") : NULL;
+    if (fs && *fs) {
+        snprintf(cudnn_last, sizeof cudnn_last, "cudasim: cudnnFind fails as CUDASIM_FIND_STATUS=%s asks", fs);
+        return (cudnnStatus_t)atoi(fs);
+    }
     conv_shape s;
     cudnnStatus_t e = shape_of(x, w, c, y, &s);
     return e != CUDNN_STATUS_SUCCESS ? e : list(dir, s, c->math, want, got, p, timed);
@@ -1012,10 +1021,27 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
     case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
     case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
     case CUDNN_STATUS_EXECUTION_FAILED: return "CUDNN_STATUS_EXECUTION_FAILED";
-    case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
+    case CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED: return "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED";
+    case CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED:
+        return "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED";
+    case CUDNN_STATUS_NOT_SUPPORTED_SHAPE: return "CUDNN_STATUS_NOT_SUPPORTED_SHAPE";
+    case CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED: return "CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED";
     default: return "CUDNN_STATUS (cudasim: another)";
     }
 }
+void cudnnGetLastErrorString(char *message, size_t max_size) {
+    if (max_size) snprintf(message, max_size, "%s", cudnn_last);
+    cudnn_last[0] = 0;
+}
+// CUDASIM_CUDNN_SUBLIB=missing: as when libcudnn_cnn.so.9 cannot be loaded
+static cudnnStatus_t sublib_check(void) {
+    const char *s = getenv("CUDASIM_CUDNN_SUBLIB");
+    if (!s || strcmp(s, "missing") != 0) return CUDNN_STATUS_SUCCESS;
+    snprintf(cudnn_last, sizeof cudnn_last, "cudasim: libcudnn_cnn.so.9 not found (CUDASIM_CUDNN_SUBLIB=missing)");
+    return CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED;
+}
+cudnnStatus_t cudnnOpsVersionCheck(void) { return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnCnnVersionCheck(void) { return sublib_check(); }
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
     *h = new cudnnContext{NULL};
     return CUDNN_STATUS_SUCCESS;
