@@ -4,7 +4,7 @@
 # runtime, then runs one of:
 #   sh kernels/gpu-check.sh all     everything below in one call, in this order: the op tests,
 #     the training test, the bench (2 rounds and the profile), make demo's runs, memcheck,
-#     the bench's extra rounds. Each part gets its own limit or what is left of GPU_DEADLINE
+#     the same seed trained twice (two processes: the same bytes), the bench's extra rounds. Each part gets its own limit or what is left of GPU_DEADLINE
 #     (default 540 s from the start, less 10 s for the summary), whichever is less, and is
 #     skipped, and named in the summary, when that is under the least it needs. The first
 #     call of a session with a device should be this one: a machine costs a minute or more
@@ -17,13 +17,14 @@
 #     too when the device's python3 has torch: the peer travels in the pack, since ../shared
 #     does not), with the per-layer profile and the device's peaks (the rounds replay CUDA
 #     graphs; the profile run goes op by op), then one round without graphs (BN_GRAPH=0),
-#     one with --precision tf32 and one with the step's work on the host (BN_DEVICE_DATA=0
-#     BN_DEVICE_OPTIM=0) (~5 minutes).
+#     one with --precision tf32, one with the algorithms chosen by timing (BN_CUDNN_FIND=1)
+#     and one with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) (~6 minutes).
 #   sh kernels/gpu-check.sh demo    make demo's two trainings (ResNet-20, all parameters and
 #     BN only, 4000 real training images, test on 1000) for 4 epochs (to compare with make
 #     demo's CPU figures) and 60 (DEMO_EPOCHS), in fp32 and tf32 (DEMO_PRECISIONS: the real
 #     TF32's accuracy effect, beside make precision's simulated one), with the test accuracy
-#     and time of each; needs the pack made with --data.
+#     and time of each, then one epoch trained twice from the same seed, which must give the
+#     same checkpoint; needs the pack made with --data.
 # Exit status: 0 all ran and passed; 1 a failure; 3 tests skipped (no usable GPU or cuDNN);
 # 4 the pack is incomplete (a library, the data); 5 a part not run (time, no sanitizer);
 # 6 a part out of time; 2 usage. The first of these met wins.
@@ -208,6 +209,7 @@ bench_main() {
     worse $?
     cat "$out/bench.log"
     medians "$out/bench.log" bench
+    grep -q "could not be recorded" "$out/bench.log" && note "bench: $(grep -m 1 "could not be recorded" "$out/bench.log")"
 }
 bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
     br_name=$1 br_peer=$2
@@ -223,6 +225,8 @@ bench_extra() {
     bench_round bench-nograph none BN_GRAPH=0          # the peer's figure would repeat the main bench's
     echo "== one round with --precision tf32 (the peer with --channels-last)"
     bench_round bench-tf32 "$PEER" OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last
+    echo "== one round with the algorithms chosen by timing (BN_CUDNN_FIND=1; the default is cuDNN's heuristics)"
+    bench_round bench-find none BN_CUDNN_FIND=1
     echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
     bench_round bench-host-step none BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0
 }
@@ -267,6 +271,8 @@ run_demo() {
                 secs=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "seconds") c = i } NR > 1 && c { s += $c }
                     END { printf "%.1f", s }' "$D/$r.tsv")
                 l="$v, $ep epochs, $p: test accuracy $acc, $secs s training (the log's epochs), $wall s wall"
+                grep -q "could not be recorded" "$D/$r.err" && l="$l; not recorded: $(grep -m 1 "could not be recorded" \
+                    "$D/$r.err" | cut -c 1-200)"
                 echo "$l" >>"$out/demo.log"
                 note "$l"
             done
@@ -274,22 +280,58 @@ run_demo() {
     done
 }
 
+# the tests found no usable GPU (the driver older than the runtime, cuDNN not loading): the
+# other parts would only fail the same way; the reason is in test.log
+# (GPU_ON_SKIP=go goes on: tests/cli_gpucheck.sh rehearses the parts where no GPU is)
+no_gpu_stop() {
+    [ "${GPU_ON_SKIP:-stop}" = go ] && return 0
+    grep -q '^skip - ' "$out/test.log" 2>/dev/null || return 0
+    note "gpu-check: no usable GPU: $(grep -m 1 '^skip - ' "$out/test.log" | cut -c 1-300); the other parts not run"
+    finish
+}
+
+# the same seed and inputs, two processes: the same checkpoint, byte for byte (the
+# algorithms are cuDNN's heuristics' choice, not timed; every sum of ours in a fixed order)
+run_repro() {
+    [ -r "$W/demo/init.ckpt" ] && [ -r "$P/data/train.ds" ] || return 0   # run_demo said why
+    dev=${DEVICE:-cuda}
+    for k in 1 2; do
+        stage "repro-$k" 60 15 "$P/net-train" "$W/demo/init.ckpt" --train "$P/data/train.ds" --epochs 1 --batch 128 \
+            --lr 0.1 --momentum 0.9 --augment crop-flip --seed 3 --device "$dev" -o "$W/repro-$k.ckpt" \
+            2>"$W/repro-$k.err" >/dev/null
+        s=$?
+        worse $s
+        [ "$s" -eq 0 ] || return 0
+    done
+    if cmp -s "$W/repro-1.ckpt" "$W/repro-2.ckpt"; then
+        note "repro: the same seed in two processes gave the same checkpoint ($(wc -c <"$W/repro-1.ckpt") bytes)"
+    else
+        note "repro: FAILED: the same seed in two processes gave different checkpoints ($(cmp "$W/repro-1.ckpt" \
+            "$W/repro-2.ckpt" 2>&1 | head -n 1))"
+        worse 1
+    fi
+}
+
 case "$mode" in
 all)
     run_tests
+    no_gpu_stop
     find_peer
     bench_main "${ROUNDS:-2}"
     run_demo
+    run_repro
     run_memcheck
     bench_extra ;;
 tests)
     run_tests
+    no_gpu_stop
     run_memcheck ;;
 bench)
     find_peer
     bench_main "${ROUNDS:-3}"
     bench_extra ;;
 demo)
-    run_demo ;;
+    run_demo
+    run_repro ;;
 esac
 finish

@@ -54,6 +54,8 @@ ours() {
     --log "$T/log.tsv" -o "$T/out.ckpt" 2>"$T/ours.err"; then
     echo "bench: net-train ($1) failed:" >&2; tail -n 20 "$T/ours.err" >&2; return 1
   fi
+  # a step that could not be recorded goes op by op: still a figure, but not the one meant
+  grep -m 1 "could not be recorded" "$T/ours.err" | sed "s/^/bench: ($1) /" >&2
   awk -F'\t' 'NR==1{for(i=1;i<=NF;i++) if($i=="images_per_s") c=i} NR>1{v=$c} END{print v}' "$T/log.tsv"
 }
 # (no figure: its messages, and nan for the round)

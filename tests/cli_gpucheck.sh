@@ -37,7 +37,7 @@ EOF
 chmod +x "$T/cs.sh"
 # small sizes: a bench of 2 steps of 16 images, a demo of 1 epoch in fp32 on the CPU
 small() {
-  env GPU_PACK="$P" DEVICE=cpu DEMO_EPOCHS=1 DEMO_PRECISIONS=fp32 COMPUTE_SANITIZER="$T/cs.sh" \
+  env GPU_PACK="$P" GPU_ON_SKIP=go DEVICE=cpu DEMO_EPOCHS=1 DEMO_PRECISIONS=fp32 COMPUTE_SANITIZER="$T/cs.sh" \
     SUMMARY="ERROR SUMMARY: 0 errors" STEPS=2 BATCH=16 PEER="$T/no-peer.py" "$@"
 }
 
@@ -53,7 +53,8 @@ S=$O/summary.txt
 check "all: no GPU here, so the tests skip: exit 3, not a pass" [ "$rc" -eq 3 ]
 check "all: the skip is said" grep -q "tests skipped on a GPU machine" "$S"
 check "all: each part ran, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$S' | tr -d '\n' |
-  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: memcheck: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-host-step: exit'"
+  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-find: exitgpu-check: bench-host-step: exit'"
+check "all: the same seed twice gave the same checkpoint" grep -q "^repro: the same seed in two processes gave the same checkpoint" "$S"
 check "all: the tests' tallies are in the summary" sh -c "grep -q '^test.log: # [0-9]* passed, 0 failed, [0-9]* skipped' '$S' &&
   grep -q '^train.log: # 0 passed, 0 failed, [0-9]* skipped' '$S'"
 check "all: the bench's failure shows net-train's message" sh -c "grep -q '^bench: net-train (all) failed:' '$O/bench.log' &&
@@ -75,11 +76,21 @@ check "all: the archive holds the other logs, the demo's curves among them" sh -
   grep -qx bench-tf32.log '$T/tar.lst' && grep -qx ldd.txt '$T/tar.lst' && grep -qx nvidia-smi.txt '$T/tar.lst'"
 check "all: no checkpoints in the archive" sh -c "! grep -q 'ckpt' '$T/tar.lst'"
 
+# where the tests find no usable GPU (a driver older than the runtime, say) the other parts
+# would only fail the same way: the call stops there, saying why
+small OUT="$T/o7" GPU_ON_SKIP=stop sh "$CK" all >"$T/stop.out" 2>&1
+rc=$?
+check "no usable GPU: all stops after the tests, exit 3" sh -c "[ $rc -eq 3 ] &&
+  grep -o 'gpu-check: [a-z_0-9-]*: exit' '$T/o7/summary.txt' | tr -d '\n' |
+  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exit'"
+check "no usable GPU: the reason is said" grep -q "^gpu-check: no usable GPU: skip - .*; the other parts not run" \
+  "$T/o7/summary.txt"
+
 rm "$P/peers/torch_resnet20.py"
 small OUT="$T/o2" GPU_DEADLINE=15 sh "$CK" all >"$T/late.out" 2>&1
 rc=$?
 check "deadline: nothing fits in 15 s: exit 5, not a pass" [ "$rc" -eq 5 ]
-check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train bench demo-all-1-fp32 demo-bn-1-fp32 memcheck bench-nograph bench-tf32 bench-host-step$" \
+check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck bench-nograph bench-tf32 bench-find bench-host-step$" \
   "$T/o2/summary.txt"
 check "deadline: nothing ran" sh -c "[ -s '$T/o2/summary.txt' ] && ! grep -q ': exit [0-9]* in ' '$T/o2/summary.txt'"
 
