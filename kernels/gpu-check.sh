@@ -146,7 +146,8 @@ run_tests() {
         t=$(grep -h -E '^# [0-9]+ passed' "$out/$f")
         [ -n "$t" ] && note "$f: $t"
     done
-    [ -s "$out/test.err" ] && note "cuDNN choices logged: $(grep -c '^cuda: conv' "$out/test.err")"
+    [ -s "$out/test.err" ] && note "cuDNN choices logged: $(grep -c '^cuda: conv' "$out/test.err"), of which" \
+        "$(grep -c '^cuda: conv.*(fallback)' "$out/test.err") fell back to the GEMM algorithm (no candidate qualified)"
     if grep -q '^skip - ' "$out/test.log" "$out/train.log" 2>/dev/null; then
         note "gpu-check: tests skipped on a GPU machine:"
         grep -h '^skip - ' "$out/test.log" "$out/train.log" | head -n 5
