@@ -146,6 +146,9 @@ run_tests() {
         t=$(grep -h -E '^# [0-9]+ passed' "$out/$f")
         [ -n "$t" ] && note "$f: $t"
     done
+    # the device and the cuDNN found at run time, as the backend saw them (BN_CUDA_VERBOSE's first line)
+    dv=$(grep -m 1 '^cuda: .* SMs), cuDNN ' "$out/test.err" 2>/dev/null)
+    [ -n "$dv" ] && note "backend: ${dv#cuda: }"
     [ -s "$out/test.err" ] && note "cuDNN choices logged: $(grep -c '^cuda: conv' "$out/test.err"), of which" \
         "$(grep -c '^cuda: conv.*(fallback)' "$out/test.err") fell back to the GEMM algorithm (no candidate qualified)"
     if grep -q '^skip - ' "$out/test.log" "$out/train.log" 2>/dev/null; then
