@@ -71,7 +71,15 @@ $(BUILD)/%.o: %.c
 # (there is no ABI to keep; its pragma does not silence the note)
 $(BUILD)/lib/ops_cpu_bn.o: CFLAGS += -Wno-psabi
 
-$(BUILD)/%.o: %.cu
+# the objects of kernels/ depend on NVFLAGS too (-fmad=false, the -arch): a stamp rewritten
+# only when the flags change
+$(BUILD)/nvflags.txt: nvflags-check
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(NVFLAGS)' | cmp -s - $@ || printf '%s\n' '$(NVFLAGS)' > $@
+.PHONY: nvflags-check
+nvflags-check:
+
+$(BUILD)/%.o: %.cu $(BUILD)/nvflags.txt
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<
 

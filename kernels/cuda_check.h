@@ -35,7 +35,8 @@ static inline void cudnn_check_(cudnnStatus_t s, const char *call, const char *f
     if (s == CUDNN_STATUS_SUCCESS) return;
     if (cuda_recording) return cuda_record_failed(cudnnGetErrorString(s), call, file, line);
     const char *more = cuda_cudnn_last_error();
-    cli_die("cuDNN error at %s:%d: %s (%s)%s%s", file, line, cudnnGetErrorString(s), call, *more ? ": " : "", more);
+    cli_die("cuDNN error at %s:%d: %s (%s)%s%s", file, line, cudnnGetErrorString(s), call,
+            *more ? "; cuDNN's last message: " : "", more);
 }
 static inline void cuda_launch_check_(const char *file, int line) {
     cuda_check_(cudaGetLastError(), "kernel launch", file, line);

@@ -2,12 +2,13 @@
 // data, backward filter, with the bias gradient in a kernel of our own.
 //
 // Algorithms: chosen once per shape and direction, on first use, and cached with the
-// shape's descriptors (cuda_internal.h: conv_entry). By default cudnnFind* times every
-// algorithm and we take the fastest DETERMINISTIC one that runs in fp32 FMA arithmetic
-// (no tensor cores, so no TF32) with at most WS_LIMIT bytes of workspace; with
-// BN_CUDNN_FIND=0 cuDNN's heuristics (cudnnGet*_v7) order the candidates instead, and no
-// timing runs. When nothing qualifies, the deterministic GEMM-based algorithm of that
-// direction. Every descriptor has math type CUDNN_FMA_MATH, except in the "tf32" mode
+// shape's descriptors (cuda_internal.h: conv_entry). By default cuDNN's heuristics
+// (cudnnGet*_v7) order the candidates and we take the first DETERMINISTIC one that runs in
+// fp32 FMA arithmetic (no tensor cores, so no TF32) with at most WS_LIMIT bytes of
+// workspace; with BN_CUDNN_FIND=1 cudnnFind* times every algorithm and we take the fastest
+// such one (off by default: another process may time them otherwise, choose another
+// algorithm and give other bits). When nothing qualifies, the deterministic GEMM-based
+// algorithm of that direction. Every descriptor has math type CUDNN_FMA_MATH, except in the "tf32" mode
 // (ops.h set_precision): candidates are searched under CUDNN_DEFAULT_MATH, which lets cuDNN
 // use TF32 tensor cores for float data (as PyTorch's allow_tf32 does), tensor-op candidates
 // are accepted, and each direction runs with its candidate's math type (set on the shared
@@ -92,19 +93,32 @@ template <typename Perf> static int pick(const Perf *p, int n, int tf32) {
 }
 
 // cudnnFind could not time the candidates: with BN_CUDNN_FIND unset (not asked), or out of
-// memory for its trials (host or device), or not supported (cuDNN 9 reports the reason in
-// finer codes of the NOT_SUPPORTED category: CUDNN_STATUS_CATEGORY), the heuristics order
-// them instead; any other failure is a fault (perhaps an earlier kernel's) and ends the
-// program here, not later.
+// memory for its trials (host or device), or the problem not supported (cuDNN 9 says why
+// in finer codes: 3000-3004, 3010-3012), the heuristics order them instead; any other
+// failure is a fault and ends the program here, not later: perhaps an earlier kernel's, or
+// the machine's (3005-3009: the driver, the runtime, the architecture, a sub-library).
 static bool find_may_fail(cudnnStatus_t s) {
-    return CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED ||
-           s == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
-           s == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
+    switch ((int)s) {
+    case CUDNN_STATUS_NOT_SUPPORTED:
+    case CUDNN_STATUS_NOT_SUPPORTED_GRAPH_PATTERN:
+    case CUDNN_STATUS_NOT_SUPPORTED_SHAPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT:
+    case CUDNN_STATUS_NOT_SUPPORTED_SHARED_MEMORY_INSUFFICIENT:
+    case CUDNN_STATUS_NOT_SUPPORTED_PADDING:
+    case CUDNN_STATUS_NOT_SUPPORTED_BAD_LAUNCH_PARAM:
+    case CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED:
+    case CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED: return true;
+    default: return false;
+    }
 }
 static void find_failed(const cuda_ctx *c, cudnnStatus_t s, const char *call) {
     if (s == CUDNN_STATUS_NOT_SUPPORTED && !c->find) return;   // not asked
     if (!find_may_fail(s)) cudnn_check_(s, call, __FILE__, __LINE__);
-    if (c->verbose) fprintf(stderr, "cuda: cudnnFind gave %s: heuristics order the algorithms\n", cudnnGetErrorString(s));
+    const char *why = cuda_cudnn_last_error();   // read (and so cleared) even when not shown
+    if (c->verbose)
+        fprintf(stderr, "cuda: cudnnFind gave %s%s%s: heuristics order the algorithms\n", cudnnGetErrorString(s),
+                *why ? ": " : "", why);
 }
 
 static const char *math_name(cudnnMathType_t m) {

@@ -88,7 +88,13 @@ extern "C" void *cuda_alloc(size_t bytes) {
 
 // cudaFree "may" synchronise (cuda_runtime_api.h): the queued work that reads p ends first
 extern "C" void cuda_free(void *p) {
-    if (p) CUDA_CHECK(cudaDeviceSynchronize()), CUDA_CHECK(cudaFree(p));
+    if (!p) return;
+    if (cuda_recording) {   // neither can be recorded: the recording fails, p stays
+        cuda_record_failed("device memory freed while recording a step", "cuda_free", __FILE__, __LINE__);
+        return;
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaFree(p));
 }
 
 extern "C" void cuda_to_device(void *dst, const void *src, size_t bytes) {

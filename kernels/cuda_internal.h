@@ -44,7 +44,7 @@ typedef struct cuda_ctx {
                                     // dropped: a recorded step (graph_*) from before is then stale
     conv_entry *conv;               // the convolution cache
     int nconv, capconv;
-    int find;                       // 1: time the algorithms (cudnnFind*); 0: heuristics (BN_CUDNN_FIND=0)
+    int find;                       // 1: time the algorithms (cudnnFind*, BN_CUDNN_FIND=1); 0: heuristics
     int verbose;                    // BN_CUDA_VERBOSE=1: print each choice on stderr
     int tf32;                       // set_precision "tf32": tensor-core convolutions allowed
     void *ws;                       // cuDNN workspace, grown as needed

@@ -3,8 +3,9 @@
 # see docs/gpu.md, "Running the tests on a GPU machine"). Finds the device's cuDNN and CUDA
 # runtime, then runs one of:
 #   sh kernels/gpu-check.sh all     everything below in one call, in this order: the op tests,
-#     the training test, the bench (2 rounds and the profile), make demo's runs, memcheck,
-#     the same seed trained twice (two processes: the same bytes), the bench's extra rounds. Each part gets its own limit or what is left of GPU_DEADLINE
+#     the training test, the bench (2 rounds and the profile), make demo's runs, the same
+#     seed trained twice (two processes: the same bytes), memcheck, the bench's extra
+#     rounds. Each part gets its own limit or what is left of GPU_DEADLINE
 #     (default 540 s from the start, less 10 s for the summary), whichever is less, and is
 #     skipped, and named in the summary, when that is under the least it needs. The first
 #     call of a session with a device should be this one: a machine costs a minute or more
@@ -13,11 +14,13 @@
 #   sh kernels/gpu-check.sh [tests] the CUDA op tests with each cuDNN algorithm choice
 #     printed, the GPU-vs-CPU training test, then the op tests under compute-sanitizer's
 #     memcheck.
+#   (When the op tests skip, no usable GPU, the call stops after the tests, saying why;
+#   GPU_ON_SKIP=go goes on, as tests/cli_gpucheck.sh's rehearsal without a GPU does.)
 #   sh kernels/gpu-check.sh bench   tests/bench.sh on the GPU (DEVICE=cuda, the PyTorch peer
 #     too when the device's python3 has torch: the peer travels in the pack, since ../shared
 #     does not), with the per-layer profile and the device's peaks (the rounds replay CUDA
-#     graphs; the profile run goes op by op), then one round without graphs (BN_GRAPH=0),
-#     one with --precision tf32, one with the algorithms chosen by timing (BN_CUDNN_FIND=1)
+#     graphs; the profile run goes op by op), then one round with the algorithms chosen by
+#     timing (BN_CUDNN_FIND=1), one without graphs (BN_GRAPH=0), one with --precision tf32
 #     and one with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) (~6 minutes).
 #   sh kernels/gpu-check.sh demo    make demo's two trainings (ResNet-20, all parameters and
 #     BN only, 4000 real training images, test on 1000) for 4 epochs (to compare with make
@@ -213,7 +216,11 @@ bench_main() {
     worse $?
     cat "$out/bench.log"
     medians "$out/bench.log" bench
-    grep -q "could not be recorded" "$out/bench.log" && note "bench: $(grep -m 1 "could not be recorded" "$out/bench.log")"
+    recorded "$out/bench.log"
+}
+recorded() {   # recorded LOG: bench.sh's line for a run whose steps could not be recorded, into the summary
+    rl=$(grep -m 1 "could not be recorded" "$1")
+    [ -z "$rl" ] || note "$rl"
 }
 bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
     br_name=$1 br_peer=$2
@@ -223,14 +230,15 @@ bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
     worse $?
     grep -E '^(1|median)' "$W/$br_name.log" || tail -n 3 "$W/$br_name.log"
     medians "$W/$br_name.log" "$br_name"
+    recorded "$W/$br_name.log"
 }
-bench_extra() {
+bench_extra() {     # most telling first: the time may run out
+    echo "== one round with the algorithms chosen by timing (BN_CUDNN_FIND=1; the default is cuDNN's heuristics)"
+    bench_round bench-find none BN_CUDNN_FIND=1
     echo "== one round with every step op by op (BN_GRAPH=0: no CUDA graph)"
     bench_round bench-nograph none BN_GRAPH=0          # the peer's figure would repeat the main bench's
     echo "== one round with --precision tf32 (the peer with --channels-last)"
     bench_round bench-tf32 "$PEER" OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last
-    echo "== one round with the algorithms chosen by timing (BN_CUDNN_FIND=1; the default is cuDNN's heuristics)"
-    bench_round bench-find none BN_CUDNN_FIND=1
     echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
     bench_round bench-host-step none BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0
 }
@@ -305,13 +313,29 @@ run_repro() {
             2>"$W/repro-$k.err" >/dev/null
         s=$?
         worse $s
-        [ "$s" -eq 0 ] || return 0
+        [ "$s" -eq 99 ] && return 0
+        [ "$s" -eq 0 ] || { tail -n 5 "$W/repro-$k.err"; return 0; }
     done
     if cmp -s "$W/repro-1.ckpt" "$W/repro-2.ckpt"; then
         note "repro: the same seed in two processes gave the same checkpoint ($(wc -c <"$W/repro-1.ckpt") bytes)"
     else
         note "repro: FAILED: the same seed in two processes gave different checkpoints ($(cmp "$W/repro-1.ckpt" \
             "$W/repro-2.ckpt" 2>&1 | head -n 1))"
+        # which tensors (the device's python3 has msgpack); the two go into logs.tar.gz
+        env LD_LIBRARY_PATH="$orig_ldp" timeout 30 python3 - "$W/repro-1.ckpt" "$W/repro-2.ckpt" <<'EOF' 2>&1 |
+import msgpack, sys
+def tensors(path):
+    out = {}
+    for o in msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False):
+        if isinstance(o, dict) and o.get("kind") == "checkpoint": out = {}
+        elif isinstance(o, dict) and "data" in o and "name" in o: out[o["name"]] = o["data"]
+    return out
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+diff = [n for n in a if a[n] != b.get(n)]
+print("repro: %d of %d tensors differ: %s" % (len(diff), len(a), ", ".join(diff[:8])))
+EOF
+            head -n 3 | while IFS= read -r l; do note "$l"; done
+        cp "$W/repro-1.ckpt" "$W/repro-1.ck-differs" && cp "$W/repro-2.ckpt" "$W/repro-2.ck-differs"
         worse 1
     fi
 }

@@ -189,8 +189,10 @@ static int start(void) {
                  CUDNN_MINOR);
         return -1;
     }
-    // cuDNN 9's libcudnn loads its sub-libraries (ops, cnn, engines) at first use: a missing
-    // or mismatched one is found here, as a reason, not as an error at the first convolution
+    // cuDNN 9's libcudnn loads its sub-libraries at first use: a missing or mismatched ops or
+    // cnn library is found here, as a reason, not as an error at the first convolution (the
+    // engine libraries cuDNN loads as it needs them: one missing there is an error, with
+    // cuDNN's message)
     cudnnStatus_t ds = cudnnOpsVersionCheck();
     if (ds == CUDNN_STATUS_SUCCESS) ds = cudnnCnnVersionCheck();
     if (ds != CUDNN_STATUS_SUCCESS) {

@@ -53,7 +53,7 @@ S=$O/summary.txt
 check "all: no GPU here, so the tests skip: exit 3, not a pass" [ "$rc" -eq 3 ]
 check "all: the skip is said" grep -q "tests skipped on a GPU machine" "$S"
 check "all: each part ran, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$S' | tr -d '\n' |
-  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-find: exitgpu-check: bench-host-step: exit'"
+  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: bench-find: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-host-step: exit'"
 check "all: the same seed twice gave the same checkpoint" grep -q "^repro: the same seed in two processes gave the same checkpoint" "$S"
 check "all: the tests' tallies are in the summary" sh -c "grep -q '^test.log: # [0-9]* passed, 0 failed, [0-9]* skipped' '$S' &&
   grep -q '^train.log: # 0 passed, 0 failed, [0-9]* skipped' '$S'"
@@ -90,7 +90,7 @@ rm "$P/peers/torch_resnet20.py"
 small OUT="$T/o2" GPU_DEADLINE=15 sh "$CK" all >"$T/late.out" 2>&1
 rc=$?
 check "deadline: nothing fits in 15 s: exit 5, not a pass" [ "$rc" -eq 5 ]
-check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck bench-nograph bench-tf32 bench-find bench-host-step$" \
+check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck bench-find bench-nograph bench-tf32 bench-host-step$" \
   "$T/o2/summary.txt"
 check "deadline: nothing ran" sh -c "[ -s '$T/o2/summary.txt' ] && ! grep -q ': exit [0-9]* in ' '$T/o2/summary.txt'"
 
@@ -120,6 +120,35 @@ check "tests: the op tests, the training test and memcheck, in order" sh -c "gre
   tr -d '\n' | grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: memcheck: exit'"
 check "tests: a sanitizer that refuses the device is said, memcheck not run" sh -c "[ $rc -eq 3 ] &&
   grep -q 'refuses this device' '$T/o6/summary.txt' && grep -q '^not run: memcheck$' '$T/o6/summary.txt'"
+
+# repro: two processes that give different checkpoints are a failure, naming the tensors
+# that differ (a net-train whose second repro run takes another seed; python3 with msgpack)
+R=$T/repro
+mkdir -p "$R" "$T/py"
+for f in "$P"/*; do ln -s "$f" "$R/"; done
+rm "$R/net-train"
+cat >"$R/net-train" <<EOF
+#!/bin/sh
+case " \$* " in *" --seed 3 "*)
+  [ -e "$T/repro.once" ] && set -- \$(echo "\$@" | sed 's/--seed 3/--seed 4/')
+  touch "$T/repro.once" ;;
+esac
+exec "$BIN/net-train" "\$@"
+EOF
+chmod +x "$R/net-train"
+if have_pymsgpack; then
+  ln -s "$(command -v "$PY")" "$T/py/python3"
+  small GPU_PACK="$R" OUT="$T/o8" PATH="$T/py:$PATH" sh "$CK" demo >"$T/repro.out" 2>&1
+  rc=$?
+  check "repro: different checkpoints from the same seed: exit 1, said" sh -c "[ $rc -eq 1 ] &&
+    grep -q '^repro: FAILED: the same seed in two processes gave different checkpoints' '$T/o8/summary.txt'"
+  check "repro: the tensors that differ are named" grep -qE "^repro: [1-9][0-9]* of [0-9]+ tensors differ: [a-z]" \
+    "$T/o8/summary.txt"
+  check "repro: both checkpoints in the archive" sh -c "tar -tzf '$T/o8/logs.tar.gz' | grep -qx repro-1.ck-differs &&
+    tar -tzf '$T/o8/logs.tar.gz' | grep -qx repro-2.ck-differs"
+else
+  t_skip "repro: different checkpoints" "python3 msgpack missing (python3-msgpack)"
+fi
 
 rm "$P/data/test.ds"
 small OUT="$T/o4" sh "$CK" demo >"$T/demo.out" 2>&1
