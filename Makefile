@@ -71,15 +71,14 @@ $(BUILD)/%.o: %.c
 # (there is no ABI to keep; its pragma does not silence the note)
 $(BUILD)/lib/ops_cpu_bn.o: CFLAGS += -Wno-psabi
 
-# the objects of kernels/ depend on NVFLAGS too (-fmad=false, the -arch): a stamp rewritten
-# only when the flags change
-$(BUILD)/nvflags.txt: nvflags-check
-	@mkdir -p $(@D)
-	@printf '%s\n' '$(NVFLAGS)' | cmp -s - $@ || printf '%s\n' '$(NVFLAGS)' > $@
-.PHONY: nvflags-check
-nvflags-check:
+# the objects of kernels/ depend on NVFLAGS too (-fmad=false, the -arch): a stamp, rewritten
+# as the Makefile is read and only when the flags changed (so make -n still plans nothing)
+NVFLAGS_STAMP := $(BUILD)/nvflags.txt
+ifeq ($(HAVE_CUDA),1)
+  $(shell mkdir -p $(BUILD) && { [ "$$(cat $(NVFLAGS_STAMP) 2>/dev/null)" = '$(NVFLAGS)' ] || printf '%s\n' '$(NVFLAGS)' > $(NVFLAGS_STAMP); })
+endif
 
-$(BUILD)/%.o: %.cu $(BUILD)/nvflags.txt
+$(BUILD)/%.o: %.cu $(NVFLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<
 
