@@ -12,13 +12,20 @@
  *   room for cuDNN's other algorithms; with lr 0.05 and 4 steps it was 1.2e-3 (ReLU inputs
  *   within rounding of 0 flip, moving a step's gradient discretely), hence the gentle rate.
  *   A wrong layer moves the first loss or update by far more than 1e-2.
- * - The loop (lib/train.c): 2 epochs of ResNet-8 with a test set on cuda and on cpu: the
- *   checkpoints within TRAIN_TOL, the test accuracy within 2 of 100 images (ref standing
- *   in for the GPU: 8.2e-6, both 100%; under make sim's emulation 1.3e-6). Not a gentler
- *   rate here: at lr 0.01 the emulation measured 1.06e-3 (the stem's momentum: the CPU's
- *   float filter gradient of a cancelling sum, relatively larger when training moves less).
+ * - The loop (lib/train.c): 2 epochs (16 steps, lr 0.05) of ResNet-8 with a test set on
+ *   cuda and on cpu: the checkpoints within LOOP_TOL = 5e-3, the test accuracy within 2 of
+ *   100 images. Measured on an NVIDIA H200 (2026-12-04, cuDNN 9.19, heuristics' choices):
+ *   1.54e-3, in BatchNorm running variances (the square of the activations: twice their
+ *   relative difference; every parameter under 1e-3), both 100%; ref standing in for the
+ *   GPU: 8.2e-6; make sim's emulation: 1.3e-6. 16 steps at this rate carry the backends'
+ *   different summation orders further than the 3 gentle steps above (TRAIN_TOL's 1e-3 was
+ *   exceeded there). A wrong loop is far above 5e-3: the cuda run shuffled with another
+ *   seed (planted under the emulation) differs by 0.009 to 0.07 in most tensors. Not a
+ *   gentler rate: at lr 0.01 the emulation measured 1.06e-3 (the stem's momentum: the
+ *   CPU's float filter gradient of a cancelling sum, relatively larger when training moves
+ *   less).
  * - A checkpoint moves between devices: 1 epoch on cuda then --resume for 1 on cpu equals
- *   2 epochs on cpu within TRAIN_TOL (the format is the same whichever device wrote it).
+ *   2 epochs on cpu within LOOP_TOL (the format is the same whichever device wrote it).
  * - Batches and optimizer steps in GPU memory (kernels/cuda_train.cu, the default) give the
  *   same bits as with both on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0), and the fused
  *   BN+ReLU / add+ReLU kernels (the default) the same bits as the separate ones (BN_FAST=0):
@@ -44,6 +51,7 @@ static rng R;   /* testvec.h's generator (unused here) */
 #include "train_compare.h"
 
 #define TRAIN_TOL 1e-3
+#define LOOP_TOL 5e-3
 static ops *G, *C;
 static char no_gpu[400];
 #define NEED_GPU()                 \
@@ -81,13 +89,13 @@ static int run(checkpoint *ck, ops *o, const dataset *d, const dataset *t, int e
     return rc;
 }
 
-static double ck_err(const checkpoint *a, const checkpoint *b, const char *what) {
+static double ck_err(const checkpoint *a, const checkpoint *b, double tol, const char *what) {
     double worst = 0;
     for (int i = 0; i < a->nt && i < b->nt; i++) {
         if (a->t[i].dtype != DT_F32) continue;
         double e = err(b->t[i].data, a->t[i].data, a->t[i].numel);
         if (e > worst) worst = e;
-        CHECK(e <= TRAIN_TOL, "%s: %s differs by %.3g", what, a->t[i].name, e);
+        CHECK(e <= tol, "%s: %s differs by %.3g (tolerance %.3g)", what, a->t[i].name, e, tol);
     }
     return worst;
 }
@@ -101,14 +109,14 @@ TEST(loop_cuda_vs_cpu) {
     double acc_c, acc_g;
     CHECK(run(a, C, &d, &t, 2, false, &acc_c) == TRAIN_DONE, "cpu run");
     CHECK(run(b, G, &d, &t, 2, false, &acc_g) == TRAIN_DONE, "cuda run");
-    double e = ck_err(a, b, "2 epochs cuda vs cpu");
+    double e = ck_err(a, b, LOOP_TOL, "2 epochs cuda vs cpu");
     CHECK(fabs(acc_c - acc_g) <= 0.02 + 1e-9, "test accuracy %.2f (cpu) vs %.2f (cuda)", acc_c, acc_g);
     printf("# loop: worst tensor difference %.3g, test accuracy cpu %.2f cuda %.2f\n", e, acc_c, acc_g);
     /* 1 epoch on the GPU, resumed on the CPU for the second */
     checkpoint *h = ck_clone(init);
     CHECK(run(h, G, &d, &t, 1, false, NULL) == TRAIN_DONE, "cuda, epoch 1");
     CHECK(run(h, C, &d, &t, 2, true, NULL) == TRAIN_DONE, "cpu, --resume to epoch 2");
-    ck_err(a, h, "cuda then cpu vs cpu");
+    ck_err(a, h, LOOP_TOL, "cuda then cpu vs cpu");
     ck_free(init), ck_free(a), ck_free(b), ck_free(h);
     ds_free(&d), ds_free(&t);
 }
