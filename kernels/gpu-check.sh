@@ -283,8 +283,8 @@ run_demo() {
                 secs=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "seconds") c = i } NR > 1 && c { s += $c }
                     END { printf "%.1f", s }' "$D/$r.tsv")
                 l="$v, $ep epochs, $p: test accuracy $acc, $secs s training (the log's epochs), $wall s wall"
-                grep -q "could not be recorded" "$D/$r.err" && l="$l; not recorded: $(grep -m 1 "could not be recorded" \
-                    "$D/$r.err" | cut -c 1-200)"
+                rl=$(grep -m 1 "could not be recorded" "$D/$r.err" | cut -c 1-200)
+                [ -z "$rl" ] || l="$l; not recorded: $rl"
                 echo "$l" >>"$out/demo.log"
                 note "$l"
             done

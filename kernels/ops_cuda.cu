@@ -252,27 +252,24 @@ static size_t grown(size_t have, size_t want) {
     return n;
 }
 
+// *buf (*size bytes) replaced by one of at least bytes; cuda_free waits for the work that
+// used the old one, and the recorded steps that used it are stale (gen)
+static void *grown_device(cuda_ctx *c, void **buf, size_t *size, size_t bytes, const char *what) {
+    if (bytes <= *size && *buf) return *buf;
+    if (growth_refused(what)) return *buf;
+    cuda_free(*buf);
+    *size = grown(*size, bytes);
+    c->gen++;
+    CUDA_CHECK(cudaMalloc(buf, *size));
+    return *buf;
+}
+
 void *cuda_ctx_workspace(cuda_ctx *c, size_t bytes) {
-    if (bytes == 0) return NULL;
-    if (bytes > c->ws_size) {
-        if (growth_refused("the cuDNN workspace")) return c->ws;
-        if (c->ws) CUDA_CHECK(cudaStreamSynchronize(c->st)), CUDA_CHECK(cudaFree(c->ws));   // once unused
-        c->ws_size = grown(c->ws_size, bytes);
-        c->gen++;
-        CUDA_CHECK(cudaMalloc(&c->ws, c->ws_size));
-    }
-    return c->ws;
+    return bytes ? grown_device(c, &c->ws, &c->ws_size, bytes, "the cuDNN workspace") : NULL;
 }
 
 void *cuda_ctx_scratch(cuda_ctx *c, size_t bytes) {
-    if (bytes > c->scratch_size || !c->scratch) {
-        if (growth_refused("the scratch buffer")) return c->scratch;
-        if (c->scratch) CUDA_CHECK(cudaStreamSynchronize(c->st)), CUDA_CHECK(cudaFree(c->scratch));
-        c->scratch_size = grown(c->scratch_size, bytes);
-        c->gen++;
-        CUDA_CHECK(cudaMalloc(&c->scratch, c->scratch_size));
-    }
-    return c->scratch;
+    return grown_device(c, &c->scratch, &c->scratch_size, bytes, "the scratch buffer");
 }
 
 void *cuda_ctx_hscratch(cuda_ctx *c, size_t bytes) {

@@ -10,9 +10,9 @@
 #     where nothing is recorded: cuda_device.cu (the cuda_mem.h entry points themselves),
 #     the table's mem_* entries, xent (its loss goes to the host: xent_rows is the one a
 #     step records), sync, graph_launch (BN_CUDA_SYNC=1), the data-parallel BatchNorm
-#     reduction (reduce_over_ranks: graphs need a single process), and the growable buffers
-#     (cuda_ctx_workspace, _scratch, _hscratch: they wait for the work that used the old
-#     buffer before freeing it, and never grow while a step is recorded).
+#     reduction (reduce_over_ranks: graphs need a single process), and the pinned host
+#     buffer's growth (cuda_ctx_hscratch: it waits for the work that used the old buffer
+#     before freeing it, and never grows while a step is recorded).
 . "$(dirname "$0")/lib.sh"
 
 # launches in DIR/*.cu not on cuda_stream() (or split over lines)
@@ -23,7 +23,7 @@ sync_bad() {
     case "$f" in */cuda_device.cu) continue;; esac
     awk '/^[A-Za-z].*\(/ { fn = $0 }
          /cudaMemcpy\(|cudaMemset\(|cudaDeviceSynchronize\(|cudaStreamSynchronize\(|cuda_(copy|to_host|to_device|memset|sync)\(/ &&
-         fn !~ /reduce_over_ranks|[ *]mem_(alloc|free|upload|download|copy)\(|[ *]cuda_xent\(|cuda_sync_op\(|cuda_graph_launch\(|cuda_ctx_h?(workspace|scratch)\(/ {
+         fn !~ /reduce_over_ranks|[ *]mem_(alloc|free|upload|download|copy)\(|[ *]cuda_xent\(|cuda_sync_op\(|cuda_graph_launch\(|cuda_ctx_hscratch\(/ {
            print FILENAME ":" NR ": " $0 }' "$f"
   done
 }
