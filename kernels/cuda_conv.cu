@@ -16,6 +16,8 @@
 // (TENSOR_OP_MATH_ALLOW_CONVERSION) never. The workspace is one buffer
 // grown as needed (cuda_ctx_workspace). BN_CUDA_VERBOSE=1 prints each choice.
 //
+// With BN_CUDA_CONV=own, 3x3 stride-1 shapes in fp32 go to cuda_conv3.cu's kernels instead.
+//
 // Zero-sized shapes (no batch, no output pixels, no input channels) never reach cuDNN,
 // which rejects them: the outputs are what the reference gives (zeros, or the bias).
 #include <stdio.h>
@@ -267,6 +269,22 @@ static size_t count(long long a, long long b, long long c, long long d) {
     return a > 0 && b > 0 && c > 0 && d > 0 ? (size_t)a * (size_t)b * (size_t)c * (size_t)d : 0;
 }
 
+// BN_CUDA_CONV=own, fp32 mode, a shape cuda_conv3.cu takes: its kernels for direction dir
+// (0 fwd, 1 bwd data, 2 bwd filter), named once per shape under BN_CUDA_VERBOSE=1
+static bool use_own(cuda_ctx *c, const conv_desc *d, int dir) {
+    static const char *names[] = {"fwd", "bwd_data", "bwd_filter"};
+    if (!c->own_conv || c->tf32) return false;
+    if (!(dir == 2 ? cuda_conv3_filter_fits(d) : cuda_conv3_fits(d, dir))) return false;
+    if (c->verbose) {
+        conv_entry *e = entry_for(c, d);
+        if (!(e->own_said & (1 << dir)))
+            fprintf(stderr, "cuda: conv n%d %d->%d %dx%d k%d s%d p%d %s: cuda_conv3.cu's kernel (fp32 FMA)\n", d->n,
+                    d->cin, d->cout, d->h, d->w, d->k, d->stride, d->pad, names[dir]);
+        e->own_said |= 1 << dir;
+    }
+    return true;
+}
+
 // ---- the ops ---------------------------------------------------------------------------
 
 void cuda_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y) {
@@ -278,6 +296,7 @@ void cuda_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, c
         CUDA_LAUNCH_CHECK();
         return;
     }
+    if (use_own(c, d, 0)) return cuda_conv3_fwd(d, x, w, b, y);
     conv_entry *e = entry_for(c, d);
     if (!e->have_fwd) choose_fwd(c, e);
     CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->fwd_math));   // one descriptor serves three directions
@@ -294,6 +313,7 @@ void cuda_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float
         CUDA_CHECK(cudaMemsetAsync(dx, 0, nx * sizeof *dx, cuda_stream()));
         return;
     }
+    if (use_own(c, d, 1)) return cuda_conv3_bwd_data(d, dy, w, dx);
     conv_entry *e = entry_for(c, d);
     if (!e->have_bwd_data) choose_bwd_data(c, e);
     CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_data_math));
@@ -317,12 +337,16 @@ void cuda_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const floa
         }
         return;
     }
-    conv_entry *e = entry_for(c, d);
-    if (!e->have_bwd_filter) choose_bwd_filter(c, e);
-    CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_filter_math));
-    void *ws = cuda_ctx_workspace(c, e->bwd_filter_ws);
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, e->x, x, e->y, dy, e->conv, e->bwd_filter, ws,
-                                               e->bwd_filter_ws, &zero, e->w, dw));
+    if (use_own(c, d, 2)) {
+        cuda_conv3_bwd_filter(d, x, dy, dw, (float *)cuda_ctx_workspace(c, cuda_conv3_filter_workspace(d)));
+    } else {
+        conv_entry *e = entry_for(c, d);
+        if (!e->have_bwd_filter) choose_bwd_filter(c, e);
+        CUDNN_CHECK(cudnnSetConvolutionMathType(e->conv, e->bwd_filter_math));
+        void *ws = cuda_ctx_workspace(c, e->bwd_filter_ws);
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->dnn, &one, e->x, x, e->y, dy, e->conv, e->bwd_filter, ws,
+                                                   e->bwd_filter_ws, &zero, e->w, dw));
+    }
     if (db) {
         k_bias_grad<<<d->cout, CUDA_THREADS, 0, cuda_stream()>>>(dy, d->n, d->cout, d->ho * d->wo, db);
         CUDA_LAUNCH_CHECK();

@@ -2,6 +2,7 @@
 // the convolution cache, growable buffers) and the entry points of each file.
 //
 // Files: ops_cuda.cu (the table, start-up, state), cuda_conv.cu (cuDNN convolutions),
+// cuda_conv3.cu (3x3 convolutions of our own, BN_CUDA_CONV=own),
 // cuda_bn.cu (BatchNorm), cuda_elem.cu (ReLU, add, pooling), cuda_linear.cu (linear,
 // softmax cross-entropy), cuda_train.cu (optimizer updates, batch assembly, sync),
 // cuda_device.cu (device detection, cuda_mem.h).
@@ -35,6 +36,7 @@ typedef struct conv_entry {
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
     cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;   // set on the descriptor before each call
+    int own_said;                   // BN_CUDA_VERBOSE: bit d set once direction d's own kernel was named
 } conv_entry;
 
 typedef struct cuda_ctx {
@@ -47,6 +49,7 @@ typedef struct cuda_ctx {
     int find;                       // 1: time the algorithms (cudnnFind*, BN_CUDNN_FIND=1); 0: heuristics
     int verbose;                    // BN_CUDA_VERBOSE=1: print each choice on stderr
     int tf32;                       // set_precision "tf32": tensor-core convolutions allowed
+    int own_conv;                   // BN_CUDA_CONV=own: 3x3 stride-1 convolutions in cuda_conv3.cu (fp32)
     void *ws;                       // cuDNN workspace, grown as needed
     size_t ws_size;
     void *scratch;                  // device scratch for BN sums and the loss, grown as needed
@@ -90,6 +93,15 @@ template <typename F> static void by_image_chunks(const char *what, int n, size_
 void cuda_conv_fwd(ops *o, const conv_desc *d, const float *x, const float *w, const float *b, float *y);
 void cuda_conv_bwd_data(ops *o, const conv_desc *d, const float *dy, const float *w, float *dx);
 void cuda_conv_bwd_filter(ops *o, const conv_desc *d, const float *x, const float *dy, float *dw, float *db);
+// kernels of our own for 3x3 convolutions of stride 1 and padding 1 (cuda_conv3.cu): the
+// shapes they take (data_gradient: 1 for conv3_bwd_data), and the workspace the filter
+// gradient's partial sums need
+int cuda_conv3_fits(const conv_desc *d, int data_gradient);
+int cuda_conv3_filter_fits(const conv_desc *d);
+size_t cuda_conv3_filter_workspace(const conv_desc *d);
+void cuda_conv3_fwd(const conv_desc *d, const float *x, const float *w, const float *b, float *y);
+void cuda_conv3_bwd_data(const conv_desc *d, const float *dy, const float *w, float *dx);
+void cuda_conv3_bwd_filter(const conv_desc *d, const float *x, const float *dy, float *dw, float *part);
 
 void cuda_bn_fwd_train(ops *o, const bn_desc *d, const float *x, const float *gamma, const float *beta, float *y,
                        float *save_mean, float *save_invstd, float *run_mean, float *run_var);

@@ -26,6 +26,12 @@ void cuda_memset(void *p, int byte, size_t bytes);               /* each byte = 
 void cuda_sync(void);                                            /* wait for all queued work */
 /* Number of usable CUDA devices; 0 with *why set when there is none. */
 int cuda_device_count(const char **why);
+/* Whose 3x3 stride-1 convolutions run in the fp32 mode: "cudnn" or "own" (cuda_conv3.cu),
+ * in place of BN_CUDA_CONV's choice (the tests try both). Returns the previous choice (0
+ * cudnn, 1 own), or -1 for another name or no usable device. */
+int cuda_conv_impl(const char *name);
+/* How many convolution ops (one direction of one call each) cuda_conv3.cu's kernels served. */
+long cuda_conv3_served(void);
 /* Read BN_CUDA_INDEX_LIMIT again at the next op (it is read once; the tests change it). */
 void cuda_index_limit_reread(void);
 #ifdef __cplusplus

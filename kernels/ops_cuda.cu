@@ -99,6 +99,15 @@ static int set_precision(ops *o, const char *name) {
     return 0;
 }
 
+extern "C" ops *ops_cuda_get(const char **why);
+extern "C" int cuda_conv_impl(const char *name) {
+    int v = strcmp(name, "own") == 0 ? 1 : strcmp(name, "cudnn") == 0 ? 0 : -1;
+    if (v < 0 || !ops_cuda_get(NULL)) return -1;
+    int was = ctx.own_conv;
+    if (was != v) ctx.own_conv = v, ctx.gen++;   // recorded steps launch the other kernels
+    return was;
+}
+
 static ops ops_cuda = {
     .name = "cuda",
     .ctx = &ctx,
@@ -222,9 +231,15 @@ static int start(void) {
     // process, and so other bits; the same seed must give the same checkpoint
     ctx.find = cli_env_flag("BN_CUDNN_FIND", false);
     ctx.verbose = cli_env_flag("BN_CUDA_VERBOSE", false);
+    // whose 3x3 stride-1 convolutions in fp32: cuDNN's (the default) or cuda_conv3.cu's
+    const char *cv = getenv("BN_CUDA_CONV");
+    if (cv && *cv && strcmp(cv, "cudnn") != 0 && strcmp(cv, "own") != 0)
+        cli_die("BN_CUDA_CONV=%s: expected cudnn (the default) or own", cv);
+    ctx.own_conv = cv && strcmp(cv, "own") == 0;
     if (ctx.verbose)
-        fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s\n", p.name, p.major, p.minor,
-                p.multiProcessorCount, v, ctx.find ? "timing (cudnnFind)" : "heuristics (cudnnGet_v7)");
+        fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s%s\n", p.name, p.major, p.minor,
+                p.multiProcessorCount, v, ctx.find ? "timing (cudnnFind)" : "heuristics (cudnnGet_v7)",
+                ctx.own_conv ? ", 3x3 stride-1 convolutions in fp32 by cuda_conv3.cu" : "");
     return 0;
 }
 
