@@ -67,6 +67,22 @@ check "all: the same seed on cuda gives the same bytes" cmp -s "$T/all-cuda.ck" 
 CUDASIM_ORDER=reverse net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda -o "$T/all-cuda-rev.ck" 2>/dev/null
 check "all: blocks and threads run last first give the same bytes" cmp -s "$T/all-cuda.ck" "$T/all-cuda-rev.ck"
 
+# BN_CUDA_CONV=own: the 3x3 stride-1 convolutions by kernels/cuda_conv3.cu, which sums in
+# float (by one thread, in a fixed order; the filter gradient's block partials in double), not
+# in double as the emulated cuDNN: the same tolerance, and the same bytes in either order
+BN_CUDA_VERBOSE=1 BN_CUDA_CONV=own net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda \
+  -o "$T/all-own.ck" 2>"$T/all-own.err" || t_fail "own: train on cuda" "$(tail -c 300 "$T/all-own.err")"
+check "own: the 3x3 stride-1 convolutions went to cuda_conv3.cu, in all three directions" sh -c \
+  "for d in fwd bwd_data bwd_filter; do grep -q \"s1 p1 \$d: cuda_conv3.cu's kernel\" '$T/all-own.err' || exit 1; done"
+check "own: the other shapes still went to cuDNN" grep -q "^cuda: conv.* s2 .*algo" "$T/all-own.err"
+ckclose "own: cuda with its own convolutions = ref after 2 epochs" "$T/all-ref.ck" "$T/all-own.ck" "$T/all.ck"
+check "own: not the bytes of cuDNN's run (its sums are in float)" sh -c "! cmp -s '$T/all-cuda.ck' '$T/all-own.ck'"
+BN_CUDA_CONV=own CUDASIM_ORDER=reverse net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda \
+  -o "$T/all-own-rev.ck" 2>/dev/null
+check "own: blocks and threads run last first give the same bytes" cmp -s "$T/all-own.ck" "$T/all-own-rev.ck"
+BN_CUDA_CONV=winograd expect_err "own: BN_CUDA_CONV takes cudnn or own" 1 "BN_CUDA_CONV=winograd: expected cudnn" \
+  net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
+
 # a run moved between devices: epoch 1 on one, epoch 2 resumed on the other
 expect "move: epoch 2 resumed on ref from cuda's epoch 1" 0 \
   net-train "$T/all-cuda.ck" --pick 0 --resume $RUN --device ref -o "$T/c2r.ck"

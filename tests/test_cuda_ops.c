@@ -315,6 +315,65 @@ TEST(conv_nan_inf) {
     nonfinite_case(&s2, INFINITY);
 }
 
+/* The 3x3 stride-1 kernels of our own (kernels/cuda_conv3.cu, BN_CUDA_CONV=own) against the
+ * reference, with the same bounds as cuDNN's: shapes that stress their tiling (one image,
+ * input channels not a multiple of the 4 staged per round, output channels not a multiple
+ * of the 8 per block, small and odd-width images, a last block of fewer images, a last band
+ * of fewer rows, 40 input channels in 10 rounds), then ResNet-20's shapes at batch 1, 128
+ * and 80, where the 3x3 stride-1 ones must be served by them (each direction counted by
+ * cuda_conv3_served) and the others by cuDNN; then the determinism and NaN/Inf tests again
+ * with them, and the tf32 mode, which leaves them to cuDNN. */
+static const shape own_shapes[] = {
+    {1, 3, 8, 8, 4, 3, 1, 1},    {3, 5, 4, 6, 12, 3, 1, 1},  {2, 16, 32, 32, 16, 3, 1, 1}, {5, 9, 16, 16, 20, 3, 1, 1},
+    {17, 8, 8, 8, 8, 3, 1, 1},   {2, 4, 4, 4, 8, 3, 1, 1},   {1, 40, 32, 32, 8, 3, 1, 1},  {3, 6, 8, 2, 5, 3, 1, 1},
+    {2, 33, 16, 30, 17, 3, 1, 1},
+};
+
+static void own_case(const shape *s, int with_bias, int served) {
+    long before = cuda_conv3_served();
+    conv_case(s, with_bias);
+    long got = cuda_conv3_served() - before;
+    CHECK(got == served, "n%d %d->%d %dx%d k%d s%d: %ld directions by cuda_conv3.cu, expected %d", s->n, s->cin, s->cout,
+          s->h, s->w, s->k, s->stride, got, served);
+}
+
+TEST(conv_own_vs_ref) {
+    NEED_GPU();
+    CHECK(cuda_conv_impl("winograd") == -1, "cuda_conv_impl takes cudnn or own only");
+    int was = cuda_conv_impl("own");
+    CHECK(was >= 0, "cuda_conv_impl(\"own\")");
+    double saved[3] = {worst_fwd, worst_bd, worst_bf};
+    worst_fwd = worst_bd = worst_bf = 0;
+    for (size_t i = 0; i < sizeof own_shapes / sizeof *own_shapes; i++) {
+        own_case(&own_shapes[i], 0, 3);
+        own_case(&own_shapes[i], 1, 3);
+    }
+    static const int batches[] = {1, 128, 80};
+    for (size_t b = 0; b < 3; b++)
+        for (size_t i = 0; i < sizeof resnet_shapes / sizeof *resnet_shapes; i++) {
+            shape s = resnet_shapes[i];
+            s.n = batches[b];
+            own_case(&s, b == 0, s.k == 3 && s.stride == 1 ? 3 : 0);
+        }
+    printf("# own conv worst error / (EPS32*sqrt(K)): fwd %.2f, bwd_data %.2f, bwd_filter %.2f (limit 64)\n",
+           worst_fwd, worst_bd, worst_bf);
+    worst_fwd = saved[0], worst_bd = saved[1], worst_bf = saved[2];
+    long before = cuda_conv3_served();
+    test_conv_deterministic();
+    test_conv_nan_inf();
+    CHECK(cuda_conv3_served() - before == 3 * 2 + 2 * 2, "the determinism and NaN tests' 3x3 stride-1 shapes were "
+          "served by cuda_conv3.cu: %ld directions", cuda_conv3_served() - before);
+    if (G->set_precision && G->set_precision(G, "tf32") == 0) {
+        conv_eps = 0x1p-11, conv_factor = 8.0;
+        shape s = resnet_shapes[1];
+        s.n = 2;
+        own_case(&s, 0, 0);
+        conv_eps = EPS32, conv_factor = 64.0;
+        CHECK(G->set_precision(G, "fp32") == 0, "back to fp32");
+    }
+    cuda_conv_impl(was ? "own" : "cudnn");
+}
+
 /* ---- BatchNorm ------------------------------------------------------------------------- */
 
 typedef struct { int n, c, hw; } bn_shape;
@@ -1280,6 +1339,7 @@ int main(void) {
     RUN(conv_deterministic);
     RUN(conv_tf32);
     RUN(conv_nan_inf);
+    RUN(conv_own_vs_ref);
     RUN(bn_vs_ref);
     RUN(bn_fused_vs_ref);
     RUN(bn_null_stats);

@@ -59,6 +59,13 @@ mean-race|kernels/cuda_bn.cu|s/^        __syncthreads();$//|k_bn_partial: thread
 vec-channel|kernels/cuda_index.h|s/cuda_div_make((uint32_t)(hw \/ V))/cuda_div_make((uint32_t)hw)/|cuda_chan_make: a float4 group's channel counted in values, not groups
 vec-misaligned|kernels/cuda_index.h|s/if ((uintptr_t)p\[i\] % 16) return 1;/if ((uintptr_t)p[i] % 4) return 1;/|cuda_vec_width: float4 accesses at addresses 4 bytes off 16-byte alignment
 vec-mask-unchecked|kernels/cuda_bn.cu|s/cuda_span_make(C, d->hw, count, xs, dys, yms, dxs)/cuda_span_make(C, d->hw, count, xs, dys, NULL, dxs)/|k_bn_bwd_dx: float4 chosen without looking at the ReLU mask's alignment
+conv3-round-race|kernels/cuda_conv3.cu|s/^        __syncthreads();   \/\/ the last round's reads are done$//|k_conv3: the next round's channels overwrite shared memory while other threads still read it
+conv3-border|kernels/cuda_conv3.cu|s/e += blockDim.x) tile\[e\] = 0.0f;/e += blockDim.x) tile[e] = tile[e];/|k_conv3: the zero border of the staged images never written
+conv3-flip|kernels/cuda_conv3.cu|s/(flip ? 8 - tap : tap)/tap/|k_conv3: the data gradient with the forward's taps, not flipped
+conv3-last-round|kernels/cuda_conv3.cu|s/cin - i0 < C3_CI ? cin - i0 : C3_CI/C3_CI/|k_conv3: a last round of fewer channels read past the input's channels
+conv3-band-race|kernels/cuda_conv3.cu|s/^        __syncthreads();   \/\/ the last band's reads are done$//|k_conv3_filter: the next band overwrites shared memory while other warps still read it
+conv3-window|kernels/cuda_conv3.cu|s/const int yy = ys + j - 1;/const int yy = ys + j;/|k_conv3_filter: the staged rows one row off the image's
+conv3-lost-partial|kernels/cuda_conv3.cu|s/for (int z = 0; z < nz; z++) s +=/for (int z = 1; z < nz; z++) s +=/|k_conv3_sum: the first block's partial sums left out
 split-offset|kernels/cuda_internal.h|s/launch(n0 \* per_image, /launch(0 * n0 * per_image, /|by_image_chunks: every launch of a split op starts at image 0
 EOF
 [ -n "$survivors" ] && echo "# survivors:$survivors"
