@@ -12,14 +12,16 @@
 #     to start, and a session has 15 minutes of device time. Give the call a timeout_s of
 #     GPU_DEADLINE + 40 or more.
 #   sh kernels/gpu-check.sh [tests] the CUDA op tests with each cuDNN algorithm choice
-#     printed, the GPU-vs-CPU training test, then the op tests under compute-sanitizer's
+#     printed, the GPU-vs-CPU training test (with cuDNN's convolutions, then with
+#     BN_CUDA_CONV=own), then the op tests under compute-sanitizer's
 #     memcheck.
 #   (When the op tests skip, no usable GPU, the call stops after the tests, saying why;
 #   GPU_ON_SKIP=go goes on, as tests/cli_gpucheck.sh's rehearsal without a GPU does.)
 #   sh kernels/gpu-check.sh bench   tests/bench.sh on the GPU (DEVICE=cuda, the PyTorch peer
 #     too when the device's python3 has torch: the peer travels in the pack, since ../shared
 #     does not), with the per-layer profile and the device's peaks (the rounds replay CUDA
-#     graphs; the profile run goes op by op), then one round with the algorithms chosen by
+#     graphs; the profile run goes op by op), then one round (with the profile) with
+#     BN_CUDA_CONV=own (kernels/cuda_conv3.cu), one with the algorithms chosen by
 #     timing (BN_CUDNN_FIND=1), one without graphs (BN_GRAPH=0), one with --precision tf32
 #     and one with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) (~6 minutes).
 #   sh kernels/gpu-check.sh demo    make demo's two trainings (ResNet-20, all parameters and
@@ -145,10 +147,16 @@ run_tests() {
     stage test_cuda_train 150 20 "$P/test_cuda_train" >"$out/train.log" 2>&1
     worse $?
     grep -v '^ok - ' "$out/train.log" | head -n 40
-    for f in test.log train.log; do
-        t=$(grep -h -E '^# [0-9]+ passed' "$out/$f")
-        [ -n "$t" ] && note "$f: $t"
+    echo "== test_cuda_train with BN_CUDA_CONV=own (the 3x3 stride-1 convolutions by kernels/cuda_conv3.cu)"
+    stage test_cuda_train_own 150 20 env BN_CUDA_CONV=own "$P/test_cuda_train" >"$W/train-own.log" 2>&1
+    worse $?
+    grep -v '^ok - ' "$W/train-own.log" | head -n 40
+    for f in "$out/test.log" "$out/train.log" "$W/train-own.log"; do
+        t=$(grep -h -E '^# [0-9]+ passed' "$f")
+        [ -n "$t" ] && note "${f##*/}: $t"
     done
+    t=$(grep -h -E '^# (own |tf32 )?conv worst error' "$out/test.log")
+    [ -n "$t" ] && printf '%s\n' "$t" | while IFS= read -r l; do note "$l"; done
     # the device and the cuDNN found at run time, as the backend saw them (BN_CUDA_VERBOSE's first line)
     dv=$(grep -m 1 '^cuda: .* SMs), cuDNN ' "$out/test.err" 2>/dev/null)
     [ -n "$dv" ] && note "backend: ${dv#cuda: }"
@@ -233,6 +241,14 @@ bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
     recorded "$W/$br_name.log"
 }
 bench_extra() {     # most telling first: the time may run out
+    set -- $peaks
+    echo "== one round with BN_CUDA_CONV=own (3x3 stride-1 convolutions by kernels/cuda_conv3.cu), with the profile"
+    stage bench-own 150 50 env BN_CUDA_CONV=own PEER=none DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 PROFILE=1 \
+        BN_PEAK_GFLOPS="$1" BN_PEAK_GBS="$2" sh tests/bench.sh >"$W/bench-own.log" 2>&1
+    worse $?
+    grep -E '^(1|median)' "$W/bench-own.log" || tail -n 3 "$W/bench-own.log"
+    medians "$W/bench-own.log" bench-own
+    recorded "$W/bench-own.log"
     echo "== one round with the algorithms chosen by timing (BN_CUDNN_FIND=1; the default is cuDNN's heuristics)"
     bench_round bench-find none BN_CUDNN_FIND=1
     echo "== one round with every step op by op (BN_GRAPH=0: no CUDA graph)"

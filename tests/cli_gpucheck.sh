@@ -53,7 +53,7 @@ S=$O/summary.txt
 check "all: no GPU here, so the tests skip: exit 3, not a pass" [ "$rc" -eq 3 ]
 check "all: the skip is said" grep -q "tests skipped on a GPU machine" "$S"
 check "all: each part ran, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$S' | tr -d '\n' |
-  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: bench-find: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-host-step: exit'"
+  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: test_cuda_train_own: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: bench-own: exitgpu-check: bench-find: exitgpu-check: bench-nograph: exitgpu-check: bench-tf32: exitgpu-check: bench-host-step: exit'"
 check "all: the same seed twice gave the same checkpoint" grep -q "^repro: the same seed in two processes gave the same checkpoint" "$S"
 check "all: the tests' tallies are in the summary" sh -c "grep -q '^test.log: # [0-9]* passed, 0 failed, [0-9]* skipped' '$S' &&
   grep -q '^train.log: # 0 passed, 0 failed, [0-9]* skipped' '$S'"
@@ -82,7 +82,7 @@ small OUT="$T/o7" GPU_ON_SKIP=stop sh "$CK" all >"$T/stop.out" 2>&1
 rc=$?
 check "no usable GPU: all stops after the tests, exit 3" sh -c "[ $rc -eq 3 ] &&
   grep -o 'gpu-check: [a-z_0-9-]*: exit' '$T/o7/summary.txt' | tr -d '\n' |
-  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exit'"
+  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: test_cuda_train_own: exit'"
 check "no usable GPU: the reason is said" grep -q "^gpu-check: no usable GPU: skip - .*; the other parts not run" \
   "$T/o7/summary.txt"
 
@@ -90,7 +90,7 @@ rm "$P/peers/torch_resnet20.py"
 small OUT="$T/o2" GPU_DEADLINE=15 sh "$CK" all >"$T/late.out" 2>&1
 rc=$?
 check "deadline: nothing fits in 15 s: exit 5, not a pass" [ "$rc" -eq 5 ]
-check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck bench-find bench-nograph bench-tf32 bench-host-step$" \
+check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train test_cuda_train_own bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck bench-own bench-find bench-nograph bench-tf32 bench-host-step$" \
   "$T/o2/summary.txt"
 check "deadline: nothing ran" sh -c "[ -s '$T/o2/summary.txt' ] && ! grep -q ': exit [0-9]* in ' '$T/o2/summary.txt'"
 
@@ -109,7 +109,7 @@ check "timeout: a part out of time gives exit 6 (not 124, the device tool's own)
 check "timeout: stopped at its limit, said" grep -qE "^gpu-check: test_cuda_ops: exit 124 \(out of time\) in [12][0-9] s \(limit [12][0-9] s\)" \
   "$T/o5/summary.txt"
 check "timeout: the call ends within the deadline" [ $((t1 - t0)) -le 34 ]
-check "timeout: the parts after it are named as not run" grep -q "^not run: test_cuda_train bench " "$T/o5/summary.txt"
+check "timeout: the parts after it are named as not run" grep -q "^not run: test_cuda_train test_cuda_train_own bench " "$T/o5/summary.txt"
 
 small OUT="$T/o3" sh "$CK" bench >"$T/bench.out" 2>&1
 check "bench alone: a pack without the peer is said" grep -q "^peer: $P/peers/torch_resnet20.py, not run (no " "$T/o3/summary.txt"
@@ -117,7 +117,7 @@ check "bench alone: a pack without the peer is said" grep -q "^peer: $P/peers/to
 small OUT="$T/o6" SUMMARY="Device not supported" sh "$CK" >"$T/tests.out" 2>&1
 rc=$?
 check "tests: the op tests, the training test and memcheck, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$T/o6/summary.txt' |
-  tr -d '\n' | grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: memcheck: exit'"
+  tr -d '\n' | grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: test_cuda_train_own: exitgpu-check: memcheck: exit'"
 check "tests: a sanitizer that refuses the device is said, memcheck not run" sh -c "[ $rc -eq 3 ] &&
   grep -q 'refuses this device' '$T/o6/summary.txt' && grep -q '^not run: memcheck$' '$T/o6/summary.txt'"
 
