@@ -6,8 +6,8 @@
 //
 // Why: on an H200 cuDNN's NCHW fp32 FMA kernels ran ResNet-20's 16-64 channel layers at 3.8
 // TFLOP/s, 6% of the chip's fp32 rate (docs/benchmarks.md, "GPU"). These kernels are
-// register-blocked direct convolutions: each thread of the forward computes 4 rows x 8
-// output channels (32 sums, 8 FMAs per shared-memory load), each lane of the filter
+// register-blocked direct convolutions: each thread of the forward computes 4 (or 2) rows x 8
+// output channels (32 sums, 8 FMAs per shared-memory load; 16 and 4.8), each lane of the filter
 // gradient 8 output channels x 9 taps (72 sums, 6.5 FMAs per load).
 //
 // Deterministic, whatever the grid: every output is one thread's sum in a fixed order (input
@@ -30,39 +30,42 @@
 // W(o, i, t) = w[i*si + o*so + 8 - t] (so = 9, si = cin*9).
 //
 // A block: nb whole images of H x W pixels (nb*H*W <= C3_PIX) and C3_CO output channels. A
-// thread: one column x of C3_ROWS rows of one image, C3_CO channels. Input channels go
+// thread: one column x of ROWS rows of one image, C3_CO channels (ROWS 4, or 2 where a grid of
+// 4 would leave the SMs with under 4 warps each: conv3_plan). The sums' order does not
+// depend on ROWS or nb: every variant gives the same bits. Input channels go
 // C3_CI at a time through shared memory (the images with a zero border, which is written
 // once; each thread copies its own 4 pixels of each channel), the weights of the round as
 // float4s [channel][tap][o/4] (one broadcast load gives 4 of a thread's 8 channels).
-#define C3_ROWS 4
 #define C3_CO 8
 #define C3_CI 4
 #define C3_PIX 1024
 #define C3_TILE 6400          // floats of staged input: C3_CI * nb * (H+2) * (W+2) at most
 #define C3_MIN_BLOCKS 256     // fewer images per block until the grid has this many (about 2 per SM of an H100/H200)
+#define C3_FEW_THREADS 16896  // under this many threads at ROWS 4 (4 warps an SM of 132), ROWS 2: a guess to tune
 
+template <int ROWS>
 __global__ void k_conv3(const float *in, const float *w, const float *bias, float *out, int n, int cin, int cout,
                         int H, int W, int nb, int so, int si, int flip) {
     __shared__ float tile[C3_TILE];
     __shared__ float4 wt[C3_CI * 9 * 2];
-    const int P = W + 2, img = (H + 2) * P, S = H / C3_ROWS;
+    const int P = W + 2, img = (H + 2) * P, S = H / ROWS;
     const int t = threadIdx.x, x = t % W, s = (t / W) % S, b = t / (W * S);
     const int n0 = blockIdx.x * nb, o0 = blockIdx.y * C3_CO;
     const bool live = n0 + b < n;   // a thread past the last image still meets every barrier
     const size_t HW = (size_t)H * W;
 
     for (int e = t; e < C3_CI * nb * img; e += blockDim.x) tile[e] = 0.0f;   // the border stays 0
-    float acc[C3_ROWS][C3_CO];
-    C3_UNROLL for (int r = 0; r < C3_ROWS; r++) C3_UNROLL for (int o = 0; o < C3_CO; o++) acc[r][o] = 0.0f;
+    float acc[ROWS][C3_CO];
+    C3_UNROLL for (int r = 0; r < ROWS; r++) C3_UNROLL for (int o = 0; o < C3_CO; o++) acc[r][o] = 0.0f;
 
     for (int i0 = 0; i0 < cin; i0 += C3_CI) {
         const int ci = cin - i0 < C3_CI ? cin - i0 : C3_CI;
         __syncthreads();   // the last round's reads are done
         if (live)
             for (int cc = 0; cc < ci; cc++) {
-                const float *src = in + ((size_t)(n0 + b) * cin + i0 + cc) * HW + (size_t)s * C3_ROWS * W + x;
-                float *dst = tile + (cc * nb + b) * img + (s * C3_ROWS + 1) * P + x + 1;
-                C3_UNROLL for (int r = 0; r < C3_ROWS; r++) dst[r * P] = src[(size_t)r * W];
+                const float *src = in + ((size_t)(n0 + b) * cin + i0 + cc) * HW + (size_t)s * ROWS * W + x;
+                float *dst = tile + (cc * nb + b) * img + (s * ROWS + 1) * P + x + 1;
+                C3_UNROLL for (int r = 0; r < ROWS; r++) dst[r * P] = src[(size_t)r * W];
             }
         for (int e = t; e < ci * 18; e += blockDim.x) {   // a block may have fewer threads than weights
             const int cc = e / 18, tap = (e % 18) / 2, o = o0 + (e % 2) * 4;
@@ -74,13 +77,13 @@ __global__ void k_conv3(const float *in, const float *w, const float *bias, floa
         __syncthreads();
         if (!live) continue;
         for (int cc = 0; cc < ci; cc++) {
-            const float *tb = tile + (cc * nb + b) * img + s * C3_ROWS * P + x;
-            float v[C3_ROWS + 2][3];
-            C3_UNROLL for (int r = 0; r < C3_ROWS + 2; r++) C3_UNROLL for (int k = 0; k < 3; k++) v[r][k] = tb[r * P + k];
+            const float *tb = tile + (cc * nb + b) * img + s * ROWS * P + x;
+            float v[ROWS + 2][3];
+            C3_UNROLL for (int r = 0; r < ROWS + 2; r++) C3_UNROLL for (int k = 0; k < 3; k++) v[r][k] = tb[r * P + k];
             const float4 *wp = wt + cc * 18;
             C3_UNROLL for (int ky = 0; ky < 3; ky++) C3_UNROLL for (int kx = 0; kx < 3; kx++) {
                 const float4 a = wp[(ky * 3 + kx) * 2], c = wp[(ky * 3 + kx) * 2 + 1];
-                C3_UNROLL for (int r = 0; r < C3_ROWS; r++) {
+                C3_UNROLL for (int r = 0; r < ROWS; r++) {
                     const float xv = v[r + ky][kx];
                     acc[r][0] = __fmaf_rn(a.x, xv, acc[r][0]);
                     acc[r][1] = __fmaf_rn(a.y, xv, acc[r][1]);
@@ -98,8 +101,8 @@ __global__ void k_conv3(const float *in, const float *w, const float *bias, floa
     C3_UNROLL for (int o = 0; o < C3_CO; o++) {
         if (o0 + o >= cout) break;
         const float bo = bias ? bias[o0 + o] : 0.0f;
-        float *dst = out + ((size_t)(n0 + b) * cout + o0 + o) * HW + (size_t)s * C3_ROWS * W + x;
-        C3_UNROLL for (int r = 0; r < C3_ROWS; r++) dst[(size_t)r * W] = bias ? __fadd_rn(acc[r][o], bo) : acc[r][o];
+        float *dst = out + ((size_t)(n0 + b) * cout + o0 + o) * HW + (size_t)s * ROWS * W + x;
+        C3_UNROLL for (int r = 0; r < ROWS; r++) dst[(size_t)r * W] = bias ? __fadd_rn(acc[r][o], bo) : acc[r][o];
     }
 }
 
@@ -108,30 +111,46 @@ static int is_3x3_same(const conv_desc *d) {
            d->cout > 0;
 }
 
-// Images per block for a launch over n images of H x W with cout output channels: 0 when
-// the shape does not fit these kernels.
-static int conv3_images_per_block(int n, int cout, int H, int W) {
-    if (H % C3_ROWS || (long)H * W > C3_PIX) return 0;
+// The blocking of a launch over n images of H x W with outc output channels: rows per
+// thread and images per block; rows 0 when the shape does not fit these kernels.
+struct c3_plan {
+    int rows, nb;
+};
+static int rows_forced;   // cuda_conv3_set_rows (BN_CUDA_CONV3_ROWS): 0 chooses
+
+static c3_plan conv3_plan(int n, int outc, int H, int W) {
+    c3_plan p = {0, 0};
+    if ((long)H * W > C3_PIX || n < 1 || outc < 1) return p;
+    long groups = (outc + C3_CO - 1) / C3_CO;
+    if (rows_forced) p.rows = H % rows_forced ? 0 : rows_forced;
+    else if (H % 4 == 0 && (long)n * groups * H * W / 4 >= C3_FEW_THREADS) p.rows = 4;
+    else p.rows = H % 2 ? 0 : 2;
+    if (!p.rows) return p;
     int nb = C3_PIX / (H * W), fit = C3_TILE / (C3_CI * (H + 2) * (W + 2));
     if (fit < nb) nb = fit;
     if (nb > n) nb = n;
-    if (nb < 1) return 0;
+    if (nb < 1) return p.rows = 0, p;
     // the most images that still make C3_MIN_BLOCKS blocks, in whole warps where it can
-    long groups = (cout + C3_CO - 1) / C3_CO, per_image = (long)W * (H / C3_ROWS);
-    int best = nb;
+    long per_image = (long)W * (H / p.rows);
+    p.nb = nb;
     for (int k = nb; k >= 1; k--) {
         if (k > 1 && k * per_image % 32) continue;
-        best = k;
+        p.nb = k;
         if (((long)n + k - 1) / k * groups >= C3_MIN_BLOCKS) break;
     }
-    return best;
+    return p;
+}
+
+extern "C" int cuda_conv3_set_rows(int rows) {
+    if (rows != 0 && rows != 2 && rows != 4) return -1;
+    rows_forced = rows;
+    return 0;
 }
 
 // the forward's output channels are cout, the data gradient's cin (65535 groups at most: the grid's height)
 int cuda_conv3_fits(const conv_desc *d, int data_gradient) {
     int outc = data_gradient ? d->cin : d->cout;
-    return is_3x3_same(d) && conv3_images_per_block(d->n, outc, d->h, d->w) > 0 &&
-           (outc + C3_CO - 1) / C3_CO <= 65535;
+    return is_3x3_same(d) && conv3_plan(d->n, outc, d->h, d->w).rows > 0 && (outc + C3_CO - 1) / C3_CO <= 65535;
 }
 
 static long served;   // cuda_mem.h cuda_conv3_served
@@ -139,10 +158,13 @@ extern "C" long cuda_conv3_served(void) { return served; }
 
 static void launch_conv3(const float *in, const float *w, const float *bias, float *out, int n, int cin, int cout,
                          int H, int W, int so, int si, int flip) {
-    int nb = conv3_images_per_block(n, cout, H, W);
-    dim3 grid((unsigned)((n + nb - 1) / nb), (unsigned)((cout + C3_CO - 1) / C3_CO));
-    unsigned threads = (unsigned)(nb * W * (H / C3_ROWS));
-    k_conv3<<<grid, threads, 0, cuda_stream()>>>(in, w, bias, out, n, cin, cout, H, W, nb, so, si, flip);
+    c3_plan p = conv3_plan(n, cout, H, W);
+    dim3 grid((unsigned)((n + p.nb - 1) / p.nb), (unsigned)((cout + C3_CO - 1) / C3_CO));
+    unsigned threads = (unsigned)(p.nb * W * (H / p.rows));
+    if (p.rows == 4)
+        k_conv3<4><<<grid, threads, 0, cuda_stream()>>>(in, w, bias, out, n, cin, cout, H, W, p.nb, so, si, flip);
+    else
+        k_conv3<2><<<grid, threads, 0, cuda_stream()>>>(in, w, bias, out, n, cin, cout, H, W, p.nb, so, si, flip);
     CUDA_LAUNCH_CHECK();
     served++;
 }

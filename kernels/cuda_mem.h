@@ -30,6 +30,10 @@ int cuda_device_count(const char **why);
  * in place of BN_CUDA_CONV's choice (the tests try both). Returns the previous choice (0
  * cudnn, 1 own), or -1 for another name or no usable device. */
 int cuda_conv_impl(const char *name);
+/* cuda_conv3.cu's forward and data gradient with 2 or 4 rows a thread, or 0: chosen by the
+ * shape (as BN_CUDA_CONV3_ROWS does; a shape whose height the number does not divide then
+ * goes to cuDNN). -1 for another number. Every choice gives the same bits. */
+int cuda_conv3_set_rows(int rows);
 /* How many convolution ops (one direction of one call each) cuda_conv3.cu's kernels served. */
 long cuda_conv3_served(void);
 /* Read BN_CUDA_INDEX_LIMIT again at the next op (it is read once; the tests change it). */

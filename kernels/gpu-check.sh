@@ -20,10 +20,10 @@
 #   sh kernels/gpu-check.sh bench   tests/bench.sh on the GPU (DEVICE=cuda, the PyTorch peer
 #     too when the device's python3 has torch: the peer travels in the pack, since ../shared
 #     does not), with the per-layer profile and the device's peaks (the rounds replay CUDA
-#     graphs; the profile run goes op by op), then one round (with the profile) with
-#     BN_CUDA_CONV=own (kernels/cuda_conv3.cu), one with the algorithms chosen by
-#     timing (BN_CUDNN_FIND=1), one without graphs (BN_GRAPH=0), one with --precision tf32
-#     and one with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) (~6 minutes).
+#     graphs; the profile run goes op by op), then two rounds with the profile with
+#     BN_CUDA_CONV=own (kernels/cuda_conv3.cu; the second with BN_CUDA_CONV3_ROWS=4), one
+#     with --precision tf32, one with the algorithms chosen by timing (BN_CUDNN_FIND=1),
+#     one without graphs (BN_GRAPH=0) and one with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) (~6 minutes).
 #   sh kernels/gpu-check.sh demo    make demo's two trainings (ResNet-20, all parameters and
 #     BN only, 4000 real training images, test on 1000) for 4 epochs (to compare with make
 #     demo's CPU figures) and 60 (DEMO_EPOCHS), in fp32 and tf32 (DEMO_PRECISIONS: the real
@@ -240,21 +240,30 @@ bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
     medians "$W/$br_name.log" "$br_name"
     recorded "$W/$br_name.log"
 }
-bench_extra() {     # most telling first: the time may run out
-    set -- $peaks
-    echo "== one round with BN_CUDA_CONV=own (3x3 stride-1 convolutions by kernels/cuda_conv3.cu), with the profile"
-    stage bench-own 150 50 env BN_CUDA_CONV=own PEER=none DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 PROFILE=1 \
-        BN_PEAK_GFLOPS="$1" BN_PEAK_GBS="$2" sh tests/bench.sh >"$W/bench-own.log" 2>&1
+bench_own() {      # bench_own NAME ENV...: one round with BN_CUDA_CONV=own and the profile, into $W/NAME.log
+    bo_name=$1
+    shift
+    set -- $peaks "$@"
+    bo_g=$1 bo_b=$2
+    shift 2
+    stage "$bo_name" 150 50 env BN_CUDA_CONV=own "$@" PEER=none DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 PROFILE=1 \
+        BN_PEAK_GFLOPS="$bo_g" BN_PEAK_GBS="$bo_b" sh tests/bench.sh >"$W/$bo_name.log" 2>&1
     worse $?
-    grep -E '^(1|median)' "$W/bench-own.log" || tail -n 3 "$W/bench-own.log"
-    medians "$W/bench-own.log" bench-own
-    recorded "$W/bench-own.log"
+    grep -E '^(1|median)' "$W/$bo_name.log" || tail -n 3 "$W/$bo_name.log"
+    medians "$W/$bo_name.log" "$bo_name"
+    recorded "$W/$bo_name.log"
+}
+bench_extra() {     # most telling first: the time may run out
+    echo "== one round with BN_CUDA_CONV=own (3x3 stride-1 convolutions by kernels/cuda_conv3.cu), with the profile"
+    bench_own bench-own
+    echo "== the same with 4 rows a thread in every layer (BN_CUDA_CONV3_ROWS=4; the default takes 2 at 8x8)"
+    bench_own bench-own-rows4 BN_CUDA_CONV3_ROWS=4
+    echo "== one round with --precision tf32 (the peer with --channels-last)"
+    bench_round bench-tf32 "$PEER" OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last
     echo "== one round with the algorithms chosen by timing (BN_CUDNN_FIND=1; the default is cuDNN's heuristics)"
     bench_round bench-find none BN_CUDNN_FIND=1
     echo "== one round with every step op by op (BN_GRAPH=0: no CUDA graph)"
     bench_round bench-nograph none BN_GRAPH=0          # the peer's figure would repeat the main bench's
-    echo "== one round with --precision tf32 (the peer with --channels-last)"
-    bench_round bench-tf32 "$PEER" OURS_FLAGS="--precision tf32" PEER_FLAGS=--channels-last
     echo "== one round with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0)"
     bench_round bench-host-step none BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0
 }

@@ -236,6 +236,9 @@ static int start(void) {
     if (cv && *cv && strcmp(cv, "cudnn") != 0 && strcmp(cv, "own") != 0)
         cli_die("BN_CUDA_CONV=%s: expected cudnn (the default) or own", cv);
     ctx.own_conv = cv && strcmp(cv, "own") == 0;
+    const char *rows = getenv("BN_CUDA_CONV3_ROWS");   // a tuning knob: cuda_conv3.cu's rows a thread
+    if (rows && *rows && ((strcmp(rows, "2") && strcmp(rows, "4") && strcmp(rows, "0")) || cuda_conv3_set_rows(atoi(rows))))
+        cli_die("BN_CUDA_CONV3_ROWS=%s: expected 2 or 4 (or 0: chosen by the shape)", rows);
     if (ctx.verbose)
         fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s%s\n", p.name, p.major, p.minor,
                 p.multiProcessorCount, v, ctx.find ? "timing (cudnnFind)" : "heuristics (cudnnGet_v7)",

@@ -80,6 +80,11 @@ check "own: not the bytes of cuDNN's run (its sums are in float)" sh -c "! cmp -
 BN_CUDA_CONV=own CUDASIM_ORDER=reverse net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda \
   -o "$T/all-own-rev.ck" 2>/dev/null
 check "own: blocks and threads run last first give the same bytes" cmp -s "$T/all-own.ck" "$T/all-own-rev.ck"
+BN_CUDA_CONV=own BN_CUDA_CONV3_ROWS=3 expect_err "own: BN_CUDA_CONV3_ROWS takes 2 or 4" 1 \
+  "BN_CUDA_CONV3_ROWS=3: expected 2 or 4" net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
+BN_CUDA_CONV=own BN_CUDA_CONV3_ROWS=4 net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda \
+  -o "$T/all-own2.ck" 2>/dev/null
+check "own: 4 rows a thread everywhere give the same bytes as the shapes' choice (2 at this width)" cmp -s "$T/all-own.ck" "$T/all-own2.ck"
 BN_CUDA_CONV=winograd expect_err "own: BN_CUDA_CONV takes cudnn or own" 1 "BN_CUDA_CONV=winograd: expected cudnn" \
   net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
 

@@ -328,6 +328,8 @@ static const shape own_shapes[] = {
     {17, 8, 8, 8, 8, 3, 1, 1},   {2, 4, 4, 4, 8, 3, 1, 1},   {1, 40, 32, 32, 8, 3, 1, 1},  {3, 6, 8, 2, 5, 3, 1, 1},
     {2, 33, 16, 30, 17, 3, 1, 1},
 };
+/* a height of 6: the forward and data gradient in 2 rows a thread only, the filter gradient by cuDNN */
+static const shape own_rows2_shape = {2, 5, 6, 10, 9, 3, 1, 1};
 
 static void own_case(const shape *s, int with_bias, int served) {
     long before = cuda_conv3_served();
@@ -348,6 +350,15 @@ TEST(conv_own_vs_ref) {
         own_case(&own_shapes[i], 0, 3);
         own_case(&own_shapes[i], 1, 3);
     }
+    own_case(&own_rows2_shape, 1, 2);
+    CHECK(cuda_conv3_set_rows(3) == -1, "cuda_conv3_set_rows takes 0, 2 or 4");
+    for (int rows = 2; rows <= 4; rows += 2) {   /* each variant on every tiling shape */
+        cuda_conv3_set_rows(rows);
+        for (size_t i = 0; i < sizeof own_shapes / sizeof *own_shapes; i++) own_case(&own_shapes[i], 1, 3);
+    }
+    cuda_conv3_set_rows(4);
+    own_case(&own_rows2_shape, 0, 0);   /* 4 rows do not divide 6: cuDNN */
+    cuda_conv3_set_rows(0);
     static const int batches[] = {1, 128, 80};
     for (size_t b = 0; b < 3; b++)
         for (size_t i = 0; i < sizeof resnet_shapes / sizeof *resnet_shapes; i++) {
@@ -371,6 +382,47 @@ TEST(conv_own_vs_ref) {
         conv_eps = EPS32, conv_factor = 64.0;
         CHECK(G->set_precision(G, "fp32") == 0, "back to fp32");
     }
+    cuda_conv_impl(was ? "own" : "cudnn");
+}
+
+/* cuda_conv3.cu's 2- and 4-row variants, and any number of images per block, sum every
+ * output in the same order: the same bits, on ResNet-20's widest and narrowest 3x3 layers
+ * (whose automatic choices differ: 4 rows at 32x32, 2 at 8x8). */
+TEST(conv_own_rows_same_bits) {
+    NEED_GPU();
+    int was = cuda_conv_impl("own");
+    shape shapes[] = {{128, 16, 32, 32, 16, 3, 1, 1}, {128, 64, 8, 8, 64, 3, 1, 1}, {7, 24, 16, 16, 40, 3, 1, 1}};
+    for (int k = 0; k < 3; k++) {
+        conv_desc d;
+        desc_of(&d, &shapes[k]);
+        size_t nx = (size_t)d.n * d.cin * d.h * d.w, ny = (size_t)d.n * d.cout * d.ho * d.wo;
+        size_t nw = (size_t)d.cout * d.cin * 9;
+        float *x = rand_vec(nx, 0, 1), *w = rand_vec(nw, 0, 1), *b = rand_vec(d.cout, 0, 1), *dy = rand_vec(ny, 0, 1);
+        float *gx = dup(x, nx), *gw = dup(w, nw), *gb = dup(b, d.cout), *gdy = dup(dy, ny);
+        float *h[3][2];
+        static const int rows[] = {0, 2, 4};
+        for (int r = 0; r < 3; r++) {
+            cuda_conv3_set_rows(rows[r]);
+            float *gy = dpoison(ny), *gdx = dpoison(nx);
+            long before = cuda_conv3_served();
+            G->conv_fwd(G, &d, gx, gw, gb, gy);
+            G->conv_bwd_data(G, &d, gdy, gw, gdx);
+            CHECK(cuda_conv3_served() - before == 2, "n%d %d->%d %dx%d rows %d: not served by cuda_conv3.cu", d.n,
+                  d.cin, d.cout, d.h, d.w, rows[r]);
+            h[r][0] = back(gy, ny), h[r][1] = back(gdx, nx);
+            cuda_free(gy), cuda_free(gdx);
+        }
+        for (int r = 1; r < 3; r++) {
+            CHECK(memcmp(h[0][0], h[r][0], ny * 4) == 0, "fwd n%d %d->%d %dx%d: %d rows a thread give other bits", d.n,
+                  d.cin, d.cout, d.h, d.w, rows[r]);
+            CHECK(memcmp(h[0][1], h[r][1], nx * 4) == 0, "bwd_data n%d %d->%d %dx%d: %d rows a thread give other bits",
+                  d.n, d.cin, d.cout, d.h, d.w, rows[r]);
+        }
+        for (int r = 0; r < 3; r++) free(h[r][0]), free(h[r][1]);
+        cuda_free(gx), cuda_free(gw), cuda_free(gb), cuda_free(gdy);
+        free(x), free(w), free(b), free(dy);
+    }
+    cuda_conv3_set_rows(0);
     cuda_conv_impl(was ? "own" : "cudnn");
 }
 
@@ -1340,6 +1392,7 @@ int main(void) {
     RUN(conv_tf32);
     RUN(conv_nan_inf);
     RUN(conv_own_vs_ref);
+    RUN(conv_own_rows_same_bits);
     RUN(bn_vs_ref);
     RUN(bn_fused_vs_ref);
     RUN(bn_null_stats);
