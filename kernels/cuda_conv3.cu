@@ -185,7 +185,7 @@ void cuda_conv3_bwd_data(const conv_desc *d, const float *dy, const float *w, fl
 // input channels, one warp each. Lane l takes band row l % 16 and half l / 16 of its
 // columns, and keeps all 8 x 9 sums of its input channel, sliding a 3x3 window of x along
 // its row (3 new loads and 8 of dy per pixel, 72 FMAs). A band's x and dy go through
-// shared memory, each warp copying its own channel's rows (x with a zero border: a band
+// shared memory, each warp copying its own channel's rows, 32/W at a time (x with a zero border: a band
 // of 16 rows covers 16/H whole images when H < 16, each with its own border rows; rows of
 // odd pitch, so that the 16 rows' lanes fall in different banks). The lanes' sums are added
 // by a fixed shuffle tree; lane 0 writes the block's 72 partial sums of its channel, and
@@ -215,6 +215,7 @@ __global__ void k_conv3_filter(const float *x, const float *dy, float *part, int
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int i = blockIdx.x * F3_CI + warp, o0 = blockIdx.y * C3_CO, z = blockIdx.z;
     const int r = lane & 15, half = lane >> 4, seg = r / g.R, yl = r % g.R, rows = g.R + 2;
+    const int per = 32 / W, sj = lane / W, sc = lane % W;   // the copies: rows at a time, this lane's row and column
     const size_t HW = (size_t)H * W, M = (size_t)cout * cin * 9;
 
     for (int e = threadIdx.x; e < F3_CI * g.segs * rows * g.PX; e += blockDim.x) xs[e] = 0.0f;   // the border columns stay 0
@@ -225,26 +226,27 @@ __global__ void k_conv3_filter(const float *x, const float *dy, float *part, int
     for (int band = z * F3_BANDS; band < band_end; band++) {
         __syncthreads();   // the last band's reads are done
         // warp `warp` copies input channel i's rows (segment by segment, each with the rows
-        // above and below it: image rows or the zero border) and output channel o0+warp's
-        if (lane < W) {
+        // above and below it: image rows or the zero border) and output channel o0+warp's,
+        // 32 / W rows at a time (lane: column sc of row sj + k * 32/W)
+        if (sj < per) {
             for (int sg = 0; sg < g.segs; sg++) {
                 const long G = (long)band * F3_ROWS + (long)sg * g.R;   // the segment's first stacked row
                 const long im = G / H;
                 const int ys = (int)(G % H);
-                float *dst = xs + ((warp * g.segs + sg) * rows) * g.PX + lane + 1;
-                for (int j = 0; j < rows; j++) {
+                float *dst = xs + ((warp * g.segs + sg) * rows) * g.PX + sc + 1;
+                for (int j = sj; j < rows; j += per) {
                     const int yy = ys + j - 1;
                     dst[j * g.PX] = i < cin && im < n && yy >= 0 && yy < H
-                                        ? x[((size_t)im * cin + i) * HW + (size_t)yy * W + lane]
+                                        ? x[((size_t)im * cin + i) * HW + (size_t)yy * W + sc]
                                         : 0.0f;
                 }
             }
             const int o = o0 + warp;
-            for (int j = 0; j < F3_ROWS; j++) {
+            for (int j = sj; j < F3_ROWS; j += per) {
                 const long G = (long)band * F3_ROWS + j, im = G / H;
                 const int yy = (int)(G % H);
-                ds[(warp * F3_ROWS + j) * g.PD + lane] =
-                    o < cout && im < n ? dy[((size_t)im * cout + o) * HW + (size_t)yy * W + lane] : 0.0f;
+                ds[(warp * F3_ROWS + j) * g.PD + sc] =
+                    o < cout && im < n ? dy[((size_t)im * cout + o) * HW + (size_t)yy * W + sc] : 0.0f;
             }
         }
         __syncthreads();
