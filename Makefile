@@ -51,10 +51,12 @@ endif
 TOOLS    := $(patsubst tools/%.c,$(BIN)/%,$(sort $(wildcard tools/*.c)))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# benchmark programs beside the tests (not run by tests/run.sh): bench_conv, the GPU's convolutions
+BENCHES  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/bench_*.c)))
 LIBA     := $(BUILD)/libbn.a
 
 .PHONY: all test check bench deps clean cuda-status
-all: cuda-status mpi-status $(TOOLS) $(TESTS)
+all: cuda-status mpi-status $(TOOLS) $(TESTS) $(BENCHES)
 
 cuda-status:
 	@echo "build: CPU path always; CUDA path $(if $(filter 1,$(HAVE_CUDA)),ON,OFF) ($(CUDA_WHY))"

@@ -20,7 +20,8 @@
 #   sh kernels/gpu-check.sh bench   tests/bench.sh on the GPU (DEVICE=cuda, the PyTorch peer
 #     too when the device's python3 has torch: the peer travels in the pack, since ../shared
 #     does not), with the per-layer profile and the device's peaks (the rounds replay CUDA
-#     graphs; the profile run goes op by op), then two rounds with the profile with
+#     graphs; the profile run goes op by op), then bench_conv (each of ResNet-20's
+#     convolutions, cuDNN against kernels/cuda_conv3.cu), two rounds with the profile with
 #     BN_CUDA_CONV=own (kernels/cuda_conv3.cu; the second with BN_CUDA_CONV3_ROWS=4), one
 #     with --precision tf32, one with the algorithms chosen by timing (BN_CUDNN_FIND=1),
 #     one without graphs (BN_GRAPH=0) and one with the step's work on the host (BN_DEVICE_DATA=0 BN_DEVICE_OPTIM=0) (~6 minutes).
@@ -111,7 +112,7 @@ trap 'finish SIGHUP' HUP
 timeout 20 nvidia-smi >"$W/nvidia-smi.txt" 2>&1; head -n 12 "$W/nvidia-smi.txt"
 gpu=$(timeout 20 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
 note "gpu-check: $mode on ${gpu:-no GPU named by nvidia-smi}, pack $P"
-chmod +x "$P"/test_* "$P"/net-* "$P"/cifar-* 2>/dev/null   # in case the carry dropped the bits
+chmod +x "$P"/test_* "$P"/bench_* "$P"/net-* "$P"/cifar-* 2>/dev/null   # in case the carry dropped the bits
 
 # cuDNN may be a system library or come with the Python environment (pip's nvidia-* wheels):
 # the likely folders first, then one bounded search
@@ -254,6 +255,11 @@ bench_own() {      # bench_own NAME ENV...: one round with BN_CUDA_CONV=own and 
     recorded "$W/$bo_name.log"
 }
 bench_extra() {     # most telling first: the time may run out
+    echo "== ResNet-20's convolutions one by one, cuDNN against kernels/cuda_conv3.cu (bench_conv)"
+    stage bench-conv 120 20 "$P/bench_conv" >"$W/bench-conv.log" 2>&1
+    worse $?
+    cat "$W/bench-conv.log"
+    grep '^step convolutions' "$W/bench-conv.log" | while IFS= read -r l; do note "bench-conv: $l"; done
     echo "== one round with BN_CUDA_CONV=own (3x3 stride-1 convolutions by kernels/cuda_conv3.cu), with the profile"
     bench_own bench-own
     echo "== the same with 4 rows a thread in every layer (BN_CUDA_CONV3_ROWS=4; the default takes 2 at 8x8)"

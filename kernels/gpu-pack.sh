@@ -22,7 +22,7 @@ G=build/gpu-build
 make -s MPI=0 NCCL=0 BUILD=$G BIN=$G/bin >/dev/null
 rm -rf build/gpu
 mkdir -p build/gpu/lib
-progs="$G/tests/test_cuda_ops $G/tests/test_cuda_train"
+progs="$G/tests/test_cuda_ops $G/tests/test_cuda_train $G/tests/bench_conv"
 for p in net-train net-init net-freeze net-eval cifar-synth "$@"; do progs="$progs $G/bin/$(basename "$p")"; done
 for b in $progs; do
     [ -x "$b" ] || { echo "gpu-pack: $b is not a built program" >&2; exit 1; }

@@ -34,10 +34,11 @@ SIM_KOBJ     := $(CU_SRC:kernels/%.cu=$(SIM_BUILD)/kernels/%.o) $(SIM_BUILD)/cud
 SIM_LOBJ     := $(LIB_SRC:lib/%.c=$(SIM_BUILD)/lib/%.o)
 SIM_TESTS    := $(SIM_BUILD)/tests/test_cudasim $(SIM_BUILD)/tests/test_cuda_ops $(SIM_BUILD)/tests/test_cuda_train
 SIM_TOOLS    := $(patsubst tools/%.c,$(SIM_BUILD)/bin/%,$(sort $(wildcard tools/*.c)))
+SIM_BENCHES  := $(patsubst tests/%.c,$(SIM_BUILD)/tests/%,$(sort $(wildcard tests/bench_*.c)))
 
 .PHONY: sim sim-mutants
 ifeq ($(HAVE_SIM),1)
-sim: $(SIM_TESTS) $(SIM_TOOLS)
+sim: $(SIM_TESTS) $(SIM_TOOLS) $(SIM_BENCHES)
 test check: sim
 # kernels/ with one bug each (tests/cudasim/mutants.sh): test_cuda_ops must catch every one
 sim-mutants: sim

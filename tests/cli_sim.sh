@@ -85,6 +85,20 @@ BN_CUDA_CONV=own BN_CUDA_CONV3_ROWS=3 expect_err "own: BN_CUDA_CONV3_ROWS takes 
 BN_CUDA_CONV=own BN_CUDA_CONV3_ROWS=4 net-train "$T/all.ck" $RUN --epochs 2 --every 1 --device cuda \
   -o "$T/all-own2.ck" 2>/dev/null
 check "own: 4 rows a thread everywhere give the same bytes as the shapes' choice (2 at this width)" cmp -s "$T/all-own.ck" "$T/all-own2.ck"
+# bench_conv (the GPU's per-convolution benchmark) runs, here at batch 2: every row, own
+# figures for the 3x3 stride-1 shapes only, the step's totals; bad arguments refused
+BC="$b/sim/tests/bench_conv"
+if [ -x "$BC" ]; then
+  expect "bench_conv: runs under the emulation" 0 "$BC" --batch 2 --reps 1
+  check "bench_conv: 24 rows, the 12 of 3x3 stride-1 shapes with own figures" sh -c \
+    "[ \$(grep -c -E '^[0-9]+->[0-9]+ ' '$T/out') -eq 24 ] &&
+     [ \$(grep -E '^[0-9]+->[0-9]+ [0-9x]+ k3 s1 ' '$T/out' | awk '\$8 != \"-\"' | wc -l) -eq 12 ] &&
+     [ \$(grep -E '^[0-9]+->[0-9]+ [0-9x]+ k[13] s2 ' '$T/out' | awk '\$8 == \"-\"' | wc -l) -eq 12 ]"
+  check "bench_conv: the step's totals" sh -c "[ \$(grep -c '^step convolutions' '$T/out') -eq 2 ]"
+  expect_err "bench_conv: a bad --reps is refused" 2 "bench_conv: --reps needs a whole number" "$BC" --reps 0
+else
+  t_skip "bench_conv" "$BC not built (make sim)"
+fi
 BN_CUDA_CONV=winograd expect_err "own: BN_CUDA_CONV takes cudnn or own" 1 "BN_CUDA_CONV=winograd: expected cudnn" \
   net-train "$T/all.ck" $RUN --epochs 1 --device cuda -o "$T/x.ck"
 
