@@ -32,55 +32,72 @@
 // A block: nb whole images of H x W pixels (nb*H*W <= C3_PIX) and C3_CO output channels. A
 // thread: one column x of ROWS rows of one image, C3_CO channels (ROWS 4, or 2 where a grid of
 // 4 would leave the SMs with under 4 warps each: conv3_plan). The sums' order does not
-// depend on ROWS or nb: every variant gives the same bits. Input channels go
-// C3_CI at a time through shared memory (the images with a zero border, which is written
-// once; each thread copies its own 4 pixels of each channel), the weights of the round as
-// float4s [channel][tap][o/4] (one broadcast load gives 4 of a thread's 8 channels).
+// depend on ROWS or nb: every variant gives the same bits. The weights of all input
+// channels (at most C3_MAXIN) go to shared memory once, as float4s [channel][tap][o/4] (one
+// broadcast load gives 4 of a thread's 8 channels). Input channels go C3_CI at a time
+// through shared memory (the images with a zero border, which is written once; each thread
+// copies its own ROWS pixels of each channel), the next round's read into registers while
+// this one's are summed.
 #define C3_CO 8
 #define C3_CI 4
+#define C3_MAXIN 64           // input channels at most (their weights in shared memory: 18 KB)
 #define C3_PIX 1024
 #define C3_TILE 6400          // floats of staged input: C3_CI * nb * (H+2) * (W+2) at most
 #define C3_MIN_BLOCKS 256     // fewer images per block until the grid has this many (about 2 per SM of an H100/H200)
 #define C3_FEW_THREADS 16896  // under this many threads at ROWS 4 (4 warps an SM of 132), ROWS 2: a guess to tune
 
+// a thread's ROWS pixels of input channels i0 .. i0+ci-1 (src: channel i0's first pixel)
+template <int ROWS>
+__device__ __forceinline__ void c3_fetch(float (&pre)[C3_CI][ROWS], const float *src, size_t HW, int W, int ci) {
+    C3_UNROLL for (int cc = 0; cc < C3_CI; cc++) {
+        if (cc >= ci) break;
+        C3_UNROLL for (int r = 0; r < ROWS; r++) pre[cc][r] = src[cc * HW + (size_t)r * W];
+    }
+}
+
 template <int ROWS>
 __global__ void k_conv3(const float *in, const float *w, const float *bias, float *out, int n, int cin, int cout,
                         int H, int W, int nb, int so, int si, int flip) {
     __shared__ float tile[C3_TILE];
-    __shared__ float4 wt[C3_CI * 9 * 2];
+    __shared__ float4 wt[C3_MAXIN * 9 * 2];
     const int P = W + 2, img = (H + 2) * P, S = H / ROWS;
     const int t = threadIdx.x, x = t % W, s = (t / W) % S, b = t / (W * S);
     const int n0 = blockIdx.x * nb, o0 = blockIdx.y * C3_CO;
     const bool live = n0 + b < n;   // a thread past the last image still meets every barrier
     const size_t HW = (size_t)H * W;
+    const float *src = in + (size_t)(n0 + b) * cin * HW + (size_t)s * ROWS * W + x;   // channel 0, this thread's pixels
 
     for (int e = t; e < C3_CI * nb * img; e += blockDim.x) tile[e] = 0.0f;   // the border stays 0
+    for (int e = t; e < cin * 18; e += blockDim.x) {   // a block may have fewer threads than weights
+        const int i = e / 18, tap = (e % 18) / 2, o = o0 + (e % 2) * 4;
+        float v[4];
+        for (int k = 0; k < 4; k++)
+            v[k] = o + k < cout ? w[(size_t)(o + k) * so + (size_t)i * si + (flip ? 8 - tap : tap)] : 0.0f;
+        wt[e] = make_float4(v[0], v[1], v[2], v[3]);
+    }
     float acc[ROWS][C3_CO];
     C3_UNROLL for (int r = 0; r < ROWS; r++) C3_UNROLL for (int o = 0; o < C3_CO; o++) acc[r][o] = 0.0f;
+    float pre[C3_CI][ROWS];
+    if (live) c3_fetch<ROWS>(pre, src, HW, W, cin < C3_CI ? cin : C3_CI);
 
     for (int i0 = 0; i0 < cin; i0 += C3_CI) {
         const int ci = cin - i0 < C3_CI ? cin - i0 : C3_CI;
         __syncthreads();   // the last round's reads are done
         if (live)
-            for (int cc = 0; cc < ci; cc++) {
-                const float *src = in + ((size_t)(n0 + b) * cin + i0 + cc) * HW + (size_t)s * ROWS * W + x;
+            C3_UNROLL for (int cc = 0; cc < C3_CI; cc++) {
+                if (cc >= ci) break;
                 float *dst = tile + (cc * nb + b) * img + (s * ROWS + 1) * P + x + 1;
-                C3_UNROLL for (int r = 0; r < ROWS; r++) dst[r * P] = src[(size_t)r * W];
+                C3_UNROLL for (int r = 0; r < ROWS; r++) dst[r * P] = pre[cc][r];
             }
-        for (int e = t; e < ci * 18; e += blockDim.x) {   // a block may have fewer threads than weights
-            const int cc = e / 18, tap = (e % 18) / 2, o = o0 + (e % 2) * 4;
-            float v[4];
-            for (int k = 0; k < 4; k++)
-                v[k] = o + k < cout ? w[(size_t)(o + k) * so + (size_t)(i0 + cc) * si + (flip ? 8 - tap : tap)] : 0.0f;
-            wt[e] = make_float4(v[0], v[1], v[2], v[3]);
-        }
         __syncthreads();
         if (!live) continue;
+        const int next = i0 + C3_CI;   // the next round's pixels in flight while this one is summed
+        if (next < cin) c3_fetch<ROWS>(pre, src + (size_t)next * HW, HW, W, cin - next < C3_CI ? cin - next : C3_CI);
         for (int cc = 0; cc < ci; cc++) {
             const float *tb = tile + (cc * nb + b) * img + s * ROWS * P + x;
             float v[ROWS + 2][3];
             C3_UNROLL for (int r = 0; r < ROWS + 2; r++) C3_UNROLL for (int k = 0; k < 3; k++) v[r][k] = tb[r * P + k];
-            const float4 *wp = wt + cc * 18;
+            const float4 *wp = wt + (i0 + cc) * 18;
             C3_UNROLL for (int ky = 0; ky < 3; ky++) C3_UNROLL for (int kx = 0; kx < 3; kx++) {
                 const float4 a = wp[(ky * 3 + kx) * 2], c = wp[(ky * 3 + kx) * 2 + 1];
                 C3_UNROLL for (int r = 0; r < ROWS; r++) {
@@ -147,10 +164,12 @@ extern "C" int cuda_conv3_set_rows(int rows) {
     return 0;
 }
 
-// the forward's output channels are cout, the data gradient's cin (65535 groups at most: the grid's height)
+// the forward's output channels are cout, the data gradient's cin (65535 groups at most: the grid's
+// height); its input channels, at most C3_MAXIN, cin and cout
 int cuda_conv3_fits(const conv_desc *d, int data_gradient) {
-    int outc = data_gradient ? d->cin : d->cout;
-    return is_3x3_same(d) && conv3_plan(d->n, outc, d->h, d->w).rows > 0 && (outc + C3_CO - 1) / C3_CO <= 65535;
+    int outc = data_gradient ? d->cin : d->cout, inc = data_gradient ? d->cout : d->cin;
+    return is_3x3_same(d) && inc <= C3_MAXIN && conv3_plan(d->n, outc, d->h, d->w).rows > 0 &&
+           (outc + C3_CO - 1) / C3_CO <= 65535;
 }
 
 static long served;   // cuda_mem.h cuda_conv3_served

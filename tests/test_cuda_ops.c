@@ -330,6 +330,8 @@ static const shape own_shapes[] = {
 };
 /* a height of 6: the forward and data gradient in 2 rows a thread only, the filter gradient by cuDNN */
 static const shape own_rows2_shape = {2, 5, 6, 10, 9, 3, 1, 1};
+/* 65 input channels: over the forward's 64 (cuDNN), the data gradient (8 in) and the filter gradient ours */
+static const shape own_wide_shape = {1, 65, 8, 8, 8, 3, 1, 1};
 
 static void own_case(const shape *s, int with_bias, int served) {
     long before = cuda_conv3_served();
@@ -351,6 +353,7 @@ TEST(conv_own_vs_ref) {
         own_case(&own_shapes[i], 1, 3);
     }
     own_case(&own_rows2_shape, 1, 2);
+    own_case(&own_wide_shape, 0, 2);
     CHECK(cuda_conv3_set_rows(3) == -1, "cuda_conv3_set_rows takes 0, 2 or 4");
     for (int rows = 2; rows <= 4; rows += 2) {   /* each variant on every tiling shape */
         cuda_conv3_set_rows(rows);

@@ -63,6 +63,7 @@ conv3-round-race|kernels/cuda_conv3.cu|s/^        __syncthreads();   \/\/ the la
 conv3-border|kernels/cuda_conv3.cu|s/e += blockDim.x) tile\[e\] = 0.0f;/e += blockDim.x) tile[e] = tile[e];/|k_conv3: the zero border of the staged images never written
 conv3-flip|kernels/cuda_conv3.cu|s/(flip ? 8 - tap : tap)/tap/|k_conv3: the data gradient with the forward's taps, not flipped
 conv3-last-round|kernels/cuda_conv3.cu|s/cin - i0 < C3_CI ? cin - i0 : C3_CI/C3_CI/|k_conv3: a last round of fewer channels read past the input's channels
+conv3-prefetch|kernels/cuda_conv3.cu|s/c3_fetch<ROWS>(pre, src + (size_t)next \* HW,/c3_fetch<ROWS>(pre, src + (size_t)i0 * HW,/|k_conv3: the next round's pixels read from this round's channels
 conv3-rows|kernels/cuda_conv3.cu|s/const float \*tb = tile + (cc \* nb + b) \* img + s \* ROWS \* P + x;/const float *tb = tile + (cc * nb + b) * img + s * 4 * P + x;/|k_conv3: a strip's rows found as if every variant had 4 rows a thread
 conv3-band-race|kernels/cuda_conv3.cu|s/^        __syncthreads();   \/\/ the last band's reads are done$//|k_conv3_filter: the next band overwrites shared memory while other warps still read it
 conv3-window|kernels/cuda_conv3.cu|s/const int yy = ys + j - 1;/const int yy = ys + j;/|k_conv3_filter: the staged rows one row off the image's
