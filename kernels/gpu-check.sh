@@ -14,7 +14,7 @@
 #   sh kernels/gpu-check.sh [tests] the CUDA op tests with each cuDNN algorithm choice
 #     printed, the GPU-vs-CPU training test (with cuDNN's convolutions, then with
 #     BN_CUDA_CONV=own), then the op tests under compute-sanitizer's
-#     memcheck.
+#     memcheck, and bench_conv at batch 2 under racecheck and synccheck.
 #   (When the op tests skip, no usable GPU, the call stops after the tests, saying why;
 #   GPU_ON_SKIP=go goes on, as tests/cli_gpucheck.sh's rehearsal without a GPU does.)
 #   sh kernels/gpu-check.sh bench   tests/bench.sh on the GPU (DEVICE=cuda, the PyTorch peer
@@ -175,20 +175,34 @@ run_memcheck() {
     cs=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer \
         /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -n 1)}
     if [ -z "$cs" ] || [ "$cs" = none ]; then
-        note "gpu-check: no compute-sanitizer: memcheck not run"; not_run="$not_run memcheck"; return
+        note "gpu-check: no compute-sanitizer: memcheck, racecheck and synccheck not run"
+        not_run="$not_run memcheck racecheck synccheck"; return
     fi
     stage memcheck 150 90 env BN_CUDA_SYNC=1 BN_CUDNN_FIND=0 "$cs" --tool memcheck --report-api-errors no --print-limit 20 \
         "$P/test_cuda_ops" >"$out/memcheck.log" 2>&1
     s=$?
-    [ "$s" -eq 99 ] && return
-    if grep -q -i "device not supported" "$out/memcheck.log"; then   # gVisor: KINDS.md
-        note "gpu-check: compute-sanitizer refuses this device (runtime without its support): memcheck not run"
-        not_run="$not_run memcheck"; return
+    if [ "$s" -ne 99 ]; then
+        if grep -q -i "device not supported" "$out/memcheck.log"; then   # gVisor: KINDS.md
+            note "gpu-check: compute-sanitizer refuses this device (runtime without its support):" \
+                "memcheck, racecheck and synccheck not run"
+            not_run="$not_run memcheck racecheck synccheck"; return
+        fi
+        worse $s
+        grep -E '^(FAIL|# [0-9]+ passed)|ERROR SUMMARY|Invalid' "$out/memcheck.log" | head -n 20
+        t=$(grep -h -E 'ERROR SUMMARY|^# [0-9]+ passed' "$out/memcheck.log" | tr '\n' ' ')
+        note "memcheck: ${t:-no summary}"
     fi
-    worse $s
-    grep -E '^(FAIL|# [0-9]+ passed)|ERROR SUMMARY|Invalid' "$out/memcheck.log" | head -n 20
-    t=$(grep -h -E 'ERROR SUMMARY|^# [0-9]+ passed' "$out/memcheck.log" | tr '\n' ' ')
-    note "memcheck: ${t:-no summary}"
+    # shared memory and barriers: racecheck and synccheck over every convolution kernel, cuDNN's
+    # and cuda_conv3.cu's, on each of ResNet-20's shapes (bench_conv at batch 2, one call each)
+    for tool in racecheck synccheck; do
+        stage "$tool" 90 30 env BN_CUDNN_FIND=0 "$cs" --tool "$tool" --print-limit 20 "$P/bench_conv" --batch 2 \
+            --reps 1 >"$W/$tool.log" 2>&1
+        s=$?
+        [ "$s" -eq 99 ] && continue
+        worse $s
+        t=$(grep -h -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$W/$tool.log" | tr '\n' ' ')
+        note "$tool (bench_conv --batch 2): ${t:-no summary}"
+    done
 }
 
 # bench_main ROUNDS, bench_extra: tests/bench.sh on the GPU. The peer runs with the

@@ -28,11 +28,12 @@ done
 cifar-synth --count 200 --seed 1 -o "$P/data/train.ds" 2>/dev/null
 cifar-synth --count 64 --seed 2 -o "$P/data/test.ds" 2>/dev/null
 printf 'raise SystemExit("peer stand-in")\n' >"$P/peers/torch_resnet20.py"
-# a compute-sanitizer stand-in: runs the program (its last argument), then prints SUMMARY
+# a compute-sanitizer stand-in: runs the program (its first argument that is a file that
+# can run) with the arguments after it, then prints SUMMARY
 cat >"$T/cs.sh" <<'EOF'
 #!/bin/sh
-for a; do last=$a; done
-"$last"; rc=$?
+while [ $# -gt 0 ] && ! { [ -f "$1" ] && [ -x "$1" ]; }; do shift; done
+"$@"; rc=$?
 echo "========= $SUMMARY"
 exit $rc
 EOF
@@ -55,7 +56,7 @@ S=$O/summary.txt
 check "all: no GPU here, so the tests skip: exit 3, not a pass" [ "$rc" -eq 3 ]
 check "all: the skip is said" grep -q "tests skipped on a GPU machine" "$S"
 check "all: each part ran, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$S' | tr -d '\n' |
-  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: test_cuda_train_own: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: bench-conv: exitgpu-check: bench-own: exitgpu-check: bench-own-rows4: exitgpu-check: bench-tf32: exitgpu-check: bench-find: exitgpu-check: bench-nograph: exitgpu-check: bench-host-step: exit'"
+  grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: test_cuda_train_own: exitgpu-check: bench: exitgpu-check: demo-all-1-fp32: exitgpu-check: demo-bn-1-fp32: exitgpu-check: repro-1: exitgpu-check: repro-2: exitgpu-check: memcheck: exitgpu-check: racecheck: exitgpu-check: synccheck: exitgpu-check: bench-conv: exitgpu-check: bench-own: exitgpu-check: bench-own-rows4: exitgpu-check: bench-tf32: exitgpu-check: bench-find: exitgpu-check: bench-nograph: exitgpu-check: bench-host-step: exit'"
 check "all: the same seed twice gave the same checkpoint" grep -q "^repro: the same seed in two processes gave the same checkpoint" "$S"
 check "all: the tests' tallies are in the summary" sh -c "grep -q '^test.log: # [0-9]* passed, 0 failed, [0-9]* skipped' '$S' &&
   grep -q '^train.log: # 0 passed, 0 failed, [0-9]* skipped' '$S'"
@@ -92,7 +93,7 @@ rm "$P/peers/torch_resnet20.py"
 small OUT="$T/o2" GPU_DEADLINE=15 sh "$CK" all >"$T/late.out" 2>&1
 rc=$?
 check "deadline: nothing fits in 15 s: exit 5, not a pass" [ "$rc" -eq 5 ]
-check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train test_cuda_train_own bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck bench-conv bench-own bench-own-rows4 bench-tf32 bench-find bench-nograph bench-host-step$" \
+check "deadline: every part not run is named" grep -q "^not run: test_cuda_ops test_cuda_train test_cuda_train_own bench demo-all-1-fp32 demo-bn-1-fp32 repro-1 memcheck racecheck synccheck bench-conv bench-own bench-own-rows4 bench-tf32 bench-find bench-nograph bench-host-step$" \
   "$T/o2/summary.txt"
 check "deadline: nothing ran" sh -c "[ -s '$T/o2/summary.txt' ] && ! grep -q ': exit [0-9]* in ' '$T/o2/summary.txt'"
 
@@ -120,8 +121,8 @@ small OUT="$T/o6" SUMMARY="Device not supported" sh "$CK" >"$T/tests.out" 2>&1
 rc=$?
 check "tests: the op tests, the training test and memcheck, in order" sh -c "grep -o 'gpu-check: [a-z_0-9-]*: exit' '$T/o6/summary.txt' |
   tr -d '\n' | grep -qx 'gpu-check: test_cuda_ops: exitgpu-check: test_cuda_train: exitgpu-check: test_cuda_train_own: exitgpu-check: memcheck: exit'"
-check "tests: a sanitizer that refuses the device is said, memcheck not run" sh -c "[ $rc -eq 3 ] &&
-  grep -q 'refuses this device' '$T/o6/summary.txt' && grep -q '^not run: memcheck$' '$T/o6/summary.txt'"
+check "tests: a sanitizer that refuses the device is said, memcheck, racecheck and synccheck not run" sh -c "[ $rc -eq 3 ] &&
+  grep -q 'refuses this device' '$T/o6/summary.txt' && grep -q '^not run: memcheck racecheck synccheck$' '$T/o6/summary.txt'"
 
 # repro: two processes that give different checkpoints are a failure, naming the tensors
 # that differ (a net-train whose second repro run takes another seed; python3 with msgpack)
