@@ -12,14 +12,16 @@
 //
 // Deterministic, whatever the grid: every output is one thread's sum in a fixed order (input
 // channel, then tap), and the filter gradient's partial sums are split by the shape alone
-// (F3_BANDS bands of F3_ROWS image rows each) and added in a fixed order, in double.
+// (bands of F3_ROWS image rows, 128/W bands a block) and added in a fixed order, in double.
 #include "cuda_internal.h"
 #include "cuda_mem.h"
 
 #if defined(__CUDACC__)
 #define C3_UNROLL _Pragma("unroll")
+#define C3_LDG(p) __ldg(p)   // read-only: the loads need not wait for the shared-memory stores
 #else
 #define C3_UNROLL
+#define C3_LDG(p) (*(p))
 #endif
 
 // ---- forward and data gradient: one kernel ------------------------------------------------
@@ -51,7 +53,7 @@ template <int ROWS>
 __device__ __forceinline__ void c3_fetch(float (&pre)[C3_CI][ROWS], const float *src, size_t HW, int W, int ci) {
     C3_UNROLL for (int cc = 0; cc < C3_CI; cc++) {
         if (cc >= ci) break;
-        C3_UNROLL for (int r = 0; r < ROWS; r++) pre[cc][r] = src[cc * HW + (size_t)r * W];
+        C3_UNROLL for (int r = 0; r < ROWS; r++) pre[cc][r] = C3_LDG(src + cc * HW + (size_t)r * W);
     }
 }
 
@@ -67,6 +69,8 @@ __global__ void k_conv3(const float *in, const float *w, const float *bias, floa
     const size_t HW = (size_t)H * W;
     const float *src = in + (size_t)(n0 + b) * cin * HW + (size_t)s * ROWS * W + x;   // channel 0, this thread's pixels
 
+    float pre[C3_CI][ROWS];   // the first round's pixels in flight while the weights are staged
+    if (live) c3_fetch<ROWS>(pre, src, HW, W, cin < C3_CI ? cin : C3_CI);
     for (int e = t; e < C3_CI * nb * img; e += blockDim.x) tile[e] = 0.0f;   // the border stays 0
     for (int e = t; e < cin * 18; e += blockDim.x) {   // a block may have fewer threads than weights
         const int i = e / 18, tap = (e % 18) / 2, o = o0 + (e % 2) * 4;
@@ -77,8 +81,6 @@ __global__ void k_conv3(const float *in, const float *w, const float *bias, floa
     }
     float acc[ROWS][C3_CO];
     C3_UNROLL for (int r = 0; r < ROWS; r++) C3_UNROLL for (int o = 0; o < C3_CO; o++) acc[r][o] = 0.0f;
-    float pre[C3_CI][ROWS];
-    if (live) c3_fetch<ROWS>(pre, src, HW, W, cin < C3_CI ? cin : C3_CI);
 
     for (int i0 = 0; i0 < cin; i0 += C3_CI) {
         const int ci = cin - i0 < C3_CI ? cin - i0 : C3_CI;
@@ -199,7 +201,7 @@ void cuda_conv3_bwd_data(const conv_desc *d, const float *dy, const float *w, fl
 // ---- filter gradient ----------------------------------------------------------------------
 //
 // dw[o][i][ky*3+kx] = sum over n, y, x of dy[n][o][y][x] * x[n][i][y+ky-1][x+kx-1].
-// The N*H image rows, stacked, go in bands of F3_ROWS; a block takes F3_BANDS bands (so the
+// The N*H image rows, stacked, go in bands of F3_ROWS; a block takes 128/W bands (so the
 // split of the sum depends on the shape alone), C3_CO = 8 output channels and F3_CI = 8
 // input channels, one warp each. Lane l takes band row l % 16 and half l / 16 of its
 // columns, and keeps all 8 x 9 sums of its input channel, sliding a 3x3 window of x along
@@ -211,12 +213,14 @@ void cuda_conv3_bwd_data(const conv_desc *d, const float *dy, const float *w, fl
 // k_conv3_sum adds the blocks' partials of each weight in double, in order.
 #define F3_CI 8
 #define F3_ROWS 16
-#define F3_BANDS 4
+#define F3_BANDS 4            // bands per block at W = 32 (f3_geom.bpb: 128 / W)
 #define F3_XT 5120            // floats of staged x: F3_CI * segs * (R + 2) * PX
 #define F3_DT 4224            // floats of staged dy: C3_CO * F3_ROWS * PD (W <= 32)
 
 struct f3_geom {
     int R, segs, PX, PD;      // rows per image segment, segments per band, pitches
+    int hs;                   // log2 H (H is a power of 2: cuda_conv3_filter_fits)
+    int bpb;                  // bands per block: F3_BANDS * 32 / W, so that a lane sums as many pixels at any width
 };
 static f3_geom f3_geometry(int H, int W) {
     f3_geom g;
@@ -224,6 +228,8 @@ static f3_geom f3_geometry(int H, int W) {
     g.segs = F3_ROWS / g.R;
     g.PX = (W + 2) | 1;
     g.PD = W | 1;
+    for (g.hs = 0; (1 << g.hs) < H; g.hs++) {}
+    g.bpb = F3_BANDS * 32 / W;
     return g;
 }
 
@@ -241,31 +247,43 @@ __global__ void k_conv3_filter(const float *x, const float *dy, float *part, int
     float acc[C3_CO][9];
     C3_UNROLL for (int o = 0; o < C3_CO; o++) C3_UNROLL for (int k = 0; k < 9; k++) acc[o][k] = 0.0f;
 
-    const int band_end = (z + 1) * F3_BANDS < nbands ? (z + 1) * F3_BANDS : nbands;
-    for (int band = z * F3_BANDS; band < band_end; band++) {
+    const int band_end = (z + 1) * g.bpb < nbands ? (z + 1) * g.bpb : nbands;
+    for (int band = z * g.bpb; band < band_end; band++) {
         __syncthreads();   // the last band's reads are done
         // warp `warp` copies input channel i's rows (segment by segment, each with the rows
         // above and below it: image rows or the zero border) and output channel o0+warp's,
         // 32 / W rows at a time (lane: column sc of row sj + k * 32/W)
         if (sj < per) {
+            // 4 loads in flight before their stores; the stacked row G is image G >> hs, row G & (H-1)
             for (int sg = 0; sg < g.segs; sg++) {
                 const long G = (long)band * F3_ROWS + (long)sg * g.R;   // the segment's first stacked row
-                const long im = G / H;
-                const int ys = (int)(G % H);
+                const long im = G >> g.hs;
+                const int ys = (int)(G & (H - 1));
+                const float *src = x + ((size_t)im * cin + i) * HW + sc;
+                const bool ok = i < cin && im < n;
                 float *dst = xs + ((warp * g.segs + sg) * rows) * g.PX + sc + 1;
-                for (int j = sj; j < rows; j += per) {
-                    const int yy = ys + j - 1;
-                    dst[j * g.PX] = i < cin && im < n && yy >= 0 && yy < H
-                                        ? x[((size_t)im * cin + i) * HW + (size_t)yy * W + sc]
-                                        : 0.0f;
+                for (int j0 = sj; j0 < rows; j0 += 4 * per) {
+                    float v[4];
+                    C3_UNROLL for (int k = 0; k < 4; k++) {
+                        const int j = j0 + k * per, yy = ys + j - 1;
+                        v[k] = ok && j < rows && yy >= 0 && yy < H ? C3_LDG(src + (size_t)yy * W) : 0.0f;
+                    }
+                    C3_UNROLL for (int k = 0; k < 4; k++)
+                        if (j0 + k * per < rows) dst[(j0 + k * per) * g.PX] = v[k];
                 }
             }
             const int o = o0 + warp;
-            for (int j = sj; j < F3_ROWS; j += per) {
-                const long G = (long)band * F3_ROWS + j, im = G / H;
-                const int yy = (int)(G % H);
-                ds[(warp * F3_ROWS + j) * g.PD + sc] =
-                    o < cout && im < n ? dy[((size_t)im * cout + o) * HW + (size_t)yy * W + sc] : 0.0f;
+            for (int j0 = sj; j0 < F3_ROWS; j0 += 4 * per) {
+                float v[4];
+                C3_UNROLL for (int k = 0; k < 4; k++) {
+                    const long G = (long)band * F3_ROWS + j0 + k * per, im = G >> g.hs;
+                    const int yy = (int)(G & (H - 1));
+                    v[k] = o < cout && im < n && j0 + k * per < F3_ROWS
+                               ? C3_LDG(dy + ((size_t)im * cout + o) * HW + (size_t)yy * W + sc)
+                               : 0.0f;
+                }
+                C3_UNROLL for (int k = 0; k < 4; k++)
+                    if (j0 + k * per < F3_ROWS) ds[(warp * F3_ROWS + j0 + k * per) * g.PD + sc] = v[k];
             }
         }
         __syncthreads();
@@ -304,9 +322,13 @@ __global__ void k_conv3_sum(const float *part, int nz, size_t m, float *dw) {
 }
 
 static int f3_bands(const conv_desc *d) { return (int)(((long)d->n * d->h + F3_ROWS - 1) / F3_ROWS); }
+static int f3_blocks(const conv_desc *d) {   // blocks along the bands (the grid's depth)
+    int bpb = f3_geometry(d->h, d->w).bpb;
+    return (f3_bands(d) + bpb - 1) / bpb;
+}
 
 size_t cuda_conv3_filter_workspace(const conv_desc *d) {
-    size_t nz = (size_t)(f3_bands(d) + F3_BANDS - 1) / F3_BANDS;
+    size_t nz = (size_t)f3_blocks(d);
     return nz * (size_t)d->cout * d->cin * 9 * sizeof(float);
 }
 
@@ -315,12 +337,12 @@ int cuda_conv3_filter_fits(const conv_desc *d) {
     if (!is_3x3_same(d) || d->w > 32 || d->w % 2 || d->h > 32 || (d->h % F3_ROWS && F3_ROWS % d->h)) return 0;
     f3_geom g = f3_geometry(d->h, d->w);
     return (d->cin + F3_CI - 1) / F3_CI <= 65535 && (d->cout + C3_CO - 1) / C3_CO <= 65535 && F3_CI * g.segs * (g.R + 2) * g.PX <= F3_XT && C3_CO * F3_ROWS * g.PD <= F3_DT &&
-           (f3_bands(d) + F3_BANDS - 1) / F3_BANDS <= 65535;
+           f3_blocks(d) <= 65535;
 }
 
 void cuda_conv3_bwd_filter(const conv_desc *d, const float *x, const float *dy, float *dw, float *part) {
     f3_geom g = f3_geometry(d->h, d->w);
-    int nbands = f3_bands(d), nz = (nbands + F3_BANDS - 1) / F3_BANDS;
+    int nbands = f3_bands(d), nz = f3_blocks(d);
     dim3 grid((unsigned)((d->cin + F3_CI - 1) / F3_CI), (unsigned)((d->cout + C3_CO - 1) / C3_CO), (unsigned)nz);
     k_conv3_filter<<<grid, F3_CI * 32, 0, cuda_stream()>>>(x, dy, part, d->n, d->cin, d->cout, d->h, d->w, g, nbands);
     CUDA_LAUNCH_CHECK();

@@ -66,7 +66,7 @@ conv3-last-round|kernels/cuda_conv3.cu|s/cin - i0 < C3_CI ? cin - i0 : C3_CI/C3_
 conv3-prefetch|kernels/cuda_conv3.cu|s/c3_fetch<ROWS>(pre, src + (size_t)next \* HW,/c3_fetch<ROWS>(pre, src + (size_t)i0 * HW,/|k_conv3: the next round's pixels read from this round's channels
 conv3-rows|kernels/cuda_conv3.cu|s/const float \*tb = tile + (cc \* nb + b) \* img + s \* ROWS \* P + x;/const float *tb = tile + (cc * nb + b) * img + s * 4 * P + x;/|k_conv3: a strip's rows found as if every variant had 4 rows a thread
 conv3-band-race|kernels/cuda_conv3.cu|s/^        __syncthreads();   \/\/ the last band's reads are done$//|k_conv3_filter: the next band overwrites shared memory while other warps still read it
-conv3-window|kernels/cuda_conv3.cu|s/const int yy = ys + j - 1;/const int yy = ys + j;/|k_conv3_filter: the staged rows one row off the image's
+conv3-window|kernels/cuda_conv3.cu|s/yy = ys + j - 1;/yy = ys + j;/|k_conv3_filter: the staged rows one row off the image's
 conv3-lost-partial|kernels/cuda_conv3.cu|s/for (int z = 0; z < nz; z++) s +=/for (int z = 1; z < nz; z++) s +=/|k_conv3_sum: the first block's partial sums left out
 split-offset|kernels/cuda_internal.h|s/launch(n0 \* per_image, /launch(0 * n0 * per_image, /|by_image_chunks: every launch of a split op starts at image 0
 EOF
