@@ -243,7 +243,8 @@ __global__ void k_conv3_filter(const float *x, const float *dy, float *part, int
     const int per = 32 / W, sj = lane / W, sc = lane % W;   // the copies: rows at a time, this lane's row and column
     const size_t HW = (size_t)H * W, M = (size_t)cout * cin * 9;
 
-    for (int e = threadIdx.x; e < F3_CI * g.segs * rows * g.PX; e += blockDim.x) xs[e] = 0.0f;   // the border columns stay 0
+    // the border columns stay 0
+    for (int e = threadIdx.x; e < F3_CI * g.segs * rows * g.PX; e += blockDim.x) xs[e] = 0.0f;
     float acc[C3_CO][9];
     C3_UNROLL for (int o = 0; o < C3_CO; o++) C3_UNROLL for (int k = 0; k < 9; k++) acc[o][k] = 0.0f;
 
@@ -335,9 +336,9 @@ size_t cuda_conv3_filter_workspace(const conv_desc *d) {
 // rows of at most 32 pixels, in two halves; bands of whole images or whole halves of them
 int cuda_conv3_filter_fits(const conv_desc *d) {
     if (!is_3x3_same(d) || d->w > 32 || d->w % 2 || d->h > 32 || (d->h % F3_ROWS && F3_ROWS % d->h)) return 0;
-    f3_geom g = f3_geometry(d->h, d->w);
-    return (d->cin + F3_CI - 1) / F3_CI <= 65535 && (d->cout + C3_CO - 1) / C3_CO <= 65535 && F3_CI * g.segs * (g.R + 2) * g.PX <= F3_XT && C3_CO * F3_ROWS * g.PD <= F3_DT &&
-           f3_blocks(d) <= 65535;
+    f3_geom g = f3_geometry(d->h, d->w);   // the staged band within shared memory; the grid's height and depth
+    return F3_CI * g.segs * (g.R + 2) * g.PX <= F3_XT && C3_CO * F3_ROWS * g.PD <= F3_DT &&
+           (d->cout + C3_CO - 1) / C3_CO <= 65535 && f3_blocks(d) <= 65535;
 }
 
 void cuda_conv3_bwd_filter(const conv_desc *d, const float *x, const float *dy, float *dw, float *part) {

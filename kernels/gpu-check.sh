@@ -245,28 +245,26 @@ recorded() {   # recorded LOG: bench.sh's line for a run whose steps could not b
     rl=$(grep -m 1 "could not be recorded" "$1")
     [ -z "$rl" ] || note "$rl"
 }
-bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log
+bench_round() {    # bench_round NAME PEER ENV...: one round, into $W/NAME.log, within br_limit s
     br_name=$1 br_peer=$2
     shift 2
-    stage "$br_name" 90 40 env "$@" PEER="$br_peer" DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 sh tests/bench.sh \
+    stage "$br_name" "$br_limit" 40 env "$@" PEER="$br_peer" DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 sh tests/bench.sh \
         >"$W/$br_name.log" 2>&1
     worse $?
     grep -E '^(1|median)' "$W/$br_name.log" || tail -n 3 "$W/$br_name.log"
     medians "$W/$br_name.log" "$br_name"
     recorded "$W/$br_name.log"
 }
-bench_own() {      # bench_own NAME ENV...: one round with BN_CUDA_CONV=own and the profile, into $W/NAME.log
+br_limit=90
+bench_own() {      # bench_own NAME ENV...: a round with BN_CUDA_CONV=own and the profile (so 150 s)
     bo_name=$1
     shift
     set -- $peaks "$@"
     bo_g=$1 bo_b=$2
     shift 2
-    stage "$bo_name" 150 50 env BN_CUDA_CONV=own "$@" PEER=none DEVICE=cuda STEPS="${STEPS:-200}" ROUNDS=1 PROFILE=1 \
-        BN_PEAK_GFLOPS="$bo_g" BN_PEAK_GBS="$bo_b" sh tests/bench.sh >"$W/$bo_name.log" 2>&1
-    worse $?
-    grep -E '^(1|median)' "$W/$bo_name.log" || tail -n 3 "$W/$bo_name.log"
-    medians "$W/$bo_name.log" "$bo_name"
-    recorded "$W/$bo_name.log"
+    br_limit=150
+    bench_round "$bo_name" none BN_CUDA_CONV=own PROFILE=1 BN_PEAK_GFLOPS="$bo_g" BN_PEAK_GBS="$bo_b" "$@"
+    br_limit=90
 }
 bench_extra() {     # most telling first: the time may run out
     echo "== ResNet-20's convolutions one by one, cuDNN against kernels/cuda_conv3.cu (bench_conv)"

@@ -99,9 +99,15 @@ static int set_precision(ops *o, const char *name) {
     return 0;
 }
 
+// whose 3x3 stride-1 convolutions in fp32 (BN_CUDA_CONV, cuda_conv_impl): 0 cuDNN's, 1
+// cuda_conv3.cu's, -1 another name
+static int conv_impl_of(const char *name) {
+    return strcmp(name, "own") == 0 ? 1 : strcmp(name, "cudnn") == 0 ? 0 : -1;
+}
+
 extern "C" ops *ops_cuda_get(const char **why);
 extern "C" int cuda_conv_impl(const char *name) {
-    int v = strcmp(name, "own") == 0 ? 1 : strcmp(name, "cudnn") == 0 ? 0 : -1;
+    int v = conv_impl_of(name);
     if (v < 0 || !ops_cuda_get(NULL)) return -1;
     int was = ctx.own_conv;
     if (was != v) ctx.own_conv = v, ctx.gen++;   // recorded steps launch the other kernels
@@ -231,13 +237,12 @@ static int start(void) {
     // process, and so other bits; the same seed must give the same checkpoint
     ctx.find = cli_env_flag("BN_CUDNN_FIND", false);
     ctx.verbose = cli_env_flag("BN_CUDA_VERBOSE", false);
-    // whose 3x3 stride-1 convolutions in fp32: cuDNN's (the default) or cuda_conv3.cu's
-    const char *cv = getenv("BN_CUDA_CONV");
-    if (cv && *cv && strcmp(cv, "cudnn") != 0 && strcmp(cv, "own") != 0)
+    const char *cv = getenv("BN_CUDA_CONV");   // cuDNN's by default
+    if (cv && *cv && (ctx.own_conv = conv_impl_of(cv)) < 0)
         cli_die("BN_CUDA_CONV=%s: expected cudnn (the default) or own", cv);
-    ctx.own_conv = cv && strcmp(cv, "own") == 0;
     const char *rows = getenv("BN_CUDA_CONV3_ROWS");   // a tuning knob: cuda_conv3.cu's rows a thread
-    if (rows && *rows && ((strcmp(rows, "2") && strcmp(rows, "4") && strcmp(rows, "0")) || cuda_conv3_set_rows(atoi(rows))))
+    int r = rows && *rows ? (strcmp(rows, "0") && strcmp(rows, "2") && strcmp(rows, "4") ? -1 : atoi(rows)) : 0;
+    if (cuda_conv3_set_rows(r))
         cli_die("BN_CUDA_CONV3_ROWS=%s: expected 2 or 4 (or 0: chosen by the shape)", rows);
     if (ctx.verbose)
         fprintf(stderr, "cuda: %.64s (sm_%d%d, %d SMs), cuDNN %zu, algorithms by %s%s\n", p.name, p.major, p.minor,

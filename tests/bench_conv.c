@@ -20,24 +20,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "ops.h"
+#include "rng.h"
 #ifdef HAVE_CUDA
 #include "../kernels/cuda_mem.h"
 #endif
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench_conv [--batch N] [--reps R]   (default 128 and 50)\n");
-}
-
-static int arg_int(const char *flag, const char *v) {
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || x < 1 || x > 100000) {
-        fprintf(stderr, "bench_conv: %s needs a whole number from 1 to 100000, not '%s'\n", flag, v ? v : "");
-        usage(stderr);
-        exit(2);
-    }
-    return (int)x;
 }
 
 #ifdef HAVE_CUDA
@@ -55,16 +46,12 @@ static double now(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-static float *dev_random(size_t n, unsigned seed) {
+static float *dev_random(size_t n, uint64_t seed) {
     float *h = malloc(n * sizeof *h), *d = cuda_alloc(n * sizeof *h);
-    if (!h || !d) {
-        fprintf(stderr, "bench_conv: out of memory for %zu floats\n", n);
-        exit(1);
-    }
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        h[i] = (float)(seed >> 8) / 16777216.0f - 0.5f;
-    }
+    if (!h || !d) cli_die("out of memory for %zu floats", n);
+    rng r;
+    rng_seed(&r, seed, 0);
+    for (size_t i = 0; i < n; i++) h[i] = (float)(rng_uniform(&r) - 0.5);
     cuda_to_device(d, h, n * sizeof *h);
     free(h);
     return d;
@@ -143,19 +130,18 @@ static int run(int batch, int reps) {
 #endif
 
 int main(int argc, char **argv) {
+    cli_init(argv[0]);
     int batch = 128, reps = 50;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--batch") == 0) {
-            batch = arg_int("--batch", i + 1 < argc ? argv[++i] : NULL);
+            batch = (int)cli_int("--batch", i + 1 < argc ? argv[++i] : NULL, 1, 100000);
         } else if (strcmp(argv[i], "--reps") == 0) {
-            reps = arg_int("--reps", i + 1 < argc ? argv[++i] : NULL);
+            reps = (int)cli_int("--reps", i + 1 < argc ? argv[++i] : NULL, 1, 100000);
         } else {
-            fprintf(stderr, "bench_conv: unknown argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
+            cli_usage_error("unknown argument '%s'", argv[i]);
         }
     }
 #ifdef HAVE_CUDA

@@ -95,7 +95,7 @@ if [ -x "$BC" ]; then
      [ \$(grep -E '^[0-9]+->[0-9]+ [0-9x]+ k3 s1 ' '$T/out' | awk '\$8 != \"-\"' | wc -l) -eq 12 ] &&
      [ \$(grep -E '^[0-9]+->[0-9]+ [0-9x]+ k[13] s2 ' '$T/out' | awk '\$8 == \"-\"' | wc -l) -eq 12 ]"
   check "bench_conv: the step's totals" sh -c "[ \$(grep -c '^step convolutions' '$T/out') -eq 2 ]"
-  expect_err "bench_conv: a bad --reps is refused" 2 "bench_conv: --reps needs a whole number" "$BC" --reps 0
+  expect_err "bench_conv: a bad --reps is refused" 2 "bench_conv: --reps: 0 is out of range" "$BC" --reps 0
 else
   t_skip "bench_conv" "$BC not built (make sim)"
 fi
